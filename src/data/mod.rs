@@ -1,0 +1,1 @@
+//! Datasets: IDX files, image folders, the embedded default, batching.
