@@ -1,3 +1,15 @@
 //! latent: latent-variable generative models trained on any GPU through wgpu and hand-written WGSL.
+//!
+//! Layers, bottom up (see ARCHITECTURE.md):
+//! - [`shaders`]: the typed registry of `shaders/*.wgsl`, generated and validated by `build.rs`;
+//! - [`gpu`]: the headless context, kernels, buffers and dispatches;
+//! - [`kernels`]: typed launchers per shader family, and [`cpu`]: their f64 CPU twins;
+//! - [`check`]: GPU-against-twin comparison, for tests and `latent check`;
+//! - [`data`]: datasets and batching.
 
+pub mod check;
+pub mod cpu;
 pub mod data;
+pub mod gpu;
+pub mod kernels;
+pub mod shaders;

@@ -1,1 +1,227 @@
-fn main() {}
+//! The `latent` command line (see shared/spec/cli.md). Results go to stdout (one JSON object with `--json`),
+//! progress and diagnostics to stderr.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use latent::check::{self, CheckOutcome};
+use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "latent",
+    version,
+    about = "Train and sample latent-variable generative models on any GPU"
+)]
+struct Cli {
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct DeviceArgs {
+    /// Graphics API: vulkan, metal, dx12 or gl (default: every one available, fastest adapter first).
+    #[arg(long, global = true, env = gpu::BACKEND_ENV)]
+    backend: Option<String>,
+    /// Use the adapter whose name contains this text (case-insensitive); `latent info` lists them.
+    #[arg(long, global = true, env = gpu::ADAPTER_ENV)]
+    adapter: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter, the one chosen, its features and the limits latent cares about.
+    Info {
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every kernel against its CPU twin on the chosen adapter and print a pass/fail table.
+    Check {
+        /// Only kernels whose name contains this text (e.g. `activation` or `arith::axpy`).
+        #[arg(long)]
+        filter: Option<String>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info { json } => info(&cli.device, *json),
+        Command::Check { filter, json } => run_checks(&cli.device, filter.as_deref(), *json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn options(device: &DeviceArgs) -> Result<GpuOptions> {
+    Ok(GpuOptions::resolve(
+        device.backend.as_deref(),
+        device.adapter.as_deref(),
+    )?)
+}
+
+#[derive(Serialize)]
+struct InfoReport {
+    adapters: Vec<gpu::AdapterSummary>,
+    chosen: Option<DeviceSummary>,
+    error: Option<String>,
+}
+
+fn info(device: &DeviceArgs, json: bool) -> Result<ExitCode> {
+    let options = options(device)?;
+    let adapters = gpu::list_adapters(&options);
+    let opened = Gpu::new(&options);
+    let report = InfoReport {
+        adapters,
+        chosen: opened.as_ref().ok().map(Gpu::summary),
+        error: opened.as_ref().err().map(|e| e.to_string()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("Adapters:");
+        if report.adapters.is_empty() {
+            println!("  (none)");
+        }
+        for a in &report.adapters {
+            println!(
+                "  {} [{}, {}] driver: {} {}",
+                a.name, a.backend, a.device_type, a.driver, a.driver_info
+            );
+        }
+        if let Some(chosen) = &report.chosen {
+            let a = &chosen.adapter;
+            println!("\nChosen: {} ({}, {})", a.name, a.backend, a.device_type);
+            println!(
+                "  features: {}",
+                if chosen.features.is_empty() {
+                    "none".into()
+                } else {
+                    chosen.features.join(", ")
+                }
+            );
+            println!(
+                "  subgroup size: {}..{}",
+                chosen.subgroup_size[0], chosen.subgroup_size[1]
+            );
+            println!(
+                "  max storage buffer binding: {}",
+                bytes(chosen.max_storage_buffer_binding_size)
+            );
+            println!("  max buffer size: {}", bytes(chosen.max_buffer_size));
+            println!(
+                "  workgroup memory: {}",
+                bytes(chosen.max_compute_workgroup_storage_size as u64)
+            );
+            println!(
+                "  invocations per workgroup: {} (size up to {:?})",
+                chosen.max_compute_invocations_per_workgroup, chosen.max_compute_workgroup_size
+            );
+            println!(
+                "  workgroups per dimension: {}",
+                chosen.max_compute_workgroups_per_dimension
+            );
+            println!(
+                "  storage buffers per stage: {}",
+                chosen.max_storage_buffers_per_shader_stage
+            );
+        }
+    }
+    match report.error {
+        Some(error) => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if n >= 1 << 30 && n % (1 << 30) == 0 {
+        format!("{} GiB", n >> 30)
+    } else if n >= MIB {
+        format!("{:.0} MiB ({n} bytes)", n as f64 / MIB as f64)
+    } else {
+        format!("{} KiB ({n} bytes)", n / 1024)
+    }
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    adapter: String,
+    passed: usize,
+    failed: usize,
+    checks: Vec<CheckOutcome>,
+}
+
+fn run_checks(device: &DeviceArgs, filter: Option<&str>, json: bool) -> Result<ExitCode> {
+    let gpu = Gpu::new(&options(device)?)?;
+    eprintln!("Checking kernels on {}", gpu.describe());
+    let checks: Vec<_> = check::all_checks()
+        .into_iter()
+        .filter(|c| filter.is_none_or(|f| c.kernel.contains(f)))
+        .collect();
+    if checks.is_empty() {
+        return Err(format!("no kernel matches --filter {:?}", filter.unwrap_or_default()).into());
+    }
+    let mut outcomes = Vec::new();
+    if !json {
+        println!(
+            "{:<34} {:<26} {:>11} {:>11}  result",
+            "kernel", "shape", "max |diff|", "rel. frob."
+        );
+    }
+    for check in &checks {
+        let outcome = check.execute(&gpu);
+        if !json {
+            println!(
+                "{:<34} {:<26} {:>11.3e} {:>11.3e}  {}",
+                outcome.kernel,
+                outcome.shape,
+                outcome.max_abs_diff,
+                outcome.relative_frobenius,
+                if outcome.passed { "pass" } else { "FAIL" }
+            );
+            if let Some(detail) = &outcome.detail {
+                println!("    {}", detail.replace('\n', "\n    "));
+            }
+        }
+        outcomes.push(outcome);
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    let report = CheckReport {
+        adapter: gpu.describe(),
+        passed: outcomes.len() - failed,
+        failed,
+        checks: outcomes,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "\n{} passed, {} failed on {}",
+            report.passed, report.failed, report.adapter
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
