@@ -8,6 +8,7 @@
 //! - [`data`]: datasets and batching.
 
 pub mod check;
+pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod gpu;
