@@ -18,22 +18,40 @@ pub const MNIST_10K_TRAIN_LEN: usize = 9_003;
 pub const MNIST_10K_TEST_LEN: usize = 997;
 
 /// The gzip IDX files, byte for byte as in `assets/mnist-10k/`.
-pub const MNIST_10K_TRAIN_IMAGES_GZ: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist-10k/train-images-idx3-ubyte.gz"));
-pub const MNIST_10K_TRAIN_LABELS_GZ: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist-10k/train-labels-idx1-ubyte.gz"));
-pub const MNIST_10K_TEST_IMAGES_GZ: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist-10k/t10k-images-idx3-ubyte.gz"));
-pub const MNIST_10K_TEST_LABELS_GZ: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist-10k/t10k-labels-idx1-ubyte.gz"));
+pub const MNIST_10K_TRAIN_IMAGES_GZ: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/mnist-10k/train-images-idx3-ubyte.gz"
+));
+pub const MNIST_10K_TRAIN_LABELS_GZ: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/mnist-10k/train-labels-idx1-ubyte.gz"
+));
+pub const MNIST_10K_TEST_IMAGES_GZ: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/mnist-10k/t10k-images-idx3-ubyte.gz"
+));
+pub const MNIST_10K_TEST_LABELS_GZ: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/mnist-10k/t10k-labels-idx1-ubyte.gz"
+));
 
 /// The embedded mnist-10k: train (9,003, 1, 28, 28) and test (997, 1, 28, 28), labels 0..9.
 ///
 /// Returns a `Result` like every other loader so callers can treat it the same way; it fails only if the
 /// binary was built from damaged assets (a test checks that it does not).
 pub fn mnist_10k() -> Result<Splits, DataError> {
-    let train = decode_pair(MNIST_10K_TRAIN_IMAGES_GZ, TRAIN_IMAGES, MNIST_10K_TRAIN_LABELS_GZ, TRAIN_LABELS)?;
-    let test = decode_pair(MNIST_10K_TEST_IMAGES_GZ, TEST_IMAGES, MNIST_10K_TEST_LABELS_GZ, TEST_LABELS)?;
+    let train = decode_pair(
+        MNIST_10K_TRAIN_IMAGES_GZ,
+        TRAIN_IMAGES,
+        MNIST_10K_TRAIN_LABELS_GZ,
+        TRAIN_LABELS,
+    )?;
+    let test = decode_pair(
+        MNIST_10K_TEST_IMAGES_GZ,
+        TEST_IMAGES,
+        MNIST_10K_TEST_LABELS_GZ,
+        TEST_LABELS,
+    )?;
     Ok(Splits { train, test })
 }
 

@@ -77,8 +77,22 @@ pub fn load_image_folder(dir: &Path, shape: ImageShape, fit: Fit) -> Result<Spli
         if test_files.files.is_empty() {
             return Err(empty_folder(&test_dir));
         }
-        let train = decode_all(train_dir.display().to_string(), &train_files.files, train_files.labels, &class_names, shape, fit)?;
-        let test = decode_all(test_dir.display().to_string(), &test_files.files, test_labels, &class_names, shape, fit)?;
+        let train = decode_all(
+            train_dir.display().to_string(),
+            &train_files.files,
+            train_files.labels,
+            &class_names,
+            shape,
+            fit,
+        )?;
+        let test = decode_all(
+            test_dir.display().to_string(),
+            &test_files.files,
+            test_labels,
+            &class_names,
+            shape,
+            fit,
+        )?;
         return Ok(Splits { train, test });
     }
 
@@ -245,7 +259,9 @@ fn is_image_file(path: &Path) -> bool {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Maps the test split's labels (indices into its own class names) to indices into the training class names.
@@ -268,7 +284,10 @@ fn relabel(
             }
         }
     }
-    Ok(test_labels.iter().map(|&label| train_index_of_test_class[label as usize]).collect())
+    Ok(test_labels
+        .iter()
+        .map(|&label| train_index_of_test_class[label as usize])
+        .collect())
 }
 
 /// Positions (into `listing.files`) of the training and the held-out test images; see the module documentation.
@@ -317,7 +336,11 @@ fn decode_all(
     for file in files {
         pixels.extend(load_image(file, shape, fit)?);
     }
-    let class_names = if labels.is_some() { class_names.to_vec() } else { Vec::new() };
+    let class_names = if labels.is_some() {
+        class_names.to_vec()
+    } else {
+        Vec::new()
+    };
     Ok(Dataset::new(name, shape, pixels, labels, class_names))
 }
 

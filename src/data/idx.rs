@@ -88,8 +88,8 @@ pub fn find_idx_file(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
     Err(DataError::MissingFile {
         path: compressed,
         hint: format!(
-            "a directory in the MNIST layout needs {stem}.gz or {stem} (and {}, {}, {}, {}, each optionally .gz)",
-            TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS
+            "a directory in the MNIST layout holds {TRAIN_IMAGES}, {TRAIN_LABELS}, {TEST_IMAGES} and {TEST_LABELS}, \
+             each raw or gzipped (.gz)"
         ),
     })
 }
@@ -175,7 +175,10 @@ pub fn parse_idx_labels(bytes: &[u8], path: &Path) -> Result<Vec<u32>, DataError
         });
     }
     let labels = read_u32_be(bytes, 4) as usize;
-    let what = format!("{} labels after the {LABELS_HEADER_BYTES}-byte header", thousands(labels));
+    let what = format!(
+        "{} labels after the {LABELS_HEADER_BYTES}-byte header",
+        thousands(labels)
+    );
     let expected_bytes = labels
         .checked_add(LABELS_HEADER_BYTES)
         .ok_or_else(|| DataError::BadHeader {

@@ -51,8 +51,9 @@ pub fn check_shape(dataset: &Dataset, expected: ImageShape) -> Result<(), DataEr
     }
     let hint = if found.channels != expected.channels {
         format!(
-            "convert the images to {} channel(s), or use a model configured for {} channel(s)",
-            expected.channels, found.channels
+            "the data has {} channel(s): configure the model for that, or use a folder of PNG/JPEG images, \
+             which is converted to the model's channels",
+            found.channels
         )
     } else {
         format!(
