@@ -115,8 +115,12 @@ pub fn decompress_if_gzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataEr
     if !bytes.starts_with(&GZIP_MAGIC) {
         return Ok(bytes);
     }
-    // IDX data compresses well (MNIST about 5x); start with room for that to avoid regrowing.
-    let mut decompressed = Vec::with_capacity(bytes.len() * 5);
+    // Reserve the decompressed size from the gzip trailer (ISIZE: the size mod 2^32, little-endian) to avoid
+    // regrowing; it is only a hint, so it is bounded by deflate's largest possible ratio (about 1032:1).
+    let trailer_size = bytes
+        .last_chunk::<4>()
+        .map_or(0, |isize_bytes| u32::from_le_bytes(*isize_bytes) as usize);
+    let mut decompressed = Vec::with_capacity(trailer_size.min(bytes.len().saturating_mul(1032)));
     flate2::read::MultiGzDecoder::new(bytes.as_slice())
         .read_to_end(&mut decompressed)
         .map_err(|source| DataError::Gzip {
