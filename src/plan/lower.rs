@@ -1,0 +1,373 @@
+//! Lowering: each op of the graph becomes dispatches of the kernel library, forward and backward.
+//!
+//! Gradients: a tensor's gradient buffer is written by the first op that reaches it in the backward walk and
+//! accumulated into by the others (natively where the kernel can, e.g. matmul's `C += A·B`; otherwise through a
+//! temporary and an `axpy`). An op whose output gradient was never written (nothing downstream needs it) emits
+//! nothing, and a parameter whose gradient was never written is not updated, as in PyTorch.
+
+use std::sync::Arc;
+
+use super::{ParamStore, Phase, Plan, PlanOptions, Step, StepWrite, TrainOptions};
+use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::graph::{Graph, Op, TensorId, TensorKind};
+use crate::kernels::{activation, arith, matmul, reduce};
+use crate::optim::Optimizer;
+
+pub(super) struct Builder<'a> {
+    gpu: &'a Gpu,
+    graph: &'a Graph,
+    store: &'a mut ParamStore,
+    options: &'a PlanOptions,
+    /// Buffer per tensor id (views point at their storage's buffer).
+    buffers: Vec<Option<Arc<GpuBuffer>>>,
+    /// Gradient buffer per storage tensor id, made on first use.
+    grads: Vec<Option<Arc<GpuBuffer>>>,
+    grad_written: Vec<bool>,
+    needs_grad: Vec<bool>,
+    /// Values an op saves in its forward for its backward (BatchNorm's mean and rstd, ...), by op index.
+    saved: Vec<Vec<Arc<GpuBuffer>>>,
+    steps: Vec<Step>,
+    step_writes: Vec<StepWrite>,
+    owned: Vec<Arc<GpuBuffer>>,
+    losses: Vec<TensorId>,
+    phase: Phase,
+}
+
+/// Sizes of a linear layer from its tensors: (batch, in, out).
+fn linear_sizes(graph: &Graph, x: TensorId, weight: TensorId) -> (usize, usize, usize) {
+    let (w, xs) = (graph.shape(weight), graph.shape(x));
+    (xs[0], w[1], w[0])
+}
+
+impl<'a> Builder<'a> {
+    pub(super) fn new(
+        gpu: &'a Gpu,
+        graph: &'a Graph,
+        store: &'a mut ParamStore,
+        options: &'a PlanOptions,
+    ) -> Result<Self, GpuError> {
+        let count = graph.tensors.len();
+        let mut builder = Self {
+            gpu,
+            graph,
+            store,
+            options,
+            buffers: vec![None; count],
+            grads: vec![None; count],
+            grad_written: vec![false; count],
+            needs_grad: vec![false; count],
+            saved: vec![Vec::new(); graph.ops.len()],
+            steps: Vec::new(),
+            step_writes: Vec::new(),
+            owned: Vec::new(),
+            losses: Vec::new(),
+            phase: Phase::Forward,
+        };
+        builder.allocate_tensors()?;
+        if let Some(train) = &options.train {
+            builder.mark_gradients(train);
+        }
+        Ok(builder)
+    }
+
+    /// One buffer per stored tensor; parameters and state come from the shared store.
+    fn allocate_tensors(&mut self) -> Result<(), GpuError> {
+        for (index, tensor) in self.graph.tensors.iter().enumerate() {
+            let bytes = (tensor.len() * 4) as u64;
+            let buffer = match &tensor.kind {
+                TensorKind::Param(p) | TensorKind::State(p) => {
+                    self.store.entry(self.gpu, &self.graph.params[p.0])?.value.clone()
+                }
+                TensorKind::Input => self.new_buffer(&tensor.name, BufferRole::Inputs, bytes)?,
+                TensorKind::Activation => self.new_buffer(&tensor.name, BufferRole::Activations, bytes)?,
+                TensorKind::View(_) => continue,
+            };
+            self.buffers[index] = Some(buffer);
+        }
+        for index in 0..self.graph.tensors.len() {
+            let storage = self.graph.storage(TensorId(index));
+            self.buffers[index] = self.buffers[storage.0].clone();
+        }
+        Ok(())
+    }
+
+    fn new_buffer(&mut self, label: &str, role: BufferRole, bytes: u64) -> Result<Arc<GpuBuffer>, GpuError> {
+        let buffer = Arc::new(self.gpu.buffer(label, role, bytes)?);
+        self.owned.push(buffer.clone());
+        Ok(buffer)
+    }
+
+    /// A tensor needs a gradient if it is a parameter being updated, or computed from one that does (or from an
+    /// input of an op that does): gradients flow back through every op between a loss and a trained parameter.
+    fn mark_gradients(&mut self, train: &TrainOptions) {
+        for (index, tensor) in self.graph.tensors.iter().enumerate() {
+            if let TensorKind::Param(p) = tensor.kind {
+                self.needs_grad[index] = train.updates(&self.graph.params[p.0].name);
+            }
+        }
+        // Views and ops propagate in graph order (a view is always made after the tensor it looks at).
+        for op in &self.graph.ops {
+            let any = op.inputs().iter().any(|t| self.needs_grad[self.graph.storage(*t).0] || self.needs_grad[t.0]);
+            self.needs_grad[op.output().0] = any;
+        }
+        for index in 0..self.graph.tensors.len() {
+            let storage = self.graph.storage(TensorId(index));
+            self.needs_grad[index] = self.needs_grad[index] || self.needs_grad[storage.0];
+            self.needs_grad[storage.0] = self.needs_grad[index];
+        }
+    }
+
+    fn buf(&self, id: TensorId) -> Arc<GpuBuffer> {
+        self.buffers[id.0].clone().expect("every tensor has a buffer")
+    }
+
+    fn len(&self, id: TensorId) -> usize {
+        self.graph.tensor(id).len()
+    }
+
+    fn name(&self, id: TensorId) -> &str {
+        &self.graph.tensor(id).name
+    }
+
+    fn push(&mut self, label: impl Into<String>, dispatch: Dispatch, flops: u64) {
+        self.steps.push(Step { label: label.into(), phase: self.phase, dispatch, flops });
+    }
+
+    fn needs(&self, id: TensorId) -> bool {
+        self.needs_grad[id.0]
+    }
+
+    /// The gradient buffer of `id` and whether it already holds a contribution (then the caller accumulates).
+    fn grad_target(&mut self, id: TensorId) -> Result<(Arc<GpuBuffer>, bool), GpuError> {
+        let storage = self.graph.storage(id);
+        if self.grads[storage.0].is_none() {
+            let tensor = self.graph.tensor(storage);
+            let buffer = match tensor.kind {
+                TensorKind::Param(p) => {
+                    let entry = self.store.entry(self.gpu, &self.graph.params[p.0])?;
+                    if entry.grad.is_none() {
+                        let label = format!("{}.grad", entry.name);
+                        entry.grad = Some(Arc::new(self.gpu.buffer(&label, BufferRole::Gradients, (entry.len() * 4) as u64)?));
+                    }
+                    entry.grad.clone().expect("just made")
+                }
+                _ => {
+                    let label = format!("{}.grad", tensor.name);
+                    self.new_buffer(&label, BufferRole::Gradients, (tensor.len() * 4) as u64)?
+                }
+            };
+            self.grads[storage.0] = Some(buffer);
+        }
+        let accumulate = self.grad_written[storage.0];
+        self.grad_written[storage.0] = true;
+        Ok((self.grads[storage.0].clone().expect("made above"), accumulate))
+    }
+
+    /// The gradient of an op's output, if anything downstream wrote it.
+    fn output_grad(&self, id: TensorId) -> Option<Arc<GpuBuffer>> {
+        let storage = self.graph.storage(id);
+        if self.grad_written[storage.0] {
+            self.grads[storage.0].clone()
+        } else {
+            None
+        }
+    }
+
+    /// Emits a gradient contribution to `id` from a kernel that overwrites its output: straight into the
+    /// gradient buffer the first time, through a temporary and an `axpy` after that.
+    fn emit_grad(
+        &mut self,
+        id: TensorId,
+        label: &str,
+        kernel: impl FnOnce(&Gpu, &GpuBuffer) -> Result<Dispatch, GpuError>,
+    ) -> Result<(), GpuError> {
+        let (grad, accumulate) = self.grad_target(id)?;
+        if !accumulate {
+            let dispatch = kernel(self.gpu, &grad)?;
+            self.push(label, dispatch, 0);
+            return Ok(());
+        }
+        let n = self.len(id);
+        let temporary = self.new_buffer(&format!("{}.grad.part", self.name(id)), BufferRole::Gradients, (n * 4) as u64)?;
+        let dispatch = kernel(self.gpu, &temporary)?;
+        self.push(label, dispatch, 0);
+        let add = arith::axpy(self.gpu, &grad, &temporary, 1.0, 1.0, n)?;
+        self.push(format!("{label} accumulate"), add, n as u64);
+        Ok(())
+    }
+
+    /// The forward dispatches of op number `index`.
+    pub(super) fn forward(&mut self, index: usize, op: &Op) -> Result<(), GpuError> {
+        let gpu = self.gpu;
+        let label = format!("{} {}", self.name(op.output()), op.name());
+        match *op {
+            Op::Linear { x, weight, bias, y } => {
+                let (batch, input, output) = linear_sizes(self.graph, x, weight);
+                let bias = bias.map(|b| self.buf(b));
+                let d = matmul::linear_forward(
+                    gpu,
+                    &self.buf(y),
+                    &self.buf(x),
+                    &self.buf(weight),
+                    bias.as_deref(),
+                    None,
+                    batch,
+                    input,
+                    output,
+                )?;
+                self.push(label, d, matmul::flops(batch, output, input));
+            }
+            Op::Activation { activation, x, y } => {
+                let d = activation::forward(gpu, activation, &self.buf(y), &self.buf(x), self.len(x))?;
+                self.push(label, d, 0);
+            }
+            Op::Add { a, b, y } => {
+                let d = arith::add(gpu, &self.buf(y), &self.buf(a), &self.buf(b), self.len(y))?;
+                self.push(label, d, self.len(y) as u64);
+            }
+            Op::AddPerChannel { x, v, y } => {
+                let shape = self.graph.shape(x);
+                let (rows, inner) = (shape[0] * shape[1], shape[2] * shape[3]);
+                let d = arith::add_channel_bias(gpu, &self.buf(y), &self.buf(x), &self.buf(v), 1, rows, inner)?;
+                self.push(label, d, self.len(y) as u64);
+            }
+            _ => return self.forward_more(index, op, label),
+        }
+        if op.is_loss() {
+            self.losses.push(op.output());
+        }
+        Ok(())
+    }
+
+    /// The backward walk: every op in reverse, turning its output's gradient into its inputs' gradients.
+    pub(super) fn backward(&mut self) -> Result<(), GpuError> {
+        self.phase = Phase::Backward;
+        let graph = self.graph;
+        for (index, op) in graph.ops.iter().enumerate().rev() {
+            if !op.inputs().iter().any(|t| self.needs(*t)) {
+                continue;
+            }
+            if op.is_loss() {
+                self.backward_loss(index, op)?;
+                continue;
+            }
+            let Some(dy) = self.output_grad(op.output()) else { continue };
+            self.backward_op(index, op, &dy)?;
+        }
+        Ok(())
+    }
+
+    fn backward_op(&mut self, index: usize, op: &Op, dy: &GpuBuffer) -> Result<(), GpuError> {
+        let gpu = self.gpu;
+        let label = format!("{} {}", self.name(op.output()), op.name());
+        match *op {
+            Op::Linear { x, weight, bias, y: _ } => {
+                let (batch, input, output) = linear_sizes(self.graph, x, weight);
+                if self.needs(x) {
+                    let (dx, accumulate) = self.grad_target(x)?;
+                    let d = matmul::linear_input_backward(gpu, &dx, dy, &self.buf(weight), accumulate, batch, input, output)?;
+                    self.push(format!("{label} dx"), d, matmul::flops(batch, input, output));
+                }
+                if self.needs(weight) {
+                    let (dw, accumulate) = self.grad_target(weight)?;
+                    let d = matmul::linear_weight_backward(gpu, &dw, dy, &self.buf(x), accumulate, batch, input, output)?;
+                    self.push(format!("{label} dweight"), d, matmul::flops(output, input, batch));
+                }
+                if let Some(bias) = bias.filter(|b| self.needs(*b)) {
+                    self.emit_grad(bias, &format!("{label} dbias"), |gpu, db| reduce::sum_rows(gpu, db, dy, batch, output))?;
+                }
+            }
+            Op::Activation { activation, x, y: _ } => {
+                let n = self.len(x);
+                let xb = self.buf(x);
+                self.emit_grad(x, &format!("{label} dx"), |gpu, dx| activation::backward(gpu, activation, dx, &xb, dy, n))?;
+            }
+            Op::Add { a, b, y } => {
+                let n = self.len(y);
+                for input in [a, b] {
+                    if self.needs(input) {
+                        self.emit_grad(input, &format!("{label} d{}", self.name(input)), |gpu, d| arith::copy(gpu, d, dy, n))?;
+                    }
+                }
+            }
+            Op::AddPerChannel { x, v, y } => {
+                let shape = self.graph.shape(y).to_vec();
+                let (rows, inner) = (shape[0] * shape[1], shape[2] * shape[3]);
+                if self.needs(x) {
+                    let n = self.len(x);
+                    self.emit_grad(x, &format!("{label} dx"), |gpu, dx| arith::copy(gpu, dx, dy, n))?;
+                }
+                if self.needs(v) {
+                    self.emit_grad(v, &format!("{label} dv"), |gpu, dv| reduce::sum_cols(gpu, dv, dy, rows, inner))?;
+                }
+            }
+            _ => return self.backward_more(index, op, dy, label),
+        }
+        Ok(())
+    }
+
+    /// The optimizer's update of every parameter this plan trains and computed a gradient for.
+    pub(super) fn optimizer_updates(&mut self, train: &TrainOptions) -> Result<(), GpuError> {
+        self.phase = Phase::Optimizer;
+        let optimizer = train.optimizer.clone();
+        let step_values = Arc::new(crate::kernels::optim::step_buffer(self.gpu, &format!("{} step values", self.options.name))?);
+        self.owned.push(step_values.clone());
+        let for_step = optimizer.clone();
+        self.step_writes.push(StepWrite {
+            buffer: step_values.clone(),
+            bytes: Box::new(move |step| bytemuck::bytes_of(&for_step.step_values(step)).to_vec()),
+        });
+        let graph = self.graph;
+        for spec in graph.params.iter().filter(|p| p.trainable && train.updates(&p.name)) {
+            if !self.grad_written[spec.tensor.0] {
+                continue;
+            }
+            let entry = self.store.entry(self.gpu, spec)?;
+            let n = entry.len();
+            let states = optimizer.state_names();
+            if entry.optimizer_state.is_empty() {
+                for state in states {
+                    let label = format!("optim.{}.{state}", entry.name);
+                    let buffer = Arc::new(self.gpu.buffer(&label, BufferRole::OptimizerState, (n * 4) as u64)?);
+                    entry.optimizer_state.push((state.to_string(), buffer));
+                }
+            }
+            let (value, grad) = (entry.value.clone(), entry.grad.clone().expect("written gradients exist"));
+            let state: Vec<Arc<GpuBuffer>> = entry.optimizer_state.iter().map(|(_, b)| b.clone()).collect();
+            let dispatch = optimizer.update(self.gpu, &value, &state, &grad, &step_values, n)?;
+            self.push(format!("{} {}", spec.name, optimizer.name()), dispatch, 0);
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish(self) -> Result<Plan, GpuError> {
+        let loss_staging = (!self.losses.is_empty()).then(|| {
+            self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("loss readback"),
+                size: (self.losses.len() * 4) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Ok(Plan {
+            name: self.options.name.clone(),
+            steps: self.steps,
+            step_writes: self.step_writes,
+            tensors: self.buffers,
+            names: self.graph.tensors.iter().map(|t| (t.name.clone(), t.shape.clone())).collect(),
+            losses: self.losses,
+            owned: self.owned,
+            loss_staging,
+        })
+    }
+}
+
+impl Optimizer {
+    fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Adam { config, .. } if config.decoupled => "adamw",
+            Optimizer::Adam { .. } => "adam",
+            Optimizer::Sgd { .. } => "sgd",
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Plans: a graph compiled into the fixed list of dispatches one step replays.
+//!
+//! Compiling walks the graph's ops in order (the forward pass), then in reverse (the backward pass: each op
+//! turns its output's gradient into its inputs' gradients, accumulating where a tensor feeds several ops), then
+//! emits the optimizer's update for every trainable parameter whose gradient was computed. Every buffer, pipeline
+//! and bind group is made here, once. A step writes the batch and the per-step scalars into existing buffers,
+//! encodes the list into one compute pass, and submits once.
+
+mod lower;
+pub mod params;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::graph::{Graph, TensorId};
+use crate::optim::Optimizer;
+pub use params::{LoadError, ParamEntry, ParamStore};
+
+/// Which part of the step a dispatch belongs to (for profiles and counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Forward,
+    Backward,
+    Optimizer,
+}
+
+/// One dispatch of a plan, labelled with the op it came from.
+#[derive(Debug)]
+pub struct Step {
+    /// e.g. `fc1.out linear` or `fc1.weight adam`
+    pub label: String,
+    pub phase: Phase,
+    pub dispatch: Dispatch,
+    /// Floating-point operations of this dispatch (0 where not counted).
+    pub flops: u64,
+}
+
+/// Values the host rewrites before every step (a random stream's step counter, Adam's step count), so that
+/// the recorded bind groups never change.
+pub struct StepWrite {
+    pub buffer: Arc<GpuBuffer>,
+    /// The bytes for global step `step` (0-based).
+    pub bytes: Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+}
+
+impl std::fmt::Debug for StepWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StepWrite({})", self.buffer.label)
+    }
+}
+
+/// What a plan is for.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    pub name: String,
+    /// Compute gradients and update these parameters (by name predicate); `None`: forward only.
+    pub train: Option<TrainOptions>,
+    /// The seed of the random streams (noise ops).
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub optimizer: Optimizer,
+    /// Only parameters whose name starts with one of these are updated (empty: all). Gradients still flow
+    /// through the others (the GAN's generator step backpropagates through the discriminator).
+    pub update_prefixes: Vec<String>,
+}
+
+impl TrainOptions {
+    fn updates(&self, name: &str) -> bool {
+        self.update_prefixes.is_empty() || self.update_prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+}
+
+/// A compiled graph: every buffer made, every dispatch recorded.
+#[derive(Debug)]
+pub struct Plan {
+    pub name: String,
+    pub steps: Vec<Step>,
+    pub step_writes: Vec<StepWrite>,
+    /// Buffers of the graph's tensors, by tensor id (views share their storage's buffer).
+    tensors: Vec<Option<Arc<GpuBuffer>>>,
+    /// The graph's tensor names and shapes, by id.
+    names: Vec<(String, Vec<usize>)>,
+    /// Loss tensors, in graph order.
+    losses: Vec<TensorId>,
+    /// Every buffer this plan made (parameters excluded), for memory accounting.
+    owned: Vec<Arc<GpuBuffer>>,
+    loss_staging: Option<wgpu::Buffer>,
+}
+
+/// Compiles `graph` against the shared `store`.
+pub fn compile(gpu: &Gpu, graph: &Graph, store: &mut ParamStore, options: &PlanOptions) -> Result<Plan, GpuError> {
+    let mut builder = lower::Builder::new(gpu, graph, store, options)?;
+    for (index, op) in graph.ops.iter().enumerate() {
+        builder.forward(index, op)?;
+    }
+    if let Some(train) = &options.train {
+        builder.backward()?;
+        builder.optimizer_updates(train)?;
+    }
+    builder.finish()
+}
+
+impl Plan {
+    /// The buffer of tensor `id`.
+    pub fn buffer(&self, id: TensorId) -> &Arc<GpuBuffer> {
+        self.tensors[id.0].as_ref().expect("every tensor of a compiled plan has a buffer")
+    }
+
+    /// The tensor named `name`.
+    pub fn tensor_id(&self, name: &str) -> Option<TensorId> {
+        self.names.iter().position(|(n, _)| n == name).map(TensorId)
+    }
+
+    /// Writes host data into an input tensor (a batch, labels, timesteps) before the next step.
+    pub fn write_input<T: bytemuck::Pod>(&self, gpu: &Gpu, input: TensorId, data: &[T]) -> Result<(), GpuError> {
+        let (name, shape) = &self.names[input.0];
+        let expected: usize = shape.iter().product();
+        if data.len() != expected {
+            return Err(GpuError::BufferSize {
+                label: name.clone(),
+                capacity: (expected * 4) as u64,
+                bytes: std::mem::size_of_val(data) as u64,
+            });
+        }
+        gpu.write(self.buffer(input), data)
+    }
+
+    /// Records every dispatch into one compute pass of `encoder`.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&self.name), timestamp_writes: None });
+        for step in &self.steps {
+            step.dispatch.record(&mut pass);
+        }
+    }
+
+    /// Writes the per-step values of global step `step`, encodes the plan and submits it once. Does not wait.
+    pub fn run(&self, gpu: &Gpu, step: u64) {
+        for write in &self.step_writes {
+            gpu.queue.write_buffer(&write.buffer.buffer, 0, &(write.bytes)(step));
+        }
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&self.name) });
+        self.encode(&mut encoder);
+        gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// The loss tensors' names, in the order `read_losses` returns them.
+    pub fn loss_names(&self) -> Vec<&str> {
+        self.losses.iter().map(|id| self.names[id.0].0.as_str()).collect()
+    }
+
+    /// Reads the losses of the last submitted step (waits for the GPU: call it every N steps, not every step).
+    pub fn read_losses(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        let Some(staging) = &self.loss_staging else { return Ok(Vec::new()) };
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("losses") });
+        for (i, id) in self.losses.iter().enumerate() {
+            encoder.copy_buffer_to_buffer(&self.buffer(*id).buffer, 0, staging, (i * 4) as u64, 4);
+        }
+        gpu.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        gpu.wait()?;
+        let fail = |message: String| GpuError::Readback { label: "losses".into(), message };
+        receiver.recv().map_err(|e| fail(e.to_string()))?.map_err(|e| fail(e.to_string()))?;
+        let values = bytemuck::pod_collect_to_vec(&slice.get_mapped_range().map_err(|e| fail(e.to_string()))?);
+        staging.unmap();
+        Ok(values)
+    }
+
+    /// Reads any tensor back (waits for the GPU).
+    pub fn read(&self, gpu: &Gpu, id: TensorId) -> Result<Vec<f32>, GpuError> {
+        let mut values: Vec<f32> = gpu.read(self.buffer(id))?;
+        values.truncate(self.names[id.0].1.iter().product());
+        Ok(values)
+    }
+
+    /// Dispatches per step, by phase.
+    pub fn dispatch_counts(&self) -> BTreeMap<Phase, usize> {
+        let mut counts = BTreeMap::new();
+        for step in &self.steps {
+            *counts.entry(step.phase).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Bytes of the buffers this plan made, by role (shared parameters are counted by `memory_with`).
+    pub fn own_memory(&self) -> BTreeMap<BufferRole, u64> {
+        let mut memory = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for buffer in &self.owned {
+            if seen.insert(Arc::as_ptr(buffer)) {
+                *memory.entry(buffer.role).or_insert(0) += buffer.bytes;
+            }
+        }
+        memory
+    }
+}
+
+/// GPU memory of the parameter store by role (weights, gradients, optimizer state).
+pub fn store_memory(store: &ParamStore) -> BTreeMap<BufferRole, u64> {
+    let mut memory = BTreeMap::new();
+    for entry in &store.entries {
+        let buffers = std::iter::once(&entry.value)
+            .chain(entry.grad.iter())
+            .chain(entry.optimizer_state.iter().map(|(_, b)| b))
+            .chain(entry.ema.iter());
+        for buffer in buffers {
+            *memory.entry(buffer.role).or_insert(0) += buffer.bytes;
+        }
+    }
+    memory
+}
