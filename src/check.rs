@@ -309,6 +309,8 @@ pub fn all_checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     checks.extend(crate::kernels::activation::checks());
     checks.extend(crate::kernels::arith::checks());
+    checks.extend(crate::kernels::matmul::checks());
+    checks.extend(crate::kernels::reduce::checks());
     checks
 }
 

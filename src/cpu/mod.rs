@@ -3,3 +3,5 @@
 
 pub mod activation;
 pub mod arith;
+pub mod matmul;
+pub mod reduce;

@@ -8,6 +8,8 @@
 
 pub mod activation;
 pub mod arith;
+pub mod matmul;
+pub mod reduce;
 
 use crate::shaders::EntryPoint;
 

@@ -1,0 +1,485 @@
+//! Matrix multiplication (`shaders/matmul.wgsl`): C = op(A) · op(B) in three layouts, batched, with a fused
+//! epilogue (bias per output column, an activation, and an accumulate mode), and the linear layer built on it.
+//!
+//! Tiling (see the shader): a 64 x 64 tile of C per workgroup of 256 threads, 4 x 4 outputs per thread in
+//! registers, K staged 16 at a time through 8 KiB of workgroup memory. 16 outputs per thread cut the
+//! workgroup-memory reads to 8 per 16 multiply-adds; 256 threads and 8 KiB fit every adapter (and leave room
+//! for double buffering); four adjacent columns per thread are one `vec4` when loads are vectorised later.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
+use crate::cpu;
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::kernels::activation::Activation;
+use crate::shaders::{matmul as wgsl, EntryPoint};
+
+/// Keep in sync with `struct Params` in shaders/matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub has_bias: u32,
+    pub stride_a: u32,
+    pub stride_b: u32,
+    pub stride_c: u32,
+    pub accumulate: u32,
+    pub activation: u32,
+    pub slope: f32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// Edge of the square tile of C that one workgroup computes.
+pub const TILE: usize = 64;
+
+/// Floating-point operations of one (M, N, K) product: a multiply and an add per term.
+pub fn flops(m: usize, n: usize, k: usize) -> u64 {
+    2 * m as u64 * n as u64 * k as u64
+}
+
+/// Which operands are transposed (BLAS names; all matrices are stored row-major).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// C (M, N) = A (M, K) · B (K, N): a linear layer's input gradient dx = dy · W.
+    NN,
+    /// C (M, N) = A (M, K) · B (N, K)ᵀ: a linear layer's forward y = x · Wᵀ.
+    NT,
+    /// C (M, N) = A (K, M)ᵀ · B (K, N): a linear layer's weight gradient dW = dyᵀ · x.
+    TN,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 3] = [Self::NN, Self::NT, Self::TN];
+
+    pub fn entry(self) -> &'static EntryPoint {
+        match self {
+            Self::NN => &wgsl::MATMUL_NN,
+            Self::NT => &wgsl::MATMUL_NT,
+            Self::TN => &wgsl::MATMUL_TN,
+        }
+    }
+
+    /// Whether A is stored (K, M).
+    pub fn a_transposed(self) -> bool {
+        self == Self::TN
+    }
+
+    /// Whether B is stored (N, K).
+    pub fn b_transposed(self) -> bool {
+        self == Self::NT
+    }
+}
+
+/// The sizes of a (batched) product. Strides are in elements between consecutive products of the batch;
+/// a stride of 0 shares one matrix across the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
+}
+
+impl MatmulShape {
+    /// One product, C (M, N) from K terms each.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            m,
+            n,
+            k,
+            batch: 1,
+            stride_a: m * k,
+            stride_b: k * n,
+            stride_c: m * n,
+        }
+    }
+
+    /// `batch` products, each operand at its own stride.
+    pub fn batched(self, batch: usize, stride_a: usize, stride_b: usize, stride_c: usize) -> Self {
+        Self {
+            batch,
+            stride_a,
+            stride_b,
+            stride_c,
+            ..self
+        }
+    }
+
+    /// Elements each operand must hold: the last product's offset plus one matrix.
+    pub fn lens(&self) -> [usize; 3] {
+        let last = self.batch.saturating_sub(1);
+        [
+            last * self.stride_a + self.m * self.k,
+            last * self.stride_b + self.k * self.n,
+            last * self.stride_c + self.m * self.n,
+        ]
+    }
+
+    pub fn flops(&self) -> u64 {
+        self.batch as u64 * flops(self.m, self.n, self.k)
+    }
+}
+
+impl std::fmt::Display for MatmulShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "M={} N={} K={}", self.m, self.n, self.k)?;
+        if self.batch != 1 {
+            write!(f, " batch={}", self.batch)?;
+        }
+        Ok(())
+    }
+}
+
+/// What happens to each element of A · B before it lands in C: `v = act(acc + bias[n])`, then `C = v` or
+/// `C = C + v`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// (N), added to every row.
+    pub bias: Option<&'a GpuBuffer>,
+    pub activation: Option<Activation>,
+    /// C = C + result (beta = 1), for gradient accumulation.
+    pub accumulate: bool,
+}
+
+impl Epilogue<'_> {
+    /// Plain C = A · B.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        activation: None,
+        accumulate: false,
+    };
+
+    /// C = C + A · B.
+    pub const ACCUMULATE: Epilogue<'static> = Epilogue {
+        bias: None,
+        activation: None,
+        accumulate: true,
+    };
+}
+
+/// The shader's activation code (see `struct Params` in shaders/matmul.wgsl).
+fn activation_code(activation: Option<Activation>) -> (u32, f32) {
+    match activation {
+        None => (0, 0.0),
+        Some(Activation::Relu) => (1, 0.0),
+        Some(Activation::LeakyRelu { slope }) => (2, slope),
+        Some(Activation::Sigmoid) => (3, 0.0),
+        Some(Activation::Tanh) => (4, 0.0),
+        Some(Activation::Silu) => (5, 0.0),
+    }
+}
+
+fn require_len(buffer: &GpuBuffer, elements: usize) -> Result<(), GpuError> {
+    let bytes = elements as u64 * 4;
+    if bytes > buffer.bytes {
+        return Err(GpuError::BufferSize {
+            label: buffer.label.clone(),
+            capacity: buffer.bytes,
+            bytes,
+        });
+    }
+    Ok(())
+}
+
+fn to_u32(what: &str, value: usize, context: &str) -> Result<u32, GpuError> {
+    u32::try_from(value).map_err(|_| GpuError::Validation {
+        context: context.to_string(),
+        message: format!("{what} = {value} does not fit in 32 bits"),
+    })
+}
+
+/// C = act(op(A) · op(B) + bias), or C = C + act(...), for every product of the batch.
+pub fn matmul(
+    gpu: &Gpu,
+    c: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    layout: Layout,
+    shape: MatmulShape,
+    epilogue: &Epilogue,
+) -> Result<Dispatch, GpuError> {
+    let entry = layout.entry();
+    let context = format!("{} ({shape})", entry.qualified_name());
+    if shape.m == 0 || shape.n == 0 || shape.k == 0 || shape.batch == 0 {
+        return Err(GpuError::Validation {
+            context,
+            message: "every dimension must be at least 1".into(),
+        });
+    }
+    let [len_a, len_b, len_c] = shape.lens();
+    require_len(a, len_a)?;
+    require_len(b, len_b)?;
+    require_len(c, len_c)?;
+    if let Some(bias) = epilogue.bias {
+        require_len(bias, shape.n)?;
+    }
+    let (activation, slope) = activation_code(epilogue.activation);
+    let params = MatmulParams {
+        m: to_u32("M", shape.m, &context)?,
+        n: to_u32("N", shape.n, &context)?,
+        k: to_u32("K", shape.k, &context)?,
+        has_bias: epilogue.bias.is_some() as u32,
+        stride_a: to_u32("stride_a", shape.stride_a, &context)?,
+        stride_b: to_u32("stride_b", shape.stride_b, &context)?,
+        stride_c: to_u32("stride_c", shape.stride_c, &context)?,
+        accumulate: epilogue.accumulate as u32,
+        activation,
+        slope,
+        ..Default::default()
+    };
+    let workgroups = [
+        shape.n.div_ceil(TILE),
+        shape.m.div_ceil(TILE),
+        shape.batch,
+    ];
+    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    if workgroups.iter().any(|&w| w > max) {
+        return Err(GpuError::Validation {
+            context,
+            message: format!(
+                "needs {workgroups:?} workgroups of {TILE}x{TILE} outputs, over the adapter's {max} per \
+                 dimension; split the product into several calls"
+            ),
+        });
+    }
+    let params = gpu.uniform(entry.name, &params)?;
+    // Without a bias the binding still needs a buffer; A is read-only already and is never read in its place.
+    let bias = epilogue.bias.unwrap_or(a);
+    gpu.dispatch(
+        entry,
+        &[&params, c, a, b, bias],
+        workgroups.map(|w| w as u32),
+    )
+}
+
+/// A linear layer's forward: y (B, out) = act(x (B, in) · weight (out, in)ᵀ + bias (out)).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward(
+    gpu: &Gpu,
+    y: &GpuBuffer,
+    x: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    activation: Option<Activation>,
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+) -> Result<Dispatch, GpuError> {
+    let epilogue = Epilogue {
+        bias,
+        activation,
+        accumulate: false,
+    };
+    let shape = MatmulShape::new(batch, out_features, in_features);
+    matmul(gpu, y, x, weight, Layout::NT, shape, &epilogue)
+}
+
+/// A linear layer's input gradient: dx (B, in) = dy (B, out) · weight (out, in); with `accumulate`,
+/// dx = dx + dy · weight.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_input_backward(
+    gpu: &Gpu,
+    dx: &GpuBuffer,
+    dy: &GpuBuffer,
+    weight: &GpuBuffer,
+    accumulate: bool,
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+) -> Result<Dispatch, GpuError> {
+    let epilogue = Epilogue {
+        accumulate,
+        ..Epilogue::NONE
+    };
+    let shape = MatmulShape::new(batch, in_features, out_features);
+    matmul(gpu, dx, dy, weight, Layout::NN, shape, &epilogue)
+}
+
+/// A linear layer's weight gradient: dweight (out, in) = dy (B, out)ᵀ · x (B, in); with `accumulate`,
+/// dweight = dweight + dyᵀ · x. (The bias gradient is `reduce::sum_rows` of dy.)
+#[allow(clippy::too_many_arguments)]
+pub fn linear_weight_backward(
+    gpu: &Gpu,
+    dweight: &GpuBuffer,
+    dy: &GpuBuffer,
+    x: &GpuBuffer,
+    accumulate: bool,
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+) -> Result<Dispatch, GpuError> {
+    let epilogue = Epilogue {
+        accumulate,
+        ..Epilogue::NONE
+    };
+    let shape = MatmulShape::new(out_features, in_features, batch);
+    matmul(gpu, dweight, dy, x, Layout::TN, shape, &epilogue)
+}
+
+/// Runs one product on random inputs and compares it with the CPU twin. C starts random when accumulating
+/// (so the old value matters) and NaN otherwise (so an unwritten element shows).
+pub fn run_check(
+    gpu: &Gpu,
+    layout: Layout,
+    shape: MatmulShape,
+    with_bias: bool,
+    activation: Option<Activation>,
+    accumulate: bool,
+    seed: u64,
+) -> Result<Comparison, GpuError> {
+    let [len_a, len_b, len_c] = shape.lens();
+    let mut rng = TestRng::new(seed);
+    let a = rng.uniform_vec(len_a, -1.0, 1.0);
+    let b = rng.uniform_vec(len_b, -1.0, 1.0);
+    let bias = rng.uniform_vec(shape.n, -1.0, 1.0);
+    let c_start = if accumulate {
+        rng.uniform_vec(len_c, -1.0, 1.0)
+    } else {
+        vec![f32::NAN; len_c]
+    };
+    let (a_gpu, b_gpu) = (check::upload(gpu, "a", &a)?, check::upload(gpu, "b", &b)?);
+    let bias_gpu = check::upload(gpu, "bias", &bias)?;
+    let c_gpu = check::upload(gpu, "c", &c_start)?;
+    let epilogue = Epilogue {
+        bias: with_bias.then_some(&bias_gpu),
+        activation,
+        accumulate,
+    };
+    gpu.run(&[&matmul(gpu, &c_gpu, &a_gpu, &b_gpu, layout, shape, &epilogue)?])?;
+
+    let mut expected = check::to_f64(&c_start);
+    let bias64 = check::to_f64(&bias);
+    cpu::matmul::matmul(
+        &mut expected,
+        &check::to_f64(&a),
+        &check::to_f64(&b),
+        with_bias.then_some(&bias64[..]),
+        layout,
+        shape,
+        activation,
+        accumulate,
+    );
+    // Gaps between strided products are never written: compare only what the kernel owns.
+    let owned = |values: &[f32]| -> Vec<f32> {
+        (0..shape.batch)
+            .flat_map(|z| values[z * shape.stride_c..z * shape.stride_c + shape.m * shape.n].to_vec())
+            .collect()
+    };
+    let owned64 = |values: &[f64]| -> Vec<f64> {
+        (0..shape.batch)
+            .flat_map(|z| values[z * shape.stride_c..z * shape.stride_c + shape.m * shape.n].to_vec())
+            .collect()
+    };
+    let got = check::download(gpu, &c_gpu, len_c)?;
+    Ok(check::compare(&owned(&got), &owned64(&expected), Tolerance::ACCUMULATED))
+}
+
+/// The default models' linear layers (in, out), run at batch 128.
+pub const MODEL_LINEAR_LAYERS: [(&str, usize, usize); 12] = [
+    ("vae.fc1", 784, 400),
+    ("vae.fc21", 400, 20),
+    ("vae.fc3", 20, 400),
+    ("vae.fc4", 400, 784),
+    ("ae.enc.5", 3136, 16),
+    ("ae.dec.0", 16, 3136),
+    ("gan.generator.fc", 64, 6272),
+    ("gan.discriminator.net.6", 6272, 1),
+    ("classifier.f1", 3136, 128),
+    ("classifier.f2", 128, 10),
+    ("ddpm.net.te.0", 64, 256),
+    ("ddpm.net.te.2", 256, 256),
+];
+
+/// Odd (M, N, K): 1, sizes just around the tile edge, and primes.
+pub const ODD_SHAPES: [(usize, usize, usize); 6] = [
+    (1, 1, 1),
+    (7, 33, 129),
+    (129, 7, 33),
+    (33, 129, 7),
+    (65, 63, 17),
+    (1, 130, 1),
+];
+
+/// Every layout on odd and real shapes, each epilogue, accumulation, and batches against the CPU twin.
+pub fn checks() -> Vec<KernelCheck> {
+    let mut checks = Vec::new();
+    let mut add = |layout: Layout,
+                   shape: MatmulShape,
+                   bias: bool,
+                   activation: Option<Activation>,
+                   accumulate: bool,
+                   label: String| {
+        let seed = checks.len() as u64 + 1;
+        checks.push(KernelCheck::new(
+            layout.entry().qualified_name(),
+            label,
+            move |gpu| run_check(gpu, layout, shape, bias, activation, accumulate, seed),
+        ));
+    };
+    for layout in Layout::ALL {
+        for (m, n, k) in ODD_SHAPES {
+            let shape = MatmulShape::new(m, n, k);
+            add(layout, shape, false, None, false, shape.to_string());
+        }
+        let shape = MatmulShape::new(33, 7, 129);
+        add(layout, shape, false, None, true, format!("{shape} accumulate"));
+        // Three products with gaps between them in C, and B shared by all (stride 0).
+        let shape = MatmulShape::new(7, 33, 65).batched(3, 7 * 65 + 5, 0, 7 * 33 + 3);
+        add(layout, shape, true, None, false, format!("{shape} shared B"));
+    }
+    for activation in crate::kernels::activation::Activation::ALL {
+        let shape = MatmulShape::new(67, 129, 33);
+        add(
+            Layout::NT,
+            shape,
+            true,
+            Some(activation),
+            false,
+            format!("{shape} bias {}", activation.name()),
+        );
+    }
+    let shape = MatmulShape::new(65, 63, 17);
+    add(
+        Layout::NT,
+        shape,
+        true,
+        Some(Activation::Silu),
+        true,
+        format!("{shape} bias silu accumulate"),
+    );
+    // The models' linear layers at batch 128: forward (x Wᵀ + b), input gradient (dy W), weight gradient (dyᵀ x).
+    const BATCH: usize = 128;
+    for (name, inputs, outputs) in MODEL_LINEAR_LAYERS {
+        add(
+            Layout::NT,
+            MatmulShape::new(BATCH, outputs, inputs),
+            true,
+            None,
+            false,
+            format!("{name} forward"),
+        );
+        add(
+            Layout::NN,
+            MatmulShape::new(BATCH, inputs, outputs),
+            false,
+            None,
+            false,
+            format!("{name} dx"),
+        );
+        add(
+            Layout::TN,
+            MatmulShape::new(outputs, inputs, BATCH),
+            false,
+            None,
+            false,
+            format!("{name} dW"),
+        );
+    }
+    checks
+}
