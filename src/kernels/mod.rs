@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod arith;
+pub mod conv2d;
 
 use crate::shaders::EntryPoint;
 
