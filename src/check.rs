@@ -310,6 +310,9 @@ pub fn all_checks() -> Vec<KernelCheck> {
     checks.extend(crate::kernels::activation::checks());
     checks.extend(crate::kernels::arith::checks());
     checks.extend(crate::kernels::conv2d::checks());
+    checks.extend(crate::kernels::conv_transpose2d::checks());
+    checks.extend(crate::kernels::resample::checks());
+    checks.extend(crate::kernels::concat::checks());
     checks
 }
 

@@ -93,7 +93,8 @@ pub fn weight_backward(s: &Conv2dShape, x: &[f64], dy: &[f64]) -> Vec<f64> {
                             for ow in 0..wo {
                                 let ih = input_coordinate(s, oh, kh);
                                 let iw = input_coordinate(s, ow, kw);
-                                sum += dy[((n * s.out_channels + co) * ho + oh) * wo + ow] * padded(s, x, n, ci, ih, iw);
+                                sum +=
+                                    dy[((n * s.out_channels + co) * ho + oh) * wo + ow] * padded(s, x, n, ci, ih, iw);
                             }
                         }
                     }

@@ -126,7 +126,9 @@ impl Conv2dShape {
         ]
         .contains(&0)
         {
-            return invalid(format!("{self:?} has a zero size or stride; every size and the stride must be >= 1"));
+            return invalid(format!(
+                "{self:?} has a zero size or stride; every size and the stride must be >= 1"
+            ));
         }
         if self.in_height + 2 * self.padding < self.kernel_h || self.in_width + 2 * self.padding < self.kernel_w {
             return invalid(format!(
@@ -443,8 +445,7 @@ pub fn checks() -> Vec<KernelCheck> {
                     shape.out_channels,
                     plane,
                 )?])?;
-                let expected =
-                    cpu::conv2d::bias_backward(shape.batch, shape.out_channels, plane, &check::to_f64(&dy));
+                let expected = cpu::conv2d::bias_backward(shape.batch, shape.out_channels, plane, &check::to_f64(&dy));
                 gpu_result(gpu, &db, &expected)
             },
         ));
