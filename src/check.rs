@@ -311,6 +311,10 @@ pub fn all_checks() -> Vec<KernelCheck> {
     checks.extend(crate::kernels::arith::checks());
     checks.extend(crate::kernels::matmul::checks());
     checks.extend(crate::kernels::reduce::checks());
+    checks.extend(crate::kernels::conv2d::checks());
+    checks.extend(crate::kernels::conv_transpose2d::checks());
+    checks.extend(crate::kernels::resample::checks());
+    checks.extend(crate::kernels::concat::checks());
     checks
 }
 

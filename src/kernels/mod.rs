@@ -10,6 +10,10 @@ pub mod activation;
 pub mod arith;
 pub mod matmul;
 pub mod reduce;
+pub mod concat;
+pub mod conv2d;
+pub mod conv_transpose2d;
+pub mod resample;
 
 use crate::shaders::EntryPoint;
 
