@@ -100,6 +100,18 @@ impl ConvGeometry {
     }
 }
 
+/// How BatchNorm normalises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormMode {
+    /// Batch statistics, and the running statistics updated (PyTorch's `train()`).
+    Train,
+    /// Batch statistics without touching the running statistics: a second forward of the same batch in the same
+    /// step (the GAN's generator step recomputes G(z), which PyTorch computed once).
+    TrainNoUpdate,
+    /// Running statistics (PyTorch's `eval()`).
+    Eval,
+}
+
 /// One operation. Inputs are named by role; `y` (or `loss`) is the output.
 #[derive(Clone, Debug)]
 pub enum Op {
@@ -124,7 +136,7 @@ pub enum Op {
         running_var: TensorId,
         num_batches_tracked: ParamId,
         y: TensorId,
-        training: bool,
+        mode: NormMode,
     },
     /// GroupNorm(groups, C) over (N, C, H, W)
     GroupNorm { groups: usize, x: TensorId, weight: TensorId, bias: TensorId, y: TensorId },
@@ -285,15 +297,31 @@ impl Graph {
         id
     }
 
-    /// A learned parameter named `name` (a dotted PyTorch name).
+    /// A learned parameter named `name` (a dotted PyTorch name). Asking again for the same name gives the same
+    /// tensor: a layer applied twice (the GAN's discriminator on real and fake batches) shares its weights.
+    ///
+    /// # Panics
+    /// If the name was used before with another shape (a bug in the model's definition, not in user input).
     pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> TensorId {
+        if let Some(existing) = self.reuse(name, shape) {
+            return existing;
+        }
         let id = ParamId(self.params.len());
         let tensor = self.add_tensor(name, shape, TensorKind::Param(id));
         self.params.push(ParamSpec { name: name.to_string(), shape: shape.to_vec(), init, trainable: true, tensor });
         tensor
     }
 
+    fn reuse(&self, name: &str, shape: &[usize]) -> Option<TensorId> {
+        let existing = self.params.iter().find(|p| p.name == name)?;
+        assert_eq!(existing.shape, shape, "parameter {name} used with two shapes");
+        Some(existing.tensor)
+    }
+
     fn state(&mut self, name: &str, shape: &[usize], value: f32) -> TensorId {
+        if let Some(existing) = self.reuse(name, shape) {
+            return existing;
+        }
         let id = ParamId(self.params.len());
         let tensor = self.add_tensor(name, shape, TensorKind::State(id));
         self.params.push(ParamSpec {
@@ -417,7 +445,7 @@ impl Graph {
     }
 
     /// `BatchNorm2d(C)` named `layer` (eps 1e-5, momentum 0.1).
-    pub fn batch_norm2d(&mut self, layer: &str, x: TensorId, training: bool) -> Result<TensorId, GraphError> {
+    pub fn batch_norm2d(&mut self, layer: &str, x: TensorId, mode: NormMode) -> Result<TensorId, GraphError> {
         let [n, c, h, w] = self.image_shape("batch_norm2d", layer, x)?;
         let weight = self.param(&format!("{layer}.weight"), &[c], Init::Constant(1.0));
         let bias = self.param(&format!("{layer}.bias"), &[c], Init::Constant(0.0));
@@ -426,7 +454,7 @@ impl Graph {
         let counter = self.state(&format!("{layer}.num_batches_tracked"), &[], 0.0);
         let TensorKind::State(num_batches_tracked) = self.tensor(counter).kind else { unreachable!() };
         let y = self.activation_tensor(format!("{layer}.out"), &[n, c, h, w]);
-        Ok(self.push(Op::BatchNorm2d { x, weight, bias, running_mean, running_var, num_batches_tracked, y, training }))
+        Ok(self.push(Op::BatchNorm2d { x, weight, bias, running_mean, running_var, num_batches_tracked, y, mode }))
     }
 
     /// `GroupNorm(groups, C)` named `layer` (eps 1e-5).

@@ -14,6 +14,7 @@ pub mod data;
 pub mod graph;
 pub mod gpu;
 pub mod kernels;
+pub mod models;
 pub mod optim;
 pub mod plan;
 pub mod shaders;

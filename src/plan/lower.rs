@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::{ParamStore, Phase, Plan, PlanOptions, Step, StepWrite, TrainOptions};
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
-use crate::graph::{Graph, Op, TensorId, TensorKind};
-use crate::kernels::{activation, arith, matmul, reduce};
+use crate::graph::{ConvGeometry, Graph, Op, TensorId, TensorKind};
+use crate::kernels::{activation, arith, concat, conv2d, conv_transpose2d, matmul, reduce, resample};
 use crate::optim::Optimizer;
 
 pub(super) struct Builder<'a> {
@@ -369,5 +369,175 @@ impl Optimizer {
             Optimizer::Adam { .. } => "adam",
             Optimizer::Sgd { .. } => "sgd",
         }
+    }
+}
+
+/// Convolution shapes from the graph's tensors.
+fn conv_shape(graph: &Graph, x: TensorId, weight: TensorId, geometry: ConvGeometry) -> conv2d::Conv2dShape {
+    let (xs, ws) = (graph.shape(x), graph.shape(weight));
+    conv2d::Conv2dShape::square(xs[0], xs[1], ws[0], (xs[2], xs[3]), geometry.kernel, geometry.stride, geometry.padding)
+}
+
+fn conv_transpose_shape(
+    graph: &Graph,
+    x: TensorId,
+    weight: TensorId,
+    geometry: ConvGeometry,
+) -> conv_transpose2d::ConvTranspose2dShape {
+    let (xs, ws) = (graph.shape(x), graph.shape(weight));
+    conv_transpose2d::ConvTranspose2dShape::square(
+        xs[0],
+        xs[1],
+        ws[1],
+        (xs[2], xs[3]),
+        geometry.kernel,
+        geometry.stride,
+        geometry.padding,
+    )
+}
+
+/// (planes = N·C, H, W) of an image tensor.
+fn planes(graph: &Graph, x: TensorId) -> (usize, usize, usize) {
+    let s = graph.shape(x);
+    (s[0] * s[1], s[2], s[3])
+}
+
+impl Builder<'_> {
+    /// Forward lowering of the image ops.
+    fn forward_more(&mut self, index: usize, op: &Op, label: String) -> Result<(), GpuError> {
+        let gpu = self.gpu;
+        match *op {
+            Op::Conv2d { x, weight, bias, y, geometry } => {
+                let shape = conv_shape(self.graph, x, weight, geometry);
+                let bias = bias.map(|b| self.buf(b));
+                let d = conv2d::forward(gpu, &self.buf(y), &self.buf(x), &self.buf(weight), bias.as_deref(), &shape)?;
+                self.push(label, d, shape.flops());
+            }
+            Op::ConvTranspose2d { x, weight, bias, y, geometry } => {
+                let shape = conv_transpose_shape(self.graph, x, weight, geometry);
+                let bias = bias.map(|b| self.buf(b));
+                let d = conv_transpose2d::forward(gpu, &self.buf(y), &self.buf(x), &self.buf(weight), bias.as_deref(), &shape)?;
+                self.push(label, d, shape.flops());
+            }
+            Op::MaxPool2 { x, y } => {
+                let (p, h, w) = planes(self.graph, x);
+                let d = resample::max_pool2d_forward(gpu, &self.buf(y), &self.buf(x), p, h, w)?;
+                self.push(label, d, 0);
+            }
+            Op::Upsample2 { x, y } => {
+                let (p, h, w) = planes(self.graph, x);
+                let d = resample::upsample_nearest2d_forward(gpu, &self.buf(y), &self.buf(x), p, h, w)?;
+                self.push(label, d, 0);
+            }
+            Op::Concat { a, b, y } => {
+                let (sa, sb) = (self.graph.shape(a), self.graph.shape(b));
+                let d = concat::concat_channels_forward(
+                    gpu,
+                    &self.buf(y),
+                    &self.buf(a),
+                    &self.buf(b),
+                    sa[0],
+                    sa[1],
+                    sb[1],
+                    sa[2] * sa[3],
+                )?;
+                self.push(label, d, 0);
+            }
+            _ => return self.forward_model_ops(index, op, label),
+        }
+        Ok(())
+    }
+
+    /// Backward lowering of the image ops.
+    fn backward_more(&mut self, index: usize, op: &Op, dy: &GpuBuffer, label: String) -> Result<(), GpuError> {
+        match *op {
+            Op::Conv2d { x, weight, bias, y: _, geometry } => {
+                let shape = conv_shape(self.graph, x, weight, geometry);
+                let (xb, wb) = (self.buf(x), self.buf(weight));
+                if self.needs(x) {
+                    self.emit_grad(x, &format!("{label} dx"), |gpu, dx| conv2d::input_backward(gpu, dx, &wb, dy, &shape))?;
+                }
+                if self.needs(weight) {
+                    self.emit_grad(weight, &format!("{label} dweight"), |gpu, dw| {
+                        conv2d::weight_backward(gpu, dw, &xb, dy, &shape)
+                    })?;
+                }
+                if let Some(bias) = bias.filter(|b| self.needs(*b)) {
+                    let plane = shape.out_height() * shape.out_width();
+                    self.emit_grad(bias, &format!("{label} dbias"), |gpu, db| {
+                        conv2d::bias_backward(gpu, db, dy, shape.batch, shape.out_channels, plane)
+                    })?;
+                }
+            }
+            Op::ConvTranspose2d { x, weight, bias, y: _, geometry } => {
+                let shape = conv_transpose_shape(self.graph, x, weight, geometry);
+                let (xb, wb) = (self.buf(x), self.buf(weight));
+                if self.needs(x) {
+                    self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
+                        conv_transpose2d::input_backward(gpu, dx, &wb, dy, &shape)
+                    })?;
+                }
+                if self.needs(weight) {
+                    self.emit_grad(weight, &format!("{label} dweight"), |gpu, dw| {
+                        conv_transpose2d::weight_backward(gpu, dw, &xb, dy, &shape)
+                    })?;
+                }
+                if let Some(bias) = bias.filter(|b| self.needs(*b)) {
+                    self.emit_grad(bias, &format!("{label} dbias"), |gpu, db| {
+                        conv_transpose2d::bias_backward(gpu, db, dy, &shape)
+                    })?;
+                }
+            }
+            Op::MaxPool2 { x, y: _ } => {
+                let (p, h, w) = planes(self.graph, x);
+                let xb = self.buf(x);
+                self.emit_grad(x, &format!("{label} dx"), |gpu, dx| resample::max_pool2d_backward(gpu, dx, &xb, dy, p, h, w))?;
+            }
+            Op::Upsample2 { x, y: _ } => {
+                let (p, h, w) = planes(self.graph, x);
+                self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
+                    resample::upsample_nearest2d_backward(gpu, dx, dy, p, h, w)
+                })?;
+            }
+            Op::Concat { a, b, y: _ } => {
+                let (sa, sb) = (self.graph.shape(a).to_vec(), self.graph.shape(b).to_vec());
+                // One kernel writes both halves: each goes to its gradient buffer, or to a temporary that is then
+                // accumulated (or dropped, when that input needs no gradient).
+                let mut targets = Vec::new();
+                let mut accumulations = Vec::new();
+                for input in [a, b] {
+                    let n = self.len(input);
+                    if self.needs(input) {
+                        let (grad, accumulate) = self.grad_target(input)?;
+                        if accumulate {
+                            let part = self.new_buffer(&format!("{}.grad.part", self.name(input)), BufferRole::Gradients, (n * 4) as u64)?;
+                            accumulations.push((grad, part.clone(), n));
+                            targets.push(part);
+                        } else {
+                            targets.push(grad);
+                        }
+                    } else {
+                        targets.push(self.new_buffer("concat unused grad", BufferRole::Gradients, (n * 4) as u64)?);
+                    }
+                }
+                let d = concat::concat_channels_backward(
+                    self.gpu,
+                    &targets[0],
+                    &targets[1],
+                    dy,
+                    sa[0],
+                    sa[1],
+                    sb[1],
+                    sa[2] * sa[3],
+                )?;
+                self.push(format!("{label} split"), d, 0);
+                for (grad, part, n) in accumulations {
+                    let d = arith::axpy(self.gpu, &grad, &part, 1.0, 1.0, n)?;
+                    self.push(format!("{label} accumulate"), d, n as u64);
+                }
+            }
+            _ => return self.backward_model_ops(index, op, dy, label),
+        }
+        Ok(())
     }
 }

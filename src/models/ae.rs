@@ -1,0 +1,66 @@
+//! `ae`: the convolutional autoencoder, data in [0, 1].
+//!
+//! ```text
+//! enc.0  Conv2d(1, 32, k4, s2, p1)     28 -> 14, ReLU
+//! enc.2  Conv2d(32, 64, k4, s2, p1)    14 -> 7,  ReLU, Flatten (3136)
+//! enc.5  Linear(3136, 16)              latent z (16)
+//! dec.0  Linear(16, 3136), ReLU, Unflatten (64, 7, 7)
+//! dec.3  ConvTranspose2d(64, 32, k4, s2, p1)   7 -> 14, ReLU
+//! dec.5  ConvTranspose2d(32, 1, k4, s2, p1)    14 -> 28, logits
+//! loss = BCE-with-logits(logits, x) summed over the 784 pixels, mean over the batch
+//! ```
+
+use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
+use crate::kernels::activation::Activation;
+
+pub const LATENT: usize = 16;
+const DOWN: ConvGeometry = ConvGeometry { kernel: 4, stride: 2, padding: 1 };
+
+/// x (N, 1, 28, 28) -> z (N, 16).
+pub fn encode(g: &mut Graph, x: TensorId) -> Result<TensorId, GraphError> {
+    let batch = g.shape(x)[0];
+    let h = g.conv2d("enc.0", x, 32, DOWN)?;
+    let h = g.activation(Activation::Relu, h);
+    let h = g.conv2d("enc.2", h, 64, DOWN)?;
+    let h = g.activation(Activation::Relu, h);
+    let h = g.reshape(h, &[batch, 64 * 7 * 7])?;
+    g.linear("enc.5", h, LATENT)
+}
+
+/// z (N, 16) -> logits (N, 1, 28, 28).
+pub fn decode(g: &mut Graph, z: TensorId) -> Result<TensorId, GraphError> {
+    let batch = g.shape(z)[0];
+    let h = g.linear("dec.0", z, 64 * 7 * 7)?;
+    let h = g.activation(Activation::Relu, h);
+    let h = g.reshape(h, &[batch, 64, 7, 7])?;
+    let h = g.conv_transpose2d("dec.3", h, 32, DOWN)?;
+    let h = g.activation(Activation::Relu, h);
+    g.conv_transpose2d("dec.5", h, 1, DOWN)
+}
+
+pub struct Objective {
+    pub graph: Graph,
+    /// (N, 1, 28, 28) in [0, 1]
+    pub x: TensorId,
+    pub z: TensorId,
+    pub logits: TensorId,
+    pub loss: TensorId,
+}
+
+pub fn objective(batch: usize) -> Result<Objective, GraphError> {
+    let mut g = Graph::new();
+    let x = g.input("x", &[batch, 1, 28, 28]);
+    let z = encode(&mut g, x)?;
+    let logits = decode(&mut g, z)?;
+    let loss = g.bce_with_logits(logits, x)?;
+    Ok(Objective { graph: g, x, z, logits, loss })
+}
+
+/// Decoding alone: z (N, 16) -> probabilities (N, 1, 28, 28).
+pub fn sampler(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+    let mut g = Graph::new();
+    let z = g.input("z", &[batch, LATENT]);
+    let logits = decode(&mut g, z)?;
+    let probabilities = g.activation(Activation::Sigmoid, logits);
+    Ok((g, z, probabilities))
+}

@@ -1,0 +1,49 @@
+//! `classifier`: the feature network for FID, data in [0, 1].
+//!
+//! ```text
+//! c1 Conv2d(1, 32, k3, s1, p1), ReLU, MaxPool 2     28 -> 14
+//! c2 Conv2d(32, 64, k3, s1, p1), ReLU, MaxPool 2    14 -> 7, Flatten (3136)
+//! f1 Linear(3136, 128), ReLU                        features for FID (128)
+//! f2 Linear(128, 10)                                logits; loss cross-entropy
+//! ```
+
+use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
+use crate::kernels::activation::Activation;
+
+pub const FEATURES: usize = 128;
+pub const CLASSES: usize = 10;
+const SAME: ConvGeometry = ConvGeometry { kernel: 3, stride: 1, padding: 1 };
+
+/// x (N, 1, 28, 28) -> (features (N, 128), logits (N, 10)).
+pub fn forward(g: &mut Graph, x: TensorId) -> Result<(TensorId, TensorId), GraphError> {
+    let batch = g.shape(x)[0];
+    let h = g.conv2d("c1", x, 32, SAME)?;
+    let h = g.activation(Activation::Relu, h);
+    let h = g.max_pool2(h)?;
+    let h = g.conv2d("c2", h, 64, SAME)?;
+    let h = g.activation(Activation::Relu, h);
+    let h = g.max_pool2(h)?;
+    let h = g.reshape(h, &[batch, 64 * 7 * 7])?;
+    let h = g.linear("f1", h, FEATURES)?;
+    let features = g.activation(Activation::Relu, h);
+    let logits = g.linear("f2", features, CLASSES)?;
+    Ok((features, logits))
+}
+
+pub struct Objective {
+    pub graph: Graph,
+    pub x: TensorId,
+    pub labels: TensorId,
+    pub features: TensorId,
+    pub logits: TensorId,
+    pub loss: TensorId,
+}
+
+pub fn objective(batch: usize) -> Result<Objective, GraphError> {
+    let mut g = Graph::new();
+    let x = g.input("x", &[batch, 1, 28, 28]);
+    let labels = g.integer_input("labels", &[batch]);
+    let (features, logits) = forward(&mut g, x)?;
+    let loss = g.cross_entropy(logits, labels)?;
+    Ok(Objective { graph: g, x, labels, features, logits, loss })
+}
