@@ -311,6 +311,7 @@ pub fn all_checks() -> Vec<KernelCheck> {
     checks.extend(crate::kernels::arith::checks());
     checks.extend(crate::kernels::matmul::checks());
     checks.extend(crate::kernels::reduce::checks());
+    checks.extend(crate::kernels::loss::checks());
     checks
 }
 

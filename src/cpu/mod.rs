@@ -3,5 +3,6 @@
 
 pub mod activation;
 pub mod arith;
+pub mod loss;
 pub mod matmul;
 pub mod reduce;
