@@ -315,6 +315,7 @@ pub fn all_checks() -> Vec<KernelCheck> {
     checks.extend(crate::kernels::conv_transpose2d::checks());
     checks.extend(crate::kernels::resample::checks());
     checks.extend(crate::kernels::concat::checks());
+    checks.extend(crate::kernels::loss::checks());
     checks
 }
 

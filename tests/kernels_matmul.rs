@@ -57,10 +57,17 @@ fn matmul_by_hand() {
     let shape = MatmulShape::new(2, 2, 2);
     for (layout, a, b) in [(Layout::NN, a, b), (Layout::NT, a, b_t), (Layout::TN, a_t, b)] {
         let c = check::poisoned(gpu, "c", 4).unwrap();
-        let (a, b) = (check::upload(gpu, "a", &a).unwrap(), check::upload(gpu, "b", &b).unwrap());
+        let (a, b) = (
+            check::upload(gpu, "a", &a).unwrap(),
+            check::upload(gpu, "b", &b).unwrap(),
+        );
         gpu.run(&[&matmul::matmul(gpu, &c, &a, &b, layout, shape, &Epilogue::NONE).unwrap()])
             .unwrap();
-        assert_eq!(check::download(gpu, &c, 4).unwrap(), [19.0, 22.0, 43.0, 50.0], "{layout:?}");
+        assert_eq!(
+            check::download(gpu, &c, 4).unwrap(),
+            [19.0, 22.0, 43.0, 50.0],
+            "{layout:?}"
+        );
 
         let bias = check::upload(gpu, "bias", &[1.0, -100.0]).unwrap();
         let epilogue = Epilogue {
@@ -70,11 +77,19 @@ fn matmul_by_hand() {
         };
         gpu.run(&[&matmul::matmul(gpu, &c, &a, &b, layout, shape, &epilogue).unwrap()])
             .unwrap();
-        assert_eq!(check::download(gpu, &c, 4).unwrap(), [20.0, 0.0, 44.0, 0.0], "{layout:?}");
+        assert_eq!(
+            check::download(gpu, &c, 4).unwrap(),
+            [20.0, 0.0, 44.0, 0.0],
+            "{layout:?}"
+        );
         // Accumulate: C = C + A · B.
         gpu.run(&[&matmul::matmul(gpu, &c, &a, &b, layout, shape, &Epilogue::ACCUMULATE).unwrap()])
             .unwrap();
-        assert_eq!(check::download(gpu, &c, 4).unwrap(), [39.0, 22.0, 87.0, 50.0], "{layout:?}");
+        assert_eq!(
+            check::download(gpu, &c, 4).unwrap(),
+            [39.0, 22.0, 87.0, 50.0],
+            "{layout:?}"
+        );
     }
 }
 
@@ -106,13 +121,29 @@ fn undersized_buffers_and_empty_shapes_are_errors() {
     let gpu = check::shared_gpu();
     let small = check::upload(gpu, "small", &[0.0; 4]).unwrap();
     let big = check::upload(gpu, "big", &[0.0; 64]).unwrap();
-    let error = matmul::matmul(gpu, &big, &small, &big, Layout::NN, MatmulShape::new(4, 4, 4), &Epilogue::NONE)
-        .unwrap_err()
-        .to_string();
+    let error = matmul::matmul(
+        gpu,
+        &big,
+        &small,
+        &big,
+        Layout::NN,
+        MatmulShape::new(4, 4, 4),
+        &Epilogue::NONE,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("small") && error.contains("64 bytes"), "{error}");
-    let error = matmul::matmul(gpu, &big, &big, &big, Layout::NN, MatmulShape::new(0, 4, 4), &Epilogue::NONE)
-        .unwrap_err()
-        .to_string();
+    let error = matmul::matmul(
+        gpu,
+        &big,
+        &big,
+        &big,
+        Layout::NN,
+        MatmulShape::new(0, 4, 4),
+        &Epilogue::NONE,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("at least 1"), "{error}");
 }
 
@@ -145,15 +176,45 @@ fn linear_backward_twins_match_finite_differences() {
     };
 
     let mut dx = vec![0.0; batch * inputs];
-    cpu::matmul::matmul(&mut dx, &dy, &w, None, Layout::NN, MatmulShape::new(batch, inputs, outputs), None, false);
-    close("dx", &dx, &finite_difference_gradient(&x, 1e-6, |x| forward(x, &w, &bias)));
+    cpu::matmul::matmul(
+        &mut dx,
+        &dy,
+        &w,
+        None,
+        Layout::NN,
+        MatmulShape::new(batch, inputs, outputs),
+        None,
+        false,
+    );
+    close(
+        "dx",
+        &dx,
+        &finite_difference_gradient(&x, 1e-6, |x| forward(x, &w, &bias)),
+    );
 
     let mut dw = vec![0.0; outputs * inputs];
-    cpu::matmul::matmul(&mut dw, &dy, &x, None, Layout::TN, MatmulShape::new(outputs, inputs, batch), None, false);
-    close("dW", &dw, &finite_difference_gradient(&w, 1e-6, |w| forward(&x, w, &bias)));
+    cpu::matmul::matmul(
+        &mut dw,
+        &dy,
+        &x,
+        None,
+        Layout::TN,
+        MatmulShape::new(outputs, inputs, batch),
+        None,
+        false,
+    );
+    close(
+        "dW",
+        &dw,
+        &finite_difference_gradient(&w, 1e-6, |w| forward(&x, w, &bias)),
+    );
 
     let db = cpu::reduce::sum_rows(&dy, batch, outputs);
-    close("db", &db, &finite_difference_gradient(&bias, 1e-6, |b| forward(&x, &w, b)));
+    close(
+        "db",
+        &db,
+        &finite_difference_gradient(&bias, 1e-6, |b| forward(&x, &w, b)),
+    );
 }
 
 #[test]

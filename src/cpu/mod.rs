@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod arith;
+pub mod loss;
 pub mod matmul;
 pub mod reduce;
 pub mod concat;

@@ -233,11 +233,7 @@ pub fn matmul(
         slope,
         ..Default::default()
     };
-    let workgroups = [
-        shape.n.div_ceil(TILE),
-        shape.m.div_ceil(TILE),
-        shape.batch,
-    ];
+    let workgroups = [shape.n.div_ceil(TILE), shape.m.div_ceil(TILE), shape.batch];
     let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
     if workgroups.iter().any(|&w| w > max) {
         return Err(GpuError::Validation {
@@ -251,11 +247,7 @@ pub fn matmul(
     let params = gpu.uniform(entry.name, &params)?;
     // Without a bias the binding still needs a buffer; A is read-only already and is never read in its place.
     let bias = epilogue.bias.unwrap_or(a);
-    gpu.dispatch(
-        entry,
-        &[&params, c, a, b, bias],
-        workgroups.map(|w| w as u32),
-    )
+    gpu.dispatch(entry, &[&params, c, a, b, bias], workgroups.map(|w| w as u32))
 }
 
 /// A linear layer's forward: y (B, out) = act(x (B, in) · weight (out, in)ᵀ + bias (out)).
@@ -377,7 +369,11 @@ pub fn run_check(
             .collect()
     };
     let got = check::download(gpu, &c_gpu, len_c)?;
-    Ok(check::compare(&owned(&got), &owned64(&expected), Tolerance::ACCUMULATED))
+    Ok(check::compare(
+        &owned(&got),
+        &owned64(&expected),
+        Tolerance::ACCUMULATED,
+    ))
 }
 
 /// The default models' linear layers (in, out), run at batch 128.
@@ -416,11 +412,9 @@ pub fn checks() -> Vec<KernelCheck> {
                    accumulate: bool,
                    label: String| {
         let seed = checks.len() as u64 + 1;
-        checks.push(KernelCheck::new(
-            layout.entry().qualified_name(),
-            label,
-            move |gpu| run_check(gpu, layout, shape, bias, activation, accumulate, seed),
-        ));
+        checks.push(KernelCheck::new(layout.entry().qualified_name(), label, move |gpu| {
+            run_check(gpu, layout, shape, bias, activation, accumulate, seed)
+        }));
     };
     for layout in Layout::ALL {
         for (m, n, k) in ODD_SHAPES {
