@@ -309,6 +309,7 @@ pub fn all_checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     checks.extend(crate::kernels::activation::checks());
     checks.extend(crate::kernels::arith::checks());
+    checks.extend(crate::kernels::optim::checks());
     checks
 }
 
