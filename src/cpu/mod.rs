@@ -10,3 +10,4 @@ pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod resample;
+pub mod optim;

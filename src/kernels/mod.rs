@@ -15,6 +15,7 @@ pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod resample;
+pub mod optim;
 
 use crate::shaders::EntryPoint;
 

@@ -1,0 +1,167 @@
+// Optimizers: parameter updates in place from gradients (PyTorch's torch.optim semantics), the EMA of weights,
+// and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
+//
+// Dimensions: n = elements updated by one dispatch (one tensor, or every tensor of a flat allocation);
+//             first = index of the first of them in the bound buffers (a tensor carved from a flat allocation);
+//             P = partial sums of squares, one per workgroup of grad_norm_partial over all gradient tensors.
+//
+// Constant hyperparameters live in `params` (written once, when the plan is recorded). Values that change from
+// step to step (the learning rate, Adam's bias corrections, AdamW's decay factor) live in `step_values`, a small
+// uniform buffer the host rewrites before each submit (src/kernels/optim.rs, `OptimStep`), so the recorded
+// dispatches and their bind groups are replayed unchanged.
+//
+// include: shared/common.wgsl
+// include: shared/reduce.wgsl
+
+// Keep in sync with `OptimParams` in src/kernels/optim.rs.
+struct Params {
+    n: u32,
+    first: u32,
+    partial_offset: u32,      // grad_norm_partial: index of this tensor's first partial sum in `partials`
+    nesterov: u32,            // SGD: 1 for Nesterov momentum
+    beta1: f32,               // Adam \beta_1
+    beta2: f32,               // Adam \beta_2
+    one_minus_beta1: f32,     // 1 - \beta_1, rounded once from f64 (as PyTorch's Python float)
+    one_minus_beta2: f32,     // 1 - \beta_2
+    eps: f32,                 // Adam: added outside the square root
+    weight_decay: f32,        // Adam, SGD: L2 term added to the gradient (AdamW's decay is in step_values)
+    momentum: f32,            // SGD
+    max_norm: f32,            // clipping: the largest total gradient norm kept
+    ema_decay: f32,           // EMA: d in ema = d ema + (1 - d) p
+    one_minus_ema_decay: f32, // 1 - d, rounded once from f64
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// Keep in sync with `OptimStep` in src/kernels/optim.rs. Rewritten by the host before each submit.
+struct StepValues {
+    lr: f32,                    // learning rate of this step (constant or scheduled)
+    step_size: f32,             // Adam: lr / (1 - \beta_1^t), t = 1, 2, ... the step count
+    bias_correction2_sqrt: f32, // Adam: \sqrt{1 - \beta_2^t}
+    decay: f32,                 // AdamW: 1 - lr * weight_decay (decoupled); 1 otherwise
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;           // (first + n) weights, in place
+@group(0) @binding(2) var<storage, read_write> exp_avg: array<f32>;         // (first + n) Adam m
+@group(0) @binding(3) var<storage, read_write> exp_avg_sq: array<f32>;      // (first + n) Adam v
+@group(0) @binding(4) var<storage, read_write> momentum_buffer: array<f32>; // (first + n) SGD buf, zero at start
+@group(0) @binding(5) var<storage, read_write> ema: array<f32>;             // (first + n) EMA of the weights
+@group(0) @binding(6) var<storage, read_write> grad_to_clip: array<f32>;    // (first + n) scaled in place
+@group(0) @binding(7) var<storage, read_write> partials: array<f32>;        // (P) sums of squares per workgroup
+@group(0) @binding(8) var<storage, read_write> clip: array<f32>;            // (2) [total_norm, scale]
+@group(0) @binding(9) var<storage, read> grad: array<f32>;                  // (first + n) dL/dparam
+@group(0) @binding(10) var<storage, read> tracked_param: array<f32>;        // (first + n) weights the EMA follows
+@group(0) @binding(11) var<storage, read> partial_sums: array<f32>;         // (P) grad_norm_partial's output
+@group(0) @binding(12) var<storage, read> clip_scale: array<f32>;           // (2) grad_norm_finish's output
+@group(0) @binding(13) var<uniform> step_values: StepValues;
+
+// The Adam moments and update for element i with gradient g (the algorithm box of torch.optim.Adam):
+//   m = \beta_1 m + (1 - \beta_1) g,   v = \beta_2 v + (1 - \beta_2) g^2
+//   p = p - lr * \hat m / (\sqrt{\hat v} + eps),  \hat m = m / (1 - \beta_1^t),  \hat v = v / (1 - \beta_2^t)
+// written as PyTorch computes it: p = p - step_size * m / (\sqrt{v} / \sqrt{1 - \beta_2^t} + eps).
+fn adam_update(i: u32, p: f32, g: f32) {
+    let m = params.beta1 * exp_avg[i] + params.one_minus_beta1 * g;
+    let v = params.beta2 * exp_avg_sq[i] + params.one_minus_beta2 * g * g;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    let denom = sqrt(v) / step_values.bias_correction2_sqrt + params.eps;
+    param[i] = p - step_values.step_size * m / denom;
+}
+
+// Adam with optional L2 weight decay: g = grad + weight_decay * p before the moments.
+@compute @workgroup_size(256)
+fn adam_step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let k = linear_index(id, groups);
+    if k >= params.n { return; }
+    let i = params.first + k;
+    let p = param[i];
+    adam_update(i, p, grad[i] + params.weight_decay * p);
+}
+
+// AdamW: the weights decay first, p = p (1 - lr weight_decay), then the Adam step with the raw gradient.
+@compute @workgroup_size(256)
+fn adamw_step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let k = linear_index(id, groups);
+    if k >= params.n { return; }
+    let i = params.first + k;
+    adam_update(i, param[i] * step_values.decay, grad[i]);
+}
+
+// SGD with momentum (dampening 0): g = grad + weight_decay p;  buf = momentum buf + g;
+// p = p - lr * buf, or with Nesterov p = p - lr * (g + momentum buf).
+// PyTorch sets buf = g on the first step; with buf zero-initialised, momentum * 0 + g is exactly g.
+@compute @workgroup_size(256)
+fn sgd_step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let k = linear_index(id, groups);
+    if k >= params.n { return; }
+    let i = params.first + k;
+    let p = param[i];
+    let g = grad[i] + params.weight_decay * p;
+    let buf = params.momentum * momentum_buffer[i] + g;
+    momentum_buffer[i] = buf;
+    let direction = select(buf, g + params.momentum * buf, params.nesterov != 0u);
+    param[i] = p - step_values.lr * direction;
+}
+
+// EMA of the weights: ema = decay ema + (1 - decay) p.
+@compute @workgroup_size(256)
+fn ema_update(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let k = linear_index(id, groups);
+    if k >= params.n { return; }
+    let i = params.first + k;
+    ema[i] = params.ema_decay * ema[i] + params.one_minus_ema_decay * tracked_param[i];
+}
+
+// Gradient clipping, stage 1 of the total norm ||g|| = \sqrt{\sum_tensors \sum_i g_i^2}: each workgroup sums the
+// squares of NORM_CHUNK consecutive elements of one tensor (each thread NORM_ITEMS of them, 256 apart, then the
+// tree of shared/reduce.wgsl) into partials[partial_offset + workgroup]. The order of additions is fixed.
+const NORM_ITEMS: u32 = 16u;
+const NORM_CHUNK: u32 = 4096u; // WG_REDUCE * NORM_ITEMS; keep in sync with GRAD_NORM_CHUNK in optim.rs
+
+@compute @workgroup_size(256)
+fn grad_norm_partial(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let workgroup = wid.x + wid.y * groups.x;
+    let start = workgroup * NORM_CHUNK;
+    var sum = 0.0;
+    for (var item = 0u; item < NORM_ITEMS; item++) {
+        let k = start + item * WG_REDUCE + local;
+        if k < params.n {
+            let g = grad[params.first + k];
+            sum += g * g;
+        }
+    }
+    let total = workgroup_sum(local, sum);
+    if local == 0u && start < params.n {
+        partials[params.partial_offset + workgroup] = total;
+    }
+}
+
+// Stage 2: one workgroup adds the params.n partial sums (each thread a strided slice, then the tree) and writes
+// clip = [total_norm, scale], scale = min(1, max_norm / (total_norm + 1e-6)) as in clip_grad_norm_.
+@compute @workgroup_size(256)
+fn grad_norm_finish(@builtin(local_invocation_index) local: u32) {
+    var sum = 0.0;
+    for (var k = local; k < params.n; k += WG_REDUCE) {
+        sum += partial_sums[k];
+    }
+    let total = workgroup_sum(local, sum);
+    if local == 0u {
+        let norm = sqrt(total);
+        clip[0] = norm;
+        clip[1] = min(1.0, params.max_norm / (norm + 1e-6));
+    }
+}
+
+// Stage 3, once per gradient tensor: g = g * scale (scale 1 leaves it unchanged).
+@compute @workgroup_size(256)
+fn clip_grad_scale(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let k = linear_index(id, groups);
+    if k >= params.n { return; }
+    let i = params.first + k;
+    grad_to_clip[i] = grad_to_clip[i] * clip_scale[1];
+}
