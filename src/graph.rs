@@ -60,7 +60,9 @@ impl Tensor {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     /// U(-bound, bound), PyTorch's default for Linear and Conv weights and biases: bound = 1/sqrt(fan_in).
-    Uniform { bound: f32 },
+    Uniform {
+        bound: f32,
+    },
     Constant(f32),
 }
 
@@ -86,12 +88,18 @@ pub struct ConvGeometry {
 
 impl ConvGeometry {
     pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
-        Self { kernel, stride, padding }
+        Self {
+            kernel,
+            stride,
+            padding,
+        }
     }
 
     /// Conv2d output size: floor((n + 2p - k) / s) + 1.
     pub fn conv_out(&self, n: usize) -> Option<usize> {
-        (n + 2 * self.padding).checked_sub(self.kernel).map(|r| r / self.stride + 1)
+        (n + 2 * self.padding)
+            .checked_sub(self.kernel)
+            .map(|r| r / self.stride + 1)
     }
 
     /// ConvTranspose2d output size: (n - 1) s - 2p + k.
@@ -116,13 +124,34 @@ pub enum NormMode {
 #[derive(Clone, Debug)]
 pub enum Op {
     /// y (N, out) = x (N, in) · weight (out, in)ᵀ + bias (out)
-    Linear { x: TensorId, weight: TensorId, bias: Option<TensorId>, y: TensorId },
+    Linear {
+        x: TensorId,
+        weight: TensorId,
+        bias: Option<TensorId>,
+        y: TensorId,
+    },
     /// y (N, Co, Ho, Wo) = conv2d(x (N, Ci, H, W), weight (Co, Ci, k, k)) + bias (Co)
-    Conv2d { x: TensorId, weight: TensorId, bias: Option<TensorId>, y: TensorId, geometry: ConvGeometry },
+    Conv2d {
+        x: TensorId,
+        weight: TensorId,
+        bias: Option<TensorId>,
+        y: TensorId,
+        geometry: ConvGeometry,
+    },
     /// y (N, Co, Ho, Wo) = conv_transpose2d(x (N, Ci, H, W), weight (Ci, Co, k, k)) + bias (Co)
-    ConvTranspose2d { x: TensorId, weight: TensorId, bias: Option<TensorId>, y: TensorId, geometry: ConvGeometry },
+    ConvTranspose2d {
+        x: TensorId,
+        weight: TensorId,
+        bias: Option<TensorId>,
+        y: TensorId,
+        geometry: ConvGeometry,
+    },
     /// y = f(x), any shape
-    Activation { activation: Activation, x: TensorId, y: TensorId },
+    Activation {
+        activation: Activation,
+        x: TensorId,
+        y: TensorId,
+    },
     /// y = a + b, same shapes
     Add { a: TensorId, b: TensorId, y: TensorId },
     /// y (N, C, H, W) = x (N, C, H, W) + v (N, C) broadcast over H, W (the U-Net's time embedding)
@@ -139,7 +168,13 @@ pub enum Op {
         mode: NormMode,
     },
     /// GroupNorm(groups, C) over (N, C, H, W)
-    GroupNorm { groups: usize, x: TensorId, weight: TensorId, bias: TensorId, y: TensorId },
+    GroupNorm {
+        groups: usize,
+        x: TensorId,
+        weight: TensorId,
+        bias: TensorId,
+        y: TensorId,
+    },
     /// 2x2 max-pool, stride 2
     MaxPool2 { x: TensorId, y: TensorId },
     /// Nearest upsampling by 2
@@ -149,15 +184,36 @@ pub enum Op {
     /// y ~ N(0, 1), fresh every step from (seed, step, stream); no gradient
     NormalNoise { y: TensorId, stream: u32 },
     /// z = mu + eps * exp(logvar / 2)
-    Reparameterize { mu: TensorId, logvar: TensorId, eps: TensorId, z: TensorId },
+    Reparameterize {
+        mu: TensorId,
+        logvar: TensorId,
+        eps: TensorId,
+        z: TensorId,
+    },
     /// Per image: sum over pixels of BCE-with-logits(logits, target); loss (1) = mean over the batch
-    BceWithLogits { logits: TensorId, target: TensorId, loss: TensorId },
+    BceWithLogits {
+        logits: TensorId,
+        target: TensorId,
+        loss: TensorId,
+    },
     /// Per image: KL(N(mu, exp(logvar)) || N(0, I)); loss (1) = mean over the batch
-    GaussianKl { mu: TensorId, logvar: TensorId, loss: TensorId },
+    GaussianKl {
+        mu: TensorId,
+        logvar: TensorId,
+        loss: TensorId,
+    },
     /// loss (1) = mean over all elements of (prediction - target)²
-    MeanSquaredError { prediction: TensorId, target: TensorId, loss: TensorId },
+    MeanSquaredError {
+        prediction: TensorId,
+        target: TensorId,
+        loss: TensorId,
+    },
     /// loss (1) = mean over the batch of -log softmax(logits)[label]
-    CrossEntropy { logits: TensorId, labels: TensorId, loss: TensorId },
+    CrossEntropy {
+        logits: TensorId,
+        labels: TensorId,
+        loss: TensorId,
+    },
 }
 
 impl Op {
@@ -189,7 +245,9 @@ impl Op {
         match *self {
             Op::Linear { x, weight, bias, .. }
             | Op::Conv2d { x, weight, bias, .. }
-            | Op::ConvTranspose2d { x, weight, bias, .. } => [Some(x), Some(weight), bias].into_iter().flatten().collect(),
+            | Op::ConvTranspose2d { x, weight, bias, .. } => {
+                [Some(x), Some(weight), bias].into_iter().flatten().collect()
+            }
             Op::Activation { x, .. } | Op::MaxPool2 { x, .. } | Op::Upsample2 { x, .. } => vec![x],
             Op::Add { a, b, .. } | Op::Concat { a, b, .. } => vec![a, b],
             Op::AddPerChannel { x, v, .. } => vec![x, v],
@@ -252,7 +310,11 @@ pub struct Graph {
 }
 
 fn shape_error(op: &'static str, layer: &str, message: impl fmt::Display) -> GraphError {
-    GraphError { op, layer: layer.to_string(), message: message.to_string() }
+    GraphError {
+        op,
+        layer: layer.to_string(),
+        message: message.to_string(),
+    }
 }
 
 impl Graph {
@@ -277,7 +339,12 @@ impl Graph {
     }
 
     fn add_tensor(&mut self, name: impl Into<String>, shape: &[usize], kind: TensorKind) -> TensorId {
-        self.tensors.push(Tensor { name: name.into(), shape: shape.to_vec(), kind, integer: false });
+        self.tensors.push(Tensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            kind,
+            integer: false,
+        });
         TensorId(self.tensors.len() - 1)
     }
 
@@ -308,7 +375,13 @@ impl Graph {
         }
         let id = ParamId(self.params.len());
         let tensor = self.add_tensor(name, shape, TensorKind::Param(id));
-        self.params.push(ParamSpec { name: name.to_string(), shape: shape.to_vec(), init, trainable: true, tensor });
+        self.params.push(ParamSpec {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            init,
+            trainable: true,
+            tensor,
+        });
         tensor
     }
 
@@ -346,20 +419,31 @@ impl Graph {
     }
 
     fn uniform_init(fan_in: usize) -> Init {
-        Init::Uniform { bound: 1.0 / (fan_in as f32).sqrt() }
+        Init::Uniform {
+            bound: 1.0 / (fan_in as f32).sqrt(),
+        }
     }
 
     /// `Linear(in, out)` named `layer`: x (N, in) -> (N, out).
     pub fn linear(&mut self, layer: &str, x: TensorId, out_features: usize) -> Result<TensorId, GraphError> {
         let shape = self.shape(x).to_vec();
         let [n, in_features] = shape[..] else {
-            return Err(shape_error("linear", layer, format!("input must be (N, features), got {shape:?}")));
+            return Err(shape_error(
+                "linear",
+                layer,
+                format!("input must be (N, features), got {shape:?}"),
+            ));
         };
         let init = Self::uniform_init(in_features);
         let weight = self.param(&format!("{layer}.weight"), &[out_features, in_features], init);
         let bias = self.param(&format!("{layer}.bias"), &[out_features], init);
         let y = self.activation_tensor(format!("{layer}.out"), &[n, out_features]);
-        Ok(self.push(Op::Linear { x, weight, bias: Some(bias), y }))
+        Ok(self.push(Op::Linear {
+            x,
+            weight,
+            bias: Some(bias),
+            y,
+        }))
     }
 
     fn image_shape(&self, op: &'static str, layer: &str, x: TensorId) -> Result<[usize; 4], GraphError> {
@@ -378,14 +462,24 @@ impl Graph {
     ) -> Result<TensorId, GraphError> {
         let [n, ci, h, w] = self.image_shape("conv2d", layer, x)?;
         let (Some(ho), Some(wo)) = (geometry.conv_out(h), geometry.conv_out(w)) else {
-            return Err(shape_error("conv2d", layer, format!("kernel {geometry:?} is larger than the {h}x{w} input")));
+            return Err(shape_error(
+                "conv2d",
+                layer,
+                format!("kernel {geometry:?} is larger than the {h}x{w} input"),
+            ));
         };
         let k = geometry.kernel;
         let init = Self::uniform_init(ci * k * k);
         let weight = self.param(&format!("{layer}.weight"), &[out_channels, ci, k, k], init);
         let bias = self.param(&format!("{layer}.bias"), &[out_channels], init);
         let y = self.activation_tensor(format!("{layer}.out"), &[n, out_channels, ho, wo]);
-        Ok(self.push(Op::Conv2d { x, weight, bias: Some(bias), y, geometry }))
+        Ok(self.push(Op::Conv2d {
+            x,
+            weight,
+            bias: Some(bias),
+            y,
+            geometry,
+        }))
     }
 
     /// `ConvTranspose2d(Ci, Co, k, s, p)` named `layer` (weight (Ci, Co, k, k), fan_in = Co k k as PyTorch).
@@ -398,14 +492,24 @@ impl Graph {
     ) -> Result<TensorId, GraphError> {
         let [n, ci, h, w] = self.image_shape("conv_transpose2d", layer, x)?;
         let (Some(ho), Some(wo)) = (geometry.transpose_out(h), geometry.transpose_out(w)) else {
-            return Err(shape_error("conv_transpose2d", layer, format!("padding {geometry:?} too large")));
+            return Err(shape_error(
+                "conv_transpose2d",
+                layer,
+                format!("padding {geometry:?} too large"),
+            ));
         };
         let k = geometry.kernel;
         let init = Self::uniform_init(out_channels * k * k);
         let weight = self.param(&format!("{layer}.weight"), &[ci, out_channels, k, k], init);
         let bias = self.param(&format!("{layer}.bias"), &[out_channels], init);
         let y = self.activation_tensor(format!("{layer}.out"), &[n, out_channels, ho, wo]);
-        Ok(self.push(Op::ConvTranspose2d { x, weight, bias: Some(bias), y, geometry }))
+        Ok(self.push(Op::ConvTranspose2d {
+            x,
+            weight,
+            bias: Some(bias),
+            y,
+            geometry,
+        }))
     }
 
     pub fn activation(&mut self, activation: Activation, x: TensorId) -> TensorId {
@@ -417,7 +521,11 @@ impl Graph {
 
     pub fn add(&mut self, a: TensorId, b: TensorId) -> Result<TensorId, GraphError> {
         if self.shape(a) != self.shape(b) {
-            return Err(shape_error("add", "", format!("{:?} + {:?}", self.shape(a), self.shape(b))));
+            return Err(shape_error(
+                "add",
+                "",
+                format!("{:?} + {:?}", self.shape(a), self.shape(b)),
+            ));
         }
         let shape = self.shape(a).to_vec();
         let y = self.activation_tensor(format!("{}+{}", self.tensor(a).name, self.tensor(b).name), &shape);
@@ -428,9 +536,16 @@ impl Graph {
     pub fn add_per_channel(&mut self, x: TensorId, v: TensorId) -> Result<TensorId, GraphError> {
         let [n, c, h, w] = self.image_shape("add_per_channel", "", x)?;
         if self.shape(v) != [n, c] {
-            return Err(shape_error("add_per_channel", "", format!("x {:?} needs v ({n}, {c}), got {:?}", self.shape(x), self.shape(v))));
+            return Err(shape_error(
+                "add_per_channel",
+                "",
+                format!("x {:?} needs v ({n}, {c}), got {:?}", self.shape(x), self.shape(v)),
+            ));
         }
-        let y = self.activation_tensor(format!("{}+{}", self.tensor(x).name, self.tensor(v).name), &[n, c, h, w]);
+        let y = self.activation_tensor(
+            format!("{}+{}", self.tensor(x).name, self.tensor(v).name),
+            &[n, c, h, w],
+        );
         Ok(self.push(Op::AddPerChannel { x, v, y }))
     }
 
@@ -438,7 +553,15 @@ impl Graph {
     pub fn reshape(&mut self, x: TensorId, shape: &[usize]) -> Result<TensorId, GraphError> {
         let len: usize = shape.iter().product();
         if len != self.tensor(x).len() {
-            return Err(shape_error("reshape", "", format!("{:?} has {} elements, {shape:?} has {len}", self.shape(x), self.tensor(x).len())));
+            return Err(shape_error(
+                "reshape",
+                "",
+                format!(
+                    "{:?} has {} elements, {shape:?} has {len}",
+                    self.shape(x),
+                    self.tensor(x).len()
+                ),
+            ));
         }
         let name = format!("{}.view", self.tensor(x).name);
         Ok(self.add_tensor(name, shape, TensorKind::View(x)))
@@ -452,21 +575,42 @@ impl Graph {
         let running_mean = self.state(&format!("{layer}.running_mean"), &[c], 0.0);
         let running_var = self.state(&format!("{layer}.running_var"), &[c], 1.0);
         let counter = self.state(&format!("{layer}.num_batches_tracked"), &[], 0.0);
-        let TensorKind::State(num_batches_tracked) = self.tensor(counter).kind else { unreachable!() };
+        let TensorKind::State(num_batches_tracked) = self.tensor(counter).kind else {
+            unreachable!()
+        };
         let y = self.activation_tensor(format!("{layer}.out"), &[n, c, h, w]);
-        Ok(self.push(Op::BatchNorm2d { x, weight, bias, running_mean, running_var, num_batches_tracked, y, mode }))
+        Ok(self.push(Op::BatchNorm2d {
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+            y,
+            mode,
+        }))
     }
 
     /// `GroupNorm(groups, C)` named `layer` (eps 1e-5).
     pub fn group_norm(&mut self, layer: &str, x: TensorId, groups: usize) -> Result<TensorId, GraphError> {
         let [n, c, h, w] = self.image_shape("group_norm", layer, x)?;
         if groups == 0 || c % groups != 0 {
-            return Err(shape_error("group_norm", layer, format!("{c} channels do not split into {groups} groups")));
+            return Err(shape_error(
+                "group_norm",
+                layer,
+                format!("{c} channels do not split into {groups} groups"),
+            ));
         }
         let weight = self.param(&format!("{layer}.weight"), &[c], Init::Constant(1.0));
         let bias = self.param(&format!("{layer}.bias"), &[c], Init::Constant(0.0));
         let y = self.activation_tensor(format!("{layer}.out"), &[n, c, h, w]);
-        Ok(self.push(Op::GroupNorm { groups, x, weight, bias, y }))
+        Ok(self.push(Op::GroupNorm {
+            groups,
+            x,
+            weight,
+            bias,
+            y,
+        }))
     }
 
     pub fn max_pool2(&mut self, x: TensorId) -> Result<TensorId, GraphError> {
@@ -485,9 +629,16 @@ impl Graph {
         let [n, ca, h, w] = self.image_shape("concat", "", a)?;
         let [nb, cb, hb, wb] = self.image_shape("concat", "", b)?;
         if (n, h, w) != (nb, hb, wb) {
-            return Err(shape_error("concat", "", format!("{:?} and {:?} differ outside dim 1", self.shape(a), self.shape(b))));
+            return Err(shape_error(
+                "concat",
+                "",
+                format!("{:?} and {:?} differ outside dim 1", self.shape(a), self.shape(b)),
+            ));
         }
-        let y = self.activation_tensor(format!("cat({},{})", self.tensor(a).name, self.tensor(b).name), &[n, ca + cb, h, w]);
+        let y = self.activation_tensor(
+            format!("cat({},{})", self.tensor(a).name, self.tensor(b).name),
+            &[n, ca + cb, h, w],
+        );
         Ok(self.push(Op::Concat { a, b, y }))
     }
 
@@ -500,7 +651,16 @@ impl Graph {
     /// z = mu + eps * exp(logvar / 2)
     pub fn reparameterize(&mut self, mu: TensorId, logvar: TensorId, eps: TensorId) -> Result<TensorId, GraphError> {
         if self.shape(mu) != self.shape(logvar) || self.shape(mu) != self.shape(eps) {
-            return Err(shape_error("reparameterize", "", format!("mu {:?}, logvar {:?}, eps {:?}", self.shape(mu), self.shape(logvar), self.shape(eps))));
+            return Err(shape_error(
+                "reparameterize",
+                "",
+                format!(
+                    "mu {:?}, logvar {:?}, eps {:?}",
+                    self.shape(mu),
+                    self.shape(logvar),
+                    self.shape(eps)
+                ),
+            ));
         }
         let shape = self.shape(mu).to_vec();
         let z = self.activation_tensor("z".to_string(), &shape);
@@ -513,7 +673,11 @@ impl Graph {
 
     fn same_shape(&self, op: &'static str, a: TensorId, b: TensorId) -> Result<(), GraphError> {
         if self.tensor(a).len() != self.tensor(b).len() || self.shape(a)[0] != self.shape(b)[0] {
-            return Err(shape_error(op, "", format!("{:?} against {:?}", self.shape(a), self.shape(b))));
+            return Err(shape_error(
+                op,
+                "",
+                format!("{:?} against {:?}", self.shape(a), self.shape(b)),
+            ));
         }
         Ok(())
     }
@@ -536,14 +700,26 @@ impl Graph {
     pub fn mean_squared_error(&mut self, prediction: TensorId, target: TensorId) -> Result<TensorId, GraphError> {
         self.same_shape("mse", prediction, target)?;
         let loss = self.loss_tensor("mse");
-        Ok(self.push(Op::MeanSquaredError { prediction, target, loss }))
+        Ok(self.push(Op::MeanSquaredError {
+            prediction,
+            target,
+            loss,
+        }))
     }
 
     /// Softmax cross-entropy of logits (N, K) against u32 labels (N); the loss is the batch mean.
     pub fn cross_entropy(&mut self, logits: TensorId, labels: TensorId) -> Result<TensorId, GraphError> {
         let shape = self.shape(logits).to_vec();
         if shape.len() != 2 || self.shape(labels) != [shape[0]] || !self.tensor(labels).integer {
-            return Err(shape_error("cross_entropy", "", format!("logits {shape:?} need integer labels ({}), got {:?}", shape[0], self.shape(labels))));
+            return Err(shape_error(
+                "cross_entropy",
+                "",
+                format!(
+                    "logits {shape:?} need integer labels ({}), got {:?}",
+                    shape[0],
+                    self.shape(labels)
+                ),
+            ));
         }
         let loss = self.loss_tensor("cross_entropy");
         Ok(self.push(Op::CrossEntropy { logits, labels, loss }))
@@ -551,6 +727,10 @@ impl Graph {
 
     /// Number of learned parameters (elements).
     pub fn parameter_count(&self) -> usize {
-        self.params.iter().filter(|p| p.trainable).map(|p| p.shape.iter().product::<usize>()).sum()
+        self.params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
     }
 }

@@ -17,12 +17,22 @@ pub enum Optimizer {
 impl Optimizer {
     /// torch.optim.Adam(lr) with its defaults.
     pub fn adam(lr: f64) -> Self {
-        Self::Adam { lr, config: AdamConfig::DEFAULT }
+        Self::Adam {
+            lr,
+            config: AdamConfig::DEFAULT,
+        }
     }
 
     /// Adam with betas (beta1, beta2), eps 1e-8.
     pub fn adam_betas(lr: f64, beta1: f64, beta2: f64) -> Self {
-        Self::Adam { lr, config: AdamConfig { beta1, beta2, ..AdamConfig::DEFAULT } }
+        Self::Adam {
+            lr,
+            config: AdamConfig {
+                beta1,
+                beta2,
+                ..AdamConfig::DEFAULT
+            },
+        }
     }
 
     pub fn lr(&self) -> f64 {

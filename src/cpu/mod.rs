@@ -3,11 +3,11 @@
 
 pub mod activation;
 pub mod arith;
-pub mod loss;
-pub mod matmul;
-pub mod reduce;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
-pub mod resample;
+pub mod loss;
+pub mod matmul;
 pub mod optim;
+pub mod reduce;
+pub mod resample;

@@ -14,7 +14,11 @@ use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
 
 pub const LATENT: usize = 16;
-const DOWN: ConvGeometry = ConvGeometry { kernel: 4, stride: 2, padding: 1 };
+const DOWN: ConvGeometry = ConvGeometry {
+    kernel: 4,
+    stride: 2,
+    padding: 1,
+};
 
 /// x (N, 1, 28, 28) -> z (N, 16).
 pub fn encode(g: &mut Graph, x: TensorId) -> Result<TensorId, GraphError> {
@@ -53,7 +57,13 @@ pub fn objective(batch: usize) -> Result<Objective, GraphError> {
     let z = encode(&mut g, x)?;
     let logits = decode(&mut g, z)?;
     let loss = g.bce_with_logits(logits, x)?;
-    Ok(Objective { graph: g, x, z, logits, loss })
+    Ok(Objective {
+        graph: g,
+        x,
+        z,
+        logits,
+        loss,
+    })
 }
 
 /// Decoding alone: z (N, 16) -> probabilities (N, 1, 28, 28).

@@ -12,7 +12,11 @@ use crate::kernels::activation::Activation;
 
 pub const FEATURES: usize = 128;
 pub const CLASSES: usize = 10;
-const SAME: ConvGeometry = ConvGeometry { kernel: 3, stride: 1, padding: 1 };
+const SAME: ConvGeometry = ConvGeometry {
+    kernel: 3,
+    stride: 1,
+    padding: 1,
+};
 
 /// x (N, 1, 28, 28) -> (features (N, 128), logits (N, 10)).
 pub fn forward(g: &mut Graph, x: TensorId) -> Result<(TensorId, TensorId), GraphError> {
@@ -45,5 +49,12 @@ pub fn objective(batch: usize) -> Result<Objective, GraphError> {
     let labels = g.integer_input("labels", &[batch]);
     let (features, logits) = forward(&mut g, x)?;
     let loss = g.cross_entropy(logits, labels)?;
-    Ok(Objective { graph: g, x, labels, features, logits, loss })
+    Ok(Objective {
+        graph: g,
+        x,
+        labels,
+        features,
+        logits,
+        loss,
+    })
 }

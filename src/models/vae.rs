@@ -54,7 +54,15 @@ pub fn objective(batch: usize) -> Result<Objective, GraphError> {
     let logits = decode(&mut g, z)?;
     let reconstruction = g.bce_with_logits(logits, x)?;
     let kl = g.gaussian_kl(mu, logvar)?;
-    Ok(Objective { graph: g, x, mu, logvar, logits, reconstruction, kl })
+    Ok(Objective {
+        graph: g,
+        x,
+        mu,
+        logvar,
+        logits,
+        reconstruction,
+        kl,
+    })
 }
 
 /// Decoding alone: z (N, 20) -> probabilities (N, 784).

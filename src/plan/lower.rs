@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::{ParamStore, Phase, Plan, PlanOptions, Step, StepWrite, TrainOptions};
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
 use crate::graph::{ConvGeometry, Graph, Op, TensorId, TensorKind};
+use crate::kernels::loss::{self, LossSlot, Target};
 use crate::kernels::{activation, arith, concat, conv2d, conv_transpose2d, matmul, reduce, resample};
 use crate::optim::Optimizer;
 
@@ -30,6 +31,8 @@ pub(super) struct Builder<'a> {
     step_writes: Vec<StepWrite>,
     owned: Vec<Arc<GpuBuffer>>,
     losses: Vec<TensorId>,
+    /// Per-sample values of each loss, (N) each.
+    per_sample: Vec<(TensorId, Arc<GpuBuffer>)>,
     phase: Phase,
 }
 
@@ -61,6 +64,7 @@ impl<'a> Builder<'a> {
             step_writes: Vec::new(),
             owned: Vec::new(),
             losses: Vec::new(),
+            per_sample: Vec::new(),
             phase: Phase::Forward,
         };
         builder.allocate_tensors()?;
@@ -107,7 +111,10 @@ impl<'a> Builder<'a> {
         }
         // Views and ops propagate in graph order (a view is always made after the tensor it looks at).
         for op in &self.graph.ops {
-            let any = op.inputs().iter().any(|t| self.needs_grad[self.graph.storage(*t).0] || self.needs_grad[t.0]);
+            let any = op
+                .inputs()
+                .iter()
+                .any(|t| self.needs_grad[self.graph.storage(*t).0] || self.needs_grad[t.0]);
             self.needs_grad[op.output().0] = any;
         }
         for index in 0..self.graph.tensors.len() {
@@ -130,7 +137,12 @@ impl<'a> Builder<'a> {
     }
 
     fn push(&mut self, label: impl Into<String>, dispatch: Dispatch, flops: u64) {
-        self.steps.push(Step { label: label.into(), phase: self.phase, dispatch, flops });
+        self.steps.push(Step {
+            label: label.into(),
+            phase: self.phase,
+            dispatch,
+            flops,
+        });
     }
 
     fn needs(&self, id: TensorId) -> bool {
@@ -147,7 +159,11 @@ impl<'a> Builder<'a> {
                     let entry = self.store.entry(self.gpu, &self.graph.params[p.0])?;
                     if entry.grad.is_none() {
                         let label = format!("{}.grad", entry.name);
-                        entry.grad = Some(Arc::new(self.gpu.buffer(&label, BufferRole::Gradients, (entry.len() * 4) as u64)?));
+                        entry.grad = Some(Arc::new(self.gpu.buffer(
+                            &label,
+                            BufferRole::Gradients,
+                            (entry.len() * 4) as u64,
+                        )?));
                     }
                     entry.grad.clone().expect("just made")
                 }
@@ -188,7 +204,11 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         let n = self.len(id);
-        let temporary = self.new_buffer(&format!("{}.grad.part", self.name(id)), BufferRole::Gradients, (n * 4) as u64)?;
+        let temporary = self.new_buffer(
+            &format!("{}.grad.part", self.name(id)),
+            BufferRole::Gradients,
+            (n * 4) as u64,
+        )?;
         let dispatch = kernel(self.gpu, &temporary)?;
         self.push(label, dispatch, 0);
         let add = arith::axpy(self.gpu, &grad, &temporary, 1.0, 1.0, n)?;
@@ -233,9 +253,6 @@ impl<'a> Builder<'a> {
             }
             _ => return self.forward_more(index, op, label),
         }
-        if op.is_loss() {
-            self.losses.push(op.output());
-        }
         Ok(())
     }
 
@@ -251,7 +268,9 @@ impl<'a> Builder<'a> {
                 self.backward_loss(index, op)?;
                 continue;
             }
-            let Some(dy) = self.output_grad(op.output()) else { continue };
+            let Some(dy) = self.output_grad(op.output()) else {
+                continue;
+            };
             self.backward_op(index, op, &dy)?;
         }
         Ok(())
@@ -265,28 +284,44 @@ impl<'a> Builder<'a> {
                 let (batch, input, output) = linear_sizes(self.graph, x, weight);
                 if self.needs(x) {
                     let (dx, accumulate) = self.grad_target(x)?;
-                    let d = matmul::linear_input_backward(gpu, &dx, dy, &self.buf(weight), accumulate, batch, input, output)?;
+                    let d = matmul::linear_input_backward(
+                        gpu,
+                        &dx,
+                        dy,
+                        &self.buf(weight),
+                        accumulate,
+                        batch,
+                        input,
+                        output,
+                    )?;
                     self.push(format!("{label} dx"), d, matmul::flops(batch, input, output));
                 }
                 if self.needs(weight) {
                     let (dw, accumulate) = self.grad_target(weight)?;
-                    let d = matmul::linear_weight_backward(gpu, &dw, dy, &self.buf(x), accumulate, batch, input, output)?;
+                    let d =
+                        matmul::linear_weight_backward(gpu, &dw, dy, &self.buf(x), accumulate, batch, input, output)?;
                     self.push(format!("{label} dweight"), d, matmul::flops(output, input, batch));
                 }
                 if let Some(bias) = bias.filter(|b| self.needs(*b)) {
-                    self.emit_grad(bias, &format!("{label} dbias"), |gpu, db| reduce::sum_rows(gpu, db, dy, batch, output))?;
+                    self.emit_grad(bias, &format!("{label} dbias"), |gpu, db| {
+                        reduce::sum_rows(gpu, db, dy, batch, output)
+                    })?;
                 }
             }
             Op::Activation { activation, x, y: _ } => {
                 let n = self.len(x);
                 let xb = self.buf(x);
-                self.emit_grad(x, &format!("{label} dx"), |gpu, dx| activation::backward(gpu, activation, dx, &xb, dy, n))?;
+                self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
+                    activation::backward(gpu, activation, dx, &xb, dy, n)
+                })?;
             }
             Op::Add { a, b, y } => {
                 let n = self.len(y);
                 for input in [a, b] {
                     if self.needs(input) {
-                        self.emit_grad(input, &format!("{label} d{}", self.name(input)), |gpu, d| arith::copy(gpu, d, dy, n))?;
+                        self.emit_grad(input, &format!("{label} d{}", self.name(input)), |gpu, d| {
+                            arith::copy(gpu, d, dy, n)
+                        })?;
                     }
                 }
             }
@@ -298,7 +333,9 @@ impl<'a> Builder<'a> {
                     self.emit_grad(x, &format!("{label} dx"), |gpu, dx| arith::copy(gpu, dx, dy, n))?;
                 }
                 if self.needs(v) {
-                    self.emit_grad(v, &format!("{label} dv"), |gpu, dv| reduce::sum_cols(gpu, dv, dy, rows, inner))?;
+                    self.emit_grad(v, &format!("{label} dv"), |gpu, dv| {
+                        reduce::sum_cols(gpu, dv, dy, rows, inner)
+                    })?;
                 }
             }
             _ => return self.backward_more(index, op, dy, label),
@@ -310,7 +347,10 @@ impl<'a> Builder<'a> {
     pub(super) fn optimizer_updates(&mut self, train: &TrainOptions) -> Result<(), GpuError> {
         self.phase = Phase::Optimizer;
         let optimizer = train.optimizer.clone();
-        let step_values = Arc::new(crate::kernels::optim::step_buffer(self.gpu, &format!("{} step values", self.options.name))?);
+        let step_values = Arc::new(crate::kernels::optim::step_buffer(
+            self.gpu,
+            &format!("{} step values", self.options.name),
+        )?);
         self.owned.push(step_values.clone());
         let for_step = optimizer.clone();
         self.step_writes.push(StepWrite {
@@ -332,7 +372,10 @@ impl<'a> Builder<'a> {
                     entry.optimizer_state.push((state.to_string(), buffer));
                 }
             }
-            let (value, grad) = (entry.value.clone(), entry.grad.clone().expect("written gradients exist"));
+            let (value, grad) = (
+                entry.value.clone(),
+                entry.grad.clone().expect("written gradients exist"),
+            );
             let state: Vec<Arc<GpuBuffer>> = entry.optimizer_state.iter().map(|(_, b)| b.clone()).collect();
             let dispatch = optimizer.update(self.gpu, &value, &state, &grad, &step_values, n)?;
             self.push(format!("{} {}", spec.name, optimizer.name()), dispatch, 0);
@@ -354,8 +397,14 @@ impl<'a> Builder<'a> {
             steps: self.steps,
             step_writes: self.step_writes,
             tensors: self.buffers,
-            names: self.graph.tensors.iter().map(|t| (t.name.clone(), t.shape.clone())).collect(),
+            names: self
+                .graph
+                .tensors
+                .iter()
+                .map(|t| (t.name.clone(), t.shape.clone()))
+                .collect(),
             losses: self.losses,
+            per_sample: self.per_sample,
             owned: self.owned,
             loss_staging,
         })
@@ -375,7 +424,15 @@ impl Optimizer {
 /// Convolution shapes from the graph's tensors.
 fn conv_shape(graph: &Graph, x: TensorId, weight: TensorId, geometry: ConvGeometry) -> conv2d::Conv2dShape {
     let (xs, ws) = (graph.shape(x), graph.shape(weight));
-    conv2d::Conv2dShape::square(xs[0], xs[1], ws[0], (xs[2], xs[3]), geometry.kernel, geometry.stride, geometry.padding)
+    conv2d::Conv2dShape::square(
+        xs[0],
+        xs[1],
+        ws[0],
+        (xs[2], xs[3]),
+        geometry.kernel,
+        geometry.stride,
+        geometry.padding,
+    )
 }
 
 fn conv_transpose_shape(
@@ -407,16 +464,42 @@ impl Builder<'_> {
     fn forward_more(&mut self, index: usize, op: &Op, label: String) -> Result<(), GpuError> {
         let gpu = self.gpu;
         match *op {
-            Op::Conv2d { x, weight, bias, y, geometry } => {
+            Op::Conv2d {
+                x,
+                weight,
+                bias,
+                y,
+                geometry,
+            } => {
                 let shape = conv_shape(self.graph, x, weight, geometry);
                 let bias = bias.map(|b| self.buf(b));
-                let d = conv2d::forward(gpu, &self.buf(y), &self.buf(x), &self.buf(weight), bias.as_deref(), &shape)?;
+                let d = conv2d::forward(
+                    gpu,
+                    &self.buf(y),
+                    &self.buf(x),
+                    &self.buf(weight),
+                    bias.as_deref(),
+                    &shape,
+                )?;
                 self.push(label, d, shape.flops());
             }
-            Op::ConvTranspose2d { x, weight, bias, y, geometry } => {
+            Op::ConvTranspose2d {
+                x,
+                weight,
+                bias,
+                y,
+                geometry,
+            } => {
                 let shape = conv_transpose_shape(self.graph, x, weight, geometry);
                 let bias = bias.map(|b| self.buf(b));
-                let d = conv_transpose2d::forward(gpu, &self.buf(y), &self.buf(x), &self.buf(weight), bias.as_deref(), &shape)?;
+                let d = conv_transpose2d::forward(
+                    gpu,
+                    &self.buf(y),
+                    &self.buf(x),
+                    &self.buf(weight),
+                    bias.as_deref(),
+                    &shape,
+                )?;
                 self.push(label, d, shape.flops());
             }
             Op::MaxPool2 { x, y } => {
@@ -451,11 +534,19 @@ impl Builder<'_> {
     /// Backward lowering of the image ops.
     fn backward_more(&mut self, index: usize, op: &Op, dy: &GpuBuffer, label: String) -> Result<(), GpuError> {
         match *op {
-            Op::Conv2d { x, weight, bias, y: _, geometry } => {
+            Op::Conv2d {
+                x,
+                weight,
+                bias,
+                y: _,
+                geometry,
+            } => {
                 let shape = conv_shape(self.graph, x, weight, geometry);
                 let (xb, wb) = (self.buf(x), self.buf(weight));
                 if self.needs(x) {
-                    self.emit_grad(x, &format!("{label} dx"), |gpu, dx| conv2d::input_backward(gpu, dx, &wb, dy, &shape))?;
+                    self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
+                        conv2d::input_backward(gpu, dx, &wb, dy, &shape)
+                    })?;
                 }
                 if self.needs(weight) {
                     self.emit_grad(weight, &format!("{label} dweight"), |gpu, dw| {
@@ -469,7 +560,13 @@ impl Builder<'_> {
                     })?;
                 }
             }
-            Op::ConvTranspose2d { x, weight, bias, y: _, geometry } => {
+            Op::ConvTranspose2d {
+                x,
+                weight,
+                bias,
+                y: _,
+                geometry,
+            } => {
                 let shape = conv_transpose_shape(self.graph, x, weight, geometry);
                 let (xb, wb) = (self.buf(x), self.buf(weight));
                 if self.needs(x) {
@@ -491,7 +588,9 @@ impl Builder<'_> {
             Op::MaxPool2 { x, y: _ } => {
                 let (p, h, w) = planes(self.graph, x);
                 let xb = self.buf(x);
-                self.emit_grad(x, &format!("{label} dx"), |gpu, dx| resample::max_pool2d_backward(gpu, dx, &xb, dy, p, h, w))?;
+                self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
+                    resample::max_pool2d_backward(gpu, dx, &xb, dy, p, h, w)
+                })?;
             }
             Op::Upsample2 { x, y: _ } => {
                 let (p, h, w) = planes(self.graph, x);
@@ -510,7 +609,11 @@ impl Builder<'_> {
                     if self.needs(input) {
                         let (grad, accumulate) = self.grad_target(input)?;
                         if accumulate {
-                            let part = self.new_buffer(&format!("{}.grad.part", self.name(input)), BufferRole::Gradients, (n * 4) as u64)?;
+                            let part = self.new_buffer(
+                                &format!("{}.grad.part", self.name(input)),
+                                BufferRole::Gradients,
+                                (n * 4) as u64,
+                            )?;
                             accumulations.push((grad, part.clone(), n));
                             targets.push(part);
                         } else {
@@ -539,5 +642,222 @@ impl Builder<'_> {
             _ => return self.backward_model_ops(index, op, dy, label),
         }
         Ok(())
+    }
+}
+
+/// (batch, features per sample) of a loss input.
+fn per_sample(graph: &Graph, x: TensorId) -> (usize, usize) {
+    let shape = graph.shape(x);
+    (shape[0], shape[1..].iter().product())
+}
+
+impl Builder<'_> {
+    /// A per-sample loss buffer (N) beside the loss scalar, kept for evaluation.
+    fn per_sample_buffer(&mut self, loss: TensorId, batch: usize) -> Result<Arc<GpuBuffer>, GpuError> {
+        let buffer = self.new_buffer(
+            &format!("{}.per_sample", self.name(loss)),
+            BufferRole::Activations,
+            (batch * 4) as u64,
+        )?;
+        self.per_sample.push((loss, buffer.clone()));
+        Ok(buffer)
+    }
+
+    /// Forward lowering of losses and the models' special ops.
+    fn forward_model_ops(&mut self, index: usize, op: &Op, label: String) -> Result<(), GpuError> {
+        let gpu = self.gpu;
+        match *op {
+            Op::BceWithLogits { logits, target, loss } => {
+                let (batch, features) = per_sample(self.graph, logits);
+                let samples = self.per_sample_buffer(loss, batch)?;
+                let slot = LossSlot {
+                    buffer: &self.buf(loss),
+                    slot: 0,
+                    accumulate: false,
+                };
+                let target = self.buf(target);
+                let dispatches = loss::bce_with_logits_forward(
+                    gpu,
+                    &slot,
+                    &samples,
+                    &self.buf(logits),
+                    Target::Values(&target),
+                    batch,
+                    features,
+                )?;
+                self.push_all(&label, dispatches);
+            }
+            Op::GaussianKl { mu, logvar, loss } => {
+                let (batch, latent) = per_sample(self.graph, mu);
+                let samples = self.per_sample_buffer(loss, batch)?;
+                let slot = LossSlot {
+                    buffer: &self.buf(loss),
+                    slot: 0,
+                    accumulate: false,
+                };
+                let dispatches =
+                    loss::kl_forward(gpu, &slot, &samples, &self.buf(mu), &self.buf(logvar), batch, latent)?;
+                self.push_all(&label, dispatches);
+            }
+            Op::MeanSquaredError {
+                prediction,
+                target,
+                loss,
+            } => {
+                let (batch, features) = per_sample(self.graph, prediction);
+                let samples = self.per_sample_buffer(loss, batch)?;
+                let slot = LossSlot {
+                    buffer: &self.buf(loss),
+                    slot: 0,
+                    accumulate: false,
+                };
+                let dispatches = loss::mse_forward(
+                    gpu,
+                    &slot,
+                    &samples,
+                    &self.buf(prediction),
+                    &self.buf(target),
+                    batch,
+                    features,
+                )?;
+                self.push_all(&label, dispatches);
+            }
+            Op::CrossEntropy { logits, labels, loss } => {
+                let (batch, classes) = per_sample(self.graph, logits);
+                let samples = self.per_sample_buffer(loss, batch)?;
+                let slot = LossSlot {
+                    buffer: &self.buf(loss),
+                    slot: 0,
+                    accumulate: false,
+                };
+                let dispatches = loss::cross_entropy_forward(
+                    gpu,
+                    &slot,
+                    &samples,
+                    &self.buf(logits),
+                    &self.buf(labels),
+                    batch,
+                    classes,
+                )?;
+                self.push_all(&label, dispatches);
+            }
+            _ => return self.forward_stochastic_and_norm(index, op, label),
+        }
+        self.losses.push(op.output());
+        Ok(())
+    }
+
+    fn push_all<const N: usize>(&mut self, label: &str, dispatches: [Dispatch; N]) {
+        for (i, dispatch) in dispatches.into_iter().enumerate() {
+            self.push(
+                if i == 0 {
+                    label.to_string()
+                } else {
+                    format!("{label} reduce")
+                },
+                dispatch,
+                0,
+            );
+        }
+    }
+
+    /// A loss's gradient seeds the backward walk: d loss / d input, written or accumulated.
+    fn backward_loss(&mut self, _index: usize, op: &Op) -> Result<(), GpuError> {
+        let gpu = self.gpu;
+        let label = format!("{} {}", self.name(op.output()), op.name());
+        match *op {
+            Op::BceWithLogits { logits, target, .. } => {
+                let (batch, features) = per_sample(self.graph, logits);
+                if self.needs(logits) {
+                    let (dlogits, accumulate) = self.grad_target(logits)?;
+                    let target = self.buf(target);
+                    let d = loss::bce_with_logits_backward(
+                        gpu,
+                        &dlogits,
+                        &self.buf(logits),
+                        Target::Values(&target),
+                        accumulate,
+                        batch,
+                        features,
+                    )?;
+                    self.push(format!("{label} dlogits"), d, 0);
+                }
+            }
+            Op::GaussianKl { mu, logvar, .. } => {
+                let (batch, latent) = per_sample(self.graph, mu);
+                if self.needs(mu) || self.needs(logvar) {
+                    // One kernel writes both gradients: both must be first writes or both accumulations.
+                    let (dmu, acc_mu) = self.grad_target(mu)?;
+                    let (dlogvar, acc_logvar) = self.grad_target(logvar)?;
+                    if acc_mu != acc_logvar {
+                        return Err(GpuError::Validation {
+                            context: label,
+                            message: "mu and logvar gradients are at different accumulation stages".into(),
+                        });
+                    }
+                    let d = loss::kl_backward(
+                        gpu,
+                        &dmu,
+                        &dlogvar,
+                        &self.buf(mu),
+                        &self.buf(logvar),
+                        acc_mu,
+                        batch,
+                        latent,
+                    )?;
+                    self.push(format!("{label} dmu dlogvar"), d, 0);
+                }
+            }
+            Op::MeanSquaredError { prediction, target, .. } => {
+                let (batch, features) = per_sample(self.graph, prediction);
+                if self.needs(prediction) {
+                    let (dprediction, accumulate) = self.grad_target(prediction)?;
+                    let d = loss::mse_backward(
+                        gpu,
+                        &dprediction,
+                        &self.buf(prediction),
+                        &self.buf(target),
+                        accumulate,
+                        batch,
+                        features,
+                    )?;
+                    self.push(format!("{label} dprediction"), d, 0);
+                }
+            }
+            Op::CrossEntropy { logits, labels, .. } => {
+                let (batch, classes) = per_sample(self.graph, logits);
+                if self.needs(logits) {
+                    let (dlogits, accumulate) = self.grad_target(logits)?;
+                    let d = loss::cross_entropy_backward(
+                        gpu,
+                        &dlogits,
+                        &self.buf(logits),
+                        &self.buf(labels),
+                        accumulate,
+                        batch,
+                        classes,
+                    )?;
+                    self.push(format!("{label} dlogits"), d, 0);
+                }
+            }
+            _ => unreachable!("backward_loss is called for losses only"),
+        }
+        Ok(())
+    }
+}
+
+impl Builder<'_> {
+    fn forward_stochastic_and_norm(&mut self, _index: usize, op: &Op, label: String) -> Result<(), GpuError> {
+        Err(GpuError::Validation {
+            context: label,
+            message: format!("op {} has no GPU lowering yet", op.name()),
+        })
+    }
+
+    fn backward_model_ops(&mut self, _index: usize, op: &Op, _dy: &GpuBuffer, label: String) -> Result<(), GpuError> {
+        Err(GpuError::Validation {
+            context: label,
+            message: format!("op {} has no GPU lowering yet", op.name()),
+        })
     }
 }

@@ -8,6 +8,7 @@
 
 mod lower;
 pub mod params;
+pub mod reference;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -89,6 +90,8 @@ pub struct Plan {
     names: Vec<(String, Vec<usize>)>,
     /// Loss tensors, in graph order.
     losses: Vec<TensorId>,
+    /// Per-sample values (N) of each loss.
+    per_sample: Vec<(TensorId, Arc<GpuBuffer>)>,
     /// Every buffer this plan made (parameters excluded), for memory accounting.
     owned: Vec<Arc<GpuBuffer>>,
     loss_staging: Option<wgpu::Buffer>,
@@ -110,7 +113,9 @@ pub fn compile(gpu: &Gpu, graph: &Graph, store: &mut ParamStore, options: &PlanO
 impl Plan {
     /// The buffer of tensor `id`.
     pub fn buffer(&self, id: TensorId) -> &Arc<GpuBuffer> {
-        self.tensors[id.0].as_ref().expect("every tensor of a compiled plan has a buffer")
+        self.tensors[id.0]
+            .as_ref()
+            .expect("every tensor of a compiled plan has a buffer")
     }
 
     /// The tensor named `name`.
@@ -134,8 +139,10 @@ impl Plan {
 
     /// Records every dispatch into one compute pass of `encoder`.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut pass =
-            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&self.name), timestamp_writes: None });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(&self.name),
+            timestamp_writes: None,
+        });
         for step in &self.steps {
             step.dispatch.record(&mut pass);
         }
@@ -146,7 +153,9 @@ impl Plan {
         for write in &self.step_writes {
             gpu.queue.write_buffer(&write.buffer.buffer, 0, &(write.bytes)(step));
         }
-        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&self.name) });
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some(&self.name),
+        });
         self.encode(&mut encoder);
         gpu.queue.submit([encoder.finish()]);
     }
@@ -158,8 +167,12 @@ impl Plan {
 
     /// Reads the losses of the last submitted step (waits for the GPU: call it every N steps, not every step).
     pub fn read_losses(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
-        let Some(staging) = &self.loss_staging else { return Ok(Vec::new()) };
-        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("losses") });
+        let Some(staging) = &self.loss_staging else {
+            return Ok(Vec::new());
+        };
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("losses") });
         for (i, id) in self.losses.iter().enumerate() {
             encoder.copy_buffer_to_buffer(&self.buffer(*id).buffer, 0, staging, (i * 4) as u64, 4);
         }
@@ -170,11 +183,30 @@ impl Plan {
             let _ = sender.send(r);
         });
         gpu.wait()?;
-        let fail = |message: String| GpuError::Readback { label: "losses".into(), message };
-        receiver.recv().map_err(|e| fail(e.to_string()))?.map_err(|e| fail(e.to_string()))?;
+        let fail = |message: String| GpuError::Readback {
+            label: "losses".into(),
+            message,
+        };
+        receiver
+            .recv()
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
         let values = bytemuck::pod_collect_to_vec(&slice.get_mapped_range().map_err(|e| fail(e.to_string()))?);
         staging.unmap();
         Ok(values)
+    }
+
+    /// Reads the per-sample values (N) of loss `loss` from the last step (waits for the GPU).
+    pub fn read_per_sample(&self, gpu: &Gpu, loss: TensorId) -> Result<Vec<f32>, GpuError> {
+        let (_, buffer) = self
+            .per_sample
+            .iter()
+            .find(|(id, _)| *id == loss)
+            .ok_or_else(|| GpuError::Validation {
+                context: self.name.clone(),
+                message: format!("tensor {} is not a loss of this plan", self.names[loss.0].0),
+            })?;
+        gpu.read(buffer)
     }
 
     /// Reads any tensor back (waits for the GPU).

@@ -75,7 +75,10 @@ pub fn initial_values(seed: u64, spec: &ParamSpec) -> Vec<f32> {
 
 impl ParamStore {
     pub fn new(seed: u64) -> Self {
-        Self { seed, ..Default::default() }
+        Self {
+            seed,
+            ..Default::default()
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&ParamEntry> {
@@ -98,7 +101,11 @@ impl ParamStore {
             }
             return Ok(entry);
         }
-        let role = if spec.trainable { BufferRole::Weights } else { BufferRole::OptimizerState };
+        let role = if spec.trainable {
+            BufferRole::Weights
+        } else {
+            BufferRole::OptimizerState
+        };
         let value = Arc::new(gpu.buffer_from(&spec.name, role, &initial_values(self.seed, spec))?);
         self.entries.push(ParamEntry {
             name: spec.name.clone(),
@@ -134,7 +141,10 @@ impl ParamStore {
             }
             checkpoint.insert(entry.name.clone(), HostTensor::f32(&entry.shape, read(&entry.value)?));
             for (state, buffer) in &entry.optimizer_state {
-                checkpoint.insert(format!("optim.{}.{state}", entry.name), HostTensor::f32(&entry.shape, read(buffer)?));
+                checkpoint.insert(
+                    format!("optim.{}.{state}", entry.name),
+                    HostTensor::f32(&entry.shape, read(buffer)?),
+                );
             }
             if let Some(ema) = &entry.ema {
                 checkpoint.insert(format!("ema.{}", entry.name), HostTensor::f32(&entry.shape, read(ema)?));
@@ -154,7 +164,10 @@ impl ParamStore {
             }
             gpu.write(&entry.value, checkpoint.f32(&entry.name, &entry.shape)?)?;
             for (state, buffer) in &entry.optimizer_state {
-                gpu.write(buffer, checkpoint.f32(&format!("optim.{}.{state}", entry.name), &entry.shape)?)?;
+                gpu.write(
+                    buffer,
+                    checkpoint.f32(&format!("optim.{}.{state}", entry.name), &entry.shape)?,
+                )?;
             }
             if let Some(ema) = &entry.ema {
                 gpu.write(ema, checkpoint.f32(&format!("ema.{}", entry.name), &entry.shape)?)?;

@@ -1,0 +1,418 @@
+//! The CPU twin of a plan: the same graph run forward, backward and through the optimizer on the f64 CPU twins.
+//!
+//! It starts from the same initial weights (drawn in f32 from the same seed) and reads the same inputs, so a GPU
+//! training trace can be compared with it step by step: losses and final weights within float32 tolerance.
+
+use std::collections::HashMap;
+
+use super::params::initial_values;
+use super::TrainOptions;
+use crate::cpu;
+use crate::graph::{Graph, Op, TensorId, TensorKind};
+use crate::kernels::conv2d::Conv2dShape;
+use crate::kernels::conv_transpose2d::ConvTranspose2dShape;
+use crate::kernels::matmul::{Layout, MatmulShape};
+use crate::optim::Optimizer;
+
+/// A graph's values on the CPU, in f64.
+pub struct Reference<'g> {
+    graph: &'g Graph,
+    train: TrainOptions,
+    /// Values by storage tensor id.
+    values: Vec<Vec<f64>>,
+    grads: Vec<Option<Vec<f64>>>,
+    /// Optimizer moments by parameter name (`exp_avg`, `exp_avg_sq`, or `momentum_buffer`).
+    moments: HashMap<String, Vec<Vec<f64>>>,
+}
+
+/// An op the reference executor cannot run yet.
+#[derive(Debug, thiserror::Error)]
+#[error("the CPU reference has no twin for op {0}")]
+pub struct Unsupported(pub &'static str);
+
+impl<'g> Reference<'g> {
+    /// Parameters start where the GPU's do: `initial_values(seed, spec)`.
+    pub fn new(graph: &'g Graph, seed: u64, train: TrainOptions) -> Self {
+        let mut values: Vec<Vec<f64>> = graph.tensors.iter().map(|t| vec![0.0; t.len()]).collect();
+        for spec in &graph.params {
+            values[spec.tensor.0] = initial_values(seed, spec).into_iter().map(f64::from).collect();
+        }
+        Self {
+            graph,
+            train,
+            values,
+            grads: vec![None; graph.tensors.len()],
+            moments: HashMap::new(),
+        }
+    }
+
+    fn value(&self, id: TensorId) -> &[f64] {
+        &self.values[self.graph.storage(id).0]
+    }
+
+    fn set(&mut self, id: TensorId, values: Vec<f64>) {
+        let storage = self.graph.storage(id);
+        self.values[storage.0] = values;
+    }
+
+    /// Sets an input tensor (f32 data, like the GPU's).
+    pub fn set_input(&mut self, id: TensorId, data: &[f32]) {
+        self.set(id, data.iter().map(|&v| v as f64).collect());
+    }
+
+    /// The current values of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&[f64]> {
+        self.graph.param_named(name).map(|spec| self.value(spec.tensor))
+    }
+
+    /// One training step (global step `step`, 0-based): forward, backward, update. Returns the losses in graph
+    /// order.
+    pub fn step(&mut self, step: u64) -> Result<Vec<f64>, Unsupported> {
+        let losses = self.forward()?;
+        self.backward()?;
+        self.update(step);
+        Ok(losses)
+    }
+
+    /// The forward pass; returns the losses in graph order.
+    pub fn forward(&mut self) -> Result<Vec<f64>, Unsupported> {
+        let mut losses = Vec::new();
+        for op in &self.graph.ops {
+            let y = self.forward_op(op)?;
+            if op.is_loss() {
+                losses.push(y[0]);
+            }
+            self.set(op.output(), y);
+        }
+        Ok(losses)
+    }
+
+    fn forward_op(&self, op: &Op) -> Result<Vec<f64>, Unsupported> {
+        let g = self.graph;
+        Ok(match *op {
+            Op::Linear { x, weight, bias, y } => {
+                let (batch, out_features) = (g.shape(y)[0], g.shape(y)[1]);
+                let in_features = g.shape(weight)[1];
+                let mut out = vec![0.0; batch * out_features];
+                let bias = bias.map(|b| self.value(b));
+                let shape = MatmulShape::new(batch, out_features, in_features);
+                cpu::matmul::matmul(
+                    &mut out,
+                    self.value(x),
+                    self.value(weight),
+                    bias,
+                    Layout::NT,
+                    shape,
+                    None,
+                    false,
+                );
+                out
+            }
+            Op::Conv2d {
+                x,
+                weight,
+                bias,
+                geometry,
+                ..
+            } => {
+                let (xs, ws) = (g.shape(x), g.shape(weight));
+                let s = Conv2dShape::square(
+                    xs[0],
+                    xs[1],
+                    ws[0],
+                    (xs[2], xs[3]),
+                    geometry.kernel,
+                    geometry.stride,
+                    geometry.padding,
+                );
+                cpu::conv2d::forward(&s, self.value(x), self.value(weight), bias.map(|b| self.value(b)))
+            }
+            Op::ConvTranspose2d {
+                x,
+                weight,
+                bias,
+                geometry,
+                ..
+            } => {
+                let (xs, ws) = (g.shape(x), g.shape(weight));
+                let s = ConvTranspose2dShape::square(
+                    xs[0],
+                    xs[1],
+                    ws[1],
+                    (xs[2], xs[3]),
+                    geometry.kernel,
+                    geometry.stride,
+                    geometry.padding,
+                );
+                cpu::conv_transpose2d::forward(&s, self.value(x), self.value(weight), bias.map(|b| self.value(b)))
+            }
+            Op::Activation { activation, x, .. } => cpu::activation::forward(activation, self.value(x)),
+            Op::Add { a, b, .. } => cpu::arith::add(self.value(a), self.value(b)),
+            Op::AddPerChannel { x, v, .. } => {
+                let s = g.shape(x);
+                cpu::arith::add_channel_bias(self.value(x), self.value(v), s[0] * s[1], s[2] * s[3])
+            }
+            Op::MaxPool2 { x, .. } => {
+                let s = g.shape(x);
+                cpu::resample::max_pool2d_forward(self.value(x), s[0] * s[1], s[2], s[3])
+            }
+            Op::Upsample2 { x, .. } => {
+                let s = g.shape(x);
+                cpu::resample::upsample_nearest2d_forward(self.value(x), s[0] * s[1], s[2], s[3])
+            }
+            Op::Concat { a, b, .. } => {
+                let (sa, sb) = (g.shape(a), g.shape(b));
+                cpu::concat::concat_channels_forward(self.value(a), self.value(b), sa[0], sa[1], sb[1], sa[2] * sa[3])
+            }
+            Op::BceWithLogits { logits, target, .. } => {
+                let (batch, features) = per_sample(g, logits);
+                vec![cpu::loss::bce_with_logits(
+                    self.value(logits),
+                    self.value(target),
+                    batch,
+                    features,
+                )]
+            }
+            Op::GaussianKl { mu, logvar, .. } => {
+                let (batch, latent) = per_sample(g, mu);
+                vec![cpu::loss::kl(self.value(mu), self.value(logvar), batch, latent)]
+            }
+            Op::MeanSquaredError { prediction, target, .. } => {
+                let (batch, features) = per_sample(g, prediction);
+                vec![cpu::loss::mse(
+                    self.value(prediction),
+                    self.value(target),
+                    batch,
+                    features,
+                )]
+            }
+            Op::CrossEntropy { logits, labels, .. } => {
+                let (batch, classes) = per_sample(g, logits);
+                let labels: Vec<u32> = self.value(labels).iter().map(|&l| l as u32).collect();
+                vec![cpu::loss::cross_entropy(self.value(logits), &labels, batch, classes)]
+            }
+            _ => return Err(Unsupported(op.name())),
+        })
+    }
+
+    fn needs(&self, id: TensorId) -> bool {
+        match &self.graph.tensor(self.graph.storage(id)).kind {
+            TensorKind::Param(p) => self.train.updates(&self.graph.params[p.0].name),
+            TensorKind::Activation => true,
+            _ => false,
+        }
+    }
+
+    fn accumulate(&mut self, id: TensorId, contribution: Vec<f64>) {
+        if !self.needs(id) {
+            return;
+        }
+        let storage = self.graph.storage(id);
+        match &mut self.grads[storage.0] {
+            Some(grad) => grad.iter_mut().zip(contribution).for_each(|(g, c)| *g += c),
+            slot => *slot = Some(contribution),
+        }
+    }
+
+    /// The backward pass: gradients of the sum of the losses.
+    pub fn backward(&mut self) -> Result<(), Unsupported> {
+        self.grads = vec![None; self.graph.tensors.len()];
+        let g = self.graph;
+        for op in g.ops.iter().rev() {
+            if op.is_loss() {
+                self.backward_loss(op);
+                continue;
+            }
+            let Some(dy) = self.grads[g.storage(op.output()).0].clone() else {
+                continue;
+            };
+            self.backward_op(op, &dy)?;
+        }
+        Ok(())
+    }
+
+    fn backward_loss(&mut self, op: &Op) {
+        let g = self.graph;
+        match *op {
+            Op::BceWithLogits { logits, target, .. } => {
+                let batch = g.shape(logits)[0];
+                let d = cpu::loss::bce_with_logits_backward(self.value(logits), self.value(target), batch);
+                self.accumulate(logits, d);
+            }
+            Op::GaussianKl { mu, logvar, .. } => {
+                let batch = g.shape(mu)[0];
+                let (dmu, dlogvar) = cpu::loss::kl_backward(self.value(mu), self.value(logvar), batch);
+                self.accumulate(mu, dmu);
+                self.accumulate(logvar, dlogvar);
+            }
+            Op::MeanSquaredError { prediction, target, .. } => {
+                let (batch, features) = per_sample(g, prediction);
+                let d = cpu::loss::mse_backward(self.value(prediction), self.value(target), batch, features);
+                self.accumulate(prediction, d);
+            }
+            Op::CrossEntropy { logits, labels, .. } => {
+                let (batch, classes) = per_sample(g, logits);
+                let labels: Vec<u32> = self.value(labels).iter().map(|&l| l as u32).collect();
+                let d = cpu::loss::cross_entropy_backward(self.value(logits), &labels, batch, classes);
+                self.accumulate(logits, d);
+            }
+            _ => unreachable!("losses only"),
+        }
+    }
+
+    fn backward_op(&mut self, op: &Op, dy: &[f64]) -> Result<(), Unsupported> {
+        let g = self.graph;
+        match *op {
+            Op::Linear { x, weight, bias, y } => {
+                let (batch, out_features) = (g.shape(y)[0], g.shape(y)[1]);
+                let in_features = g.shape(weight)[1];
+                let mut dx = vec![0.0; batch * in_features];
+                let shape = MatmulShape::new(batch, in_features, out_features);
+                cpu::matmul::matmul(&mut dx, dy, self.value(weight), None, Layout::NN, shape, None, false);
+                let mut dw = vec![0.0; out_features * in_features];
+                let shape = MatmulShape::new(out_features, in_features, batch);
+                cpu::matmul::matmul(&mut dw, dy, self.value(x), None, Layout::TN, shape, None, false);
+                self.accumulate(x, dx);
+                self.accumulate(weight, dw);
+                if let Some(bias) = bias {
+                    self.accumulate(bias, cpu::reduce::sum_rows(dy, batch, out_features));
+                }
+            }
+            Op::Conv2d {
+                x,
+                weight,
+                bias,
+                geometry,
+                ..
+            } => {
+                let (xs, ws) = (g.shape(x), g.shape(weight));
+                let s = Conv2dShape::square(
+                    xs[0],
+                    xs[1],
+                    ws[0],
+                    (xs[2], xs[3]),
+                    geometry.kernel,
+                    geometry.stride,
+                    geometry.padding,
+                );
+                let dx = cpu::conv2d::input_backward(&s, self.value(weight), dy);
+                let dw = cpu::conv2d::weight_backward(&s, self.value(x), dy);
+                self.accumulate(x, dx);
+                self.accumulate(weight, dw);
+                if let Some(bias) = bias {
+                    let plane = s.out_height() * s.out_width();
+                    self.accumulate(bias, cpu::conv2d::bias_backward(s.batch, s.out_channels, plane, dy));
+                }
+            }
+            Op::ConvTranspose2d {
+                x,
+                weight,
+                bias,
+                geometry,
+                ..
+            } => {
+                let (xs, ws) = (g.shape(x), g.shape(weight));
+                let s = ConvTranspose2dShape::square(
+                    xs[0],
+                    xs[1],
+                    ws[1],
+                    (xs[2], xs[3]),
+                    geometry.kernel,
+                    geometry.stride,
+                    geometry.padding,
+                );
+                let dx = cpu::conv_transpose2d::input_backward(&s, self.value(weight), dy);
+                let dw = cpu::conv_transpose2d::weight_backward(&s, self.value(x), dy);
+                self.accumulate(x, dx);
+                self.accumulate(weight, dw);
+                if let Some(bias) = bias {
+                    let plane = s.out_height() * s.out_width();
+                    self.accumulate(bias, cpu::conv2d::bias_backward(s.batch, s.out_channels, plane, dy));
+                }
+            }
+            Op::Activation { activation, x, .. } => {
+                let dx = cpu::activation::backward(activation, self.value(x), dy);
+                self.accumulate(x, dx);
+            }
+            Op::Add { a, b, .. } => {
+                self.accumulate(a, dy.to_vec());
+                self.accumulate(b, dy.to_vec());
+            }
+            Op::AddPerChannel { x, v, .. } => {
+                let s = g.shape(x);
+                self.accumulate(x, dy.to_vec());
+                self.accumulate(v, cpu::reduce::sum_cols(dy, s[0] * s[1], s[2] * s[3]));
+            }
+            Op::MaxPool2 { x, .. } => {
+                let s = g.shape(x);
+                let dx = cpu::resample::max_pool2d_backward(self.value(x), dy, s[0] * s[1], s[2], s[3]);
+                self.accumulate(x, dx);
+            }
+            Op::Upsample2 { x, .. } => {
+                let s = g.shape(x);
+                self.accumulate(
+                    x,
+                    cpu::resample::upsample_nearest2d_backward(dy, s[0] * s[1], s[2], s[3]),
+                );
+            }
+            Op::Concat { a, b, .. } => {
+                let (sa, sb) = (g.shape(a), g.shape(b));
+                let (da, db) = cpu::concat::concat_channels_backward(dy, sa[0], sa[1], sb[1], sa[2] * sa[3]);
+                self.accumulate(a, da);
+                self.accumulate(b, db);
+            }
+            _ => return Err(Unsupported(op.name())),
+        }
+        Ok(())
+    }
+
+    /// The optimizer's update of every trained parameter that has a gradient.
+    fn update(&mut self, step: u64) {
+        let optimizer = self.train.optimizer.clone();
+        let values = optimizer.step_values(step);
+        for spec in self
+            .graph
+            .params
+            .iter()
+            .filter(|p| p.trainable && self.train.updates(&p.name))
+        {
+            let Some(grad) = self.grads[spec.tensor.0].clone() else {
+                continue;
+            };
+            let n = grad.len();
+            let moments = self
+                .moments
+                .entry(spec.name.clone())
+                .or_insert_with(|| vec![vec![0.0; n]; optimizer.state_names().len()]);
+            let param = &mut self.values[spec.tensor.0];
+            match &optimizer {
+                Optimizer::Adam { config, .. } => {
+                    let mut state = cpu::optim::AdamState {
+                        param: std::mem::take(param),
+                        exp_avg: std::mem::take(&mut moments[0]),
+                        exp_avg_sq: std::mem::take(&mut moments[1]),
+                    };
+                    cpu::optim::adam_step(&mut state, &grad, &config.params(0, n as u32), &values, 0..n);
+                    *param = state.param;
+                    moments[0] = state.exp_avg;
+                    moments[1] = state.exp_avg_sq;
+                }
+                Optimizer::Sgd { config, .. } => {
+                    cpu::optim::sgd_step(
+                        param,
+                        &mut moments[0],
+                        &grad,
+                        &config.params(0, n as u32),
+                        &values,
+                        0..n,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn per_sample(graph: &Graph, x: TensorId) -> (usize, usize) {
+    let shape = graph.shape(x);
+    (shape[0], shape[1..].iter().product())
+}
