@@ -309,6 +309,10 @@ pub fn all_checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     checks.extend(crate::kernels::activation::checks());
     checks.extend(crate::kernels::arith::checks());
+    checks.extend(crate::kernels::batchnorm::checks());
+    checks.extend(crate::kernels::groupnorm::checks());
+    checks.extend(crate::kernels::rng::checks());
+    checks.extend(crate::kernels::reparam::checks());
     checks
 }
 

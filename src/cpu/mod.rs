@@ -3,3 +3,7 @@
 
 pub mod activation;
 pub mod arith;
+pub mod batchnorm;
+pub mod groupnorm;
+pub mod reparam;
+pub mod rng;

@@ -8,6 +8,10 @@
 
 pub mod activation;
 pub mod arith;
+pub mod batchnorm;
+pub mod groupnorm;
+pub mod reparam;
+pub mod rng;
 
 use crate::shaders::EntryPoint;
 
