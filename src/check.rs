@@ -317,6 +317,10 @@ pub fn all_checks() -> Vec<KernelCheck> {
     checks.extend(crate::kernels::concat::checks());
     checks.extend(crate::kernels::loss::checks());
     checks.extend(crate::kernels::optim::checks());
+    checks.extend(crate::kernels::batchnorm::checks());
+    checks.extend(crate::kernels::groupnorm::checks());
+    checks.extend(crate::kernels::rng::checks());
+    checks.extend(crate::kernels::reparam::checks());
     checks
 }
 

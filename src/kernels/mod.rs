@@ -16,6 +16,10 @@ pub mod matmul;
 pub mod optim;
 pub mod reduce;
 pub mod resample;
+pub mod batchnorm;
+pub mod groupnorm;
+pub mod reparam;
+pub mod rng;
 
 use crate::shaders::EntryPoint;
 

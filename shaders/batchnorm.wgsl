@@ -1,0 +1,144 @@
+// BatchNorm2d (PyTorch semantics), forward (training and evaluation) and backward side by side.
+//
+// Dimensions: N = batch, C = channels, HW = H * W (inner), count = N * HW = elements per channel.
+// Training forward, per channel c over its count elements x[n, c, hw]:
+//     mean = sum(x) / count,  var = sum((x - mean)^2) / count  (biased),  rstd = 1 / sqrt(var + eps)
+//     y = (x - mean) * rstd * weight[c] + bias[c]
+//     running_mean = (1 - momentum) * running_mean + momentum * mean
+//     running_var  = (1 - momentum) * running_var  + momentum * var * count / (count - 1)  (unbiased)
+// Evaluation forward: the same y with running_mean and running_var in place of the batch statistics.
+// Backward (training), with xhat = (x - mean) * rstd:
+//     dbias[c] = sum(dy),  dweight[c] = sum(dy * xhat)
+//     dx = weight[c] * rstd * (dy - dbias[c] / count - xhat * dweight[c] / count)
+//
+// The per-channel kernels run one workgroup of 256 threads per channel (the workgroup grid is folded like
+// grid_1d's, so channel = workgroup_id.x + workgroup_id.y * num_workgroups.x); each thread strides over the
+// channel's elements and workgroup_sum combines the partial sums in a fixed tree: no atomics, bit-identical
+// from run to run.
+//
+// include: shared/common.wgsl
+// include: shared/reduce.wgsl
+
+// Keep in sync with `BatchNormParams` in src/kernels/batchnorm.rs.
+struct Params {
+    batch: u32,     // N
+    channels: u32,  // C
+    inner: u32,     // HW
+    count: u32,     // N * HW
+    eps: f32,
+    momentum: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// Outputs.
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;             // (N, C, H, W)
+@group(0) @binding(2) var<storage, read_write> mean: array<f32>;          // (C) batch mean, saved for backward
+@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;          // (C) 1 / sqrt(var + eps), saved
+@group(0) @binding(4) var<storage, read_write> running_mean: array<f32>;  // (C) updated in training
+@group(0) @binding(5) var<storage, read_write> running_var: array<f32>;   // (C) updated in training
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;            // (N, C, H, W)
+@group(0) @binding(7) var<storage, read_write> dweight: array<f32>;       // (C)
+@group(0) @binding(8) var<storage, read_write> dbias: array<f32>;         // (C)
+// Saved values and inputs.
+@group(0) @binding(9) var<storage, read> x: array<f32>;                   // (N, C, H, W) forward input
+@group(0) @binding(10) var<storage, read> saved_mean: array<f32>;         // (C) from batchnorm_forward_train
+@group(0) @binding(11) var<storage, read> saved_rstd: array<f32>;         // (C) from batchnorm_forward_train
+@group(0) @binding(12) var<storage, read> dy: array<f32>;                 // (N, C, H, W) upstream gradient
+@group(0) @binding(13) var<storage, read> weight: array<f32>;             // (C)
+@group(0) @binding(14) var<storage, read> bias: array<f32>;               // (C)
+
+// Flat index of the j-th element (0 <= j < count) of channel c.
+fn channel_element(c: u32, j: u32) -> u32 {
+    let n = j / params.inner;
+    let hw = j - n * params.inner;
+    return (n * params.channels + c) * params.inner + hw;
+}
+
+@compute @workgroup_size(256)
+fn batchnorm_forward_train(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let c = wg.x + wg.y * groups.x;
+    if c >= params.channels { return; }  // uniform over the workgroup
+    let count = f32(params.count);
+
+    var partial = 0.0;
+    for (var j = local; j < params.count; j += WG_REDUCE) {
+        partial += x[channel_element(c, j)];
+    }
+    let m = workgroup_sum(local, partial) / count;
+
+    // Two passes: the variance as the mean of squared deviations, not E[x^2] - mean^2 (which cancels).
+    var squares = 0.0;
+    for (var j = local; j < params.count; j += WG_REDUCE) {
+        let d = x[channel_element(c, j)] - m;
+        squares += d * d;
+    }
+    let variance = workgroup_sum(local, squares) / count;
+    let r = 1.0 / sqrt(variance + params.eps);
+
+    let scale = r * weight[c];
+    let shift = bias[c];
+    for (var j = local; j < params.count; j += WG_REDUCE) {
+        let i = channel_element(c, j);
+        y[i] = (x[i] - m) * scale + shift;
+    }
+    if local == 0u {
+        mean[c] = m;
+        rstd[c] = r;
+        let unbiased = variance * count / (count - 1.0);
+        running_mean[c] = (1.0 - params.momentum) * running_mean[c] + params.momentum * m;
+        running_var[c] = (1.0 - params.momentum) * running_var[c] + params.momentum * unbiased;
+    }
+}
+
+// y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, one thread per element.
+@compute @workgroup_size(256)
+fn batchnorm_forward_eval(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = linear_index(id, groups);
+    if i >= params.batch * params.channels * params.inner { return; }
+    let c = (i / params.inner) % params.channels;
+    let r = 1.0 / sqrt(running_var[c] + params.eps);
+    y[i] = (x[i] - running_mean[c]) * (r * weight[c]) + bias[c];
+}
+
+@compute @workgroup_size(256)
+fn batchnorm_backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let c = wg.x + wg.y * groups.x;
+    if c >= params.channels { return; }  // uniform over the workgroup
+    let m = saved_mean[c];
+    let r = saved_rstd[c];
+
+    var sum_dy = 0.0;
+    var sum_dy_xhat = 0.0;
+    for (var j = local; j < params.count; j += WG_REDUCE) {
+        let i = channel_element(c, j);
+        sum_dy += dy[i];
+        sum_dy_xhat += dy[i] * (x[i] - m) * r;
+    }
+    let db = workgroup_sum(local, sum_dy);
+    let dw = workgroup_sum(local, sum_dy_xhat);
+
+    // dx = weight * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    let count = f32(params.count);
+    let mean_dy = db / count;
+    let mean_dy_xhat = dw / count;
+    let scale = weight[c] * r;
+    for (var j = local; j < params.count; j += WG_REDUCE) {
+        let i = channel_element(c, j);
+        let xhat = (x[i] - m) * r;
+        dx[i] = scale * (dy[i] - mean_dy - xhat * mean_dy_xhat);
+    }
+    if local == 0u {
+        dweight[c] = dw;
+        dbias[c] = db;
+    }
+}

@@ -1,0 +1,146 @@
+// GroupNorm (PyTorch semantics), forward and backward side by side.
+//
+// Dimensions: N = batch, C = channels, G = groups (C divisible by G), CG = C / G channels per group,
+// HW = H * W (inner), M = CG * HW = elements per (sample, group). In NCHW the M elements of (n, g) are
+// contiguous, starting at (n * C + g * CG) * HW.
+// Forward, per (n, g) over its M elements:
+//     mean = sum(x) / M,  var = sum((x - mean)^2) / M  (biased),  rstd = 1 / sqrt(var + eps)
+//     y = (x - mean) * rstd * weight[c] + bias[c]
+// Backward, with xhat = (x - mean) * rstd and dxhat = dy * weight[c]:
+//     dx = rstd * (dxhat - mean_(n,g)(dxhat) - xhat * mean_(n,g)(dxhat * xhat))      (groupnorm_input_backward)
+//     dweight[c] = sum over n, hw of dy * xhat,  dbias[c] = sum over n, hw of dy      (groupnorm_weight_backward)
+//
+// Reducing kernels run one workgroup of 256 threads per (n, g) or per channel (the workgroup grid is folded like
+// grid_1d's); workgroup_sum combines the partial sums in a fixed tree: no atomics, bit-identical results.
+//
+// include: shared/reduce.wgsl
+
+// Keep in sync with `GroupNormParams` in src/kernels/groupnorm.rs.
+struct Params {
+    batch: u32,     // N
+    channels: u32,  // C
+    groups: u32,    // G
+    inner: u32,     // HW
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// Outputs.
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;        // (N, C, H, W)
+@group(0) @binding(2) var<storage, read_write> mean: array<f32>;     // (N, G) saved for backward
+@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;     // (N, G) 1 / sqrt(var + eps), saved
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;       // (N, C, H, W)
+@group(0) @binding(5) var<storage, read_write> dweight: array<f32>;  // (C)
+@group(0) @binding(6) var<storage, read_write> dbias: array<f32>;    // (C)
+// Saved values and inputs.
+@group(0) @binding(7) var<storage, read> x: array<f32>;              // (N, C, H, W) forward input
+@group(0) @binding(8) var<storage, read> saved_mean: array<f32>;     // (N, G) from groupnorm_forward
+@group(0) @binding(9) var<storage, read> saved_rstd: array<f32>;     // (N, G) from groupnorm_forward
+@group(0) @binding(10) var<storage, read> dy: array<f32>;            // (N, C, H, W) upstream gradient
+@group(0) @binding(11) var<storage, read> weight: array<f32>;        // (C)
+@group(0) @binding(12) var<storage, read> bias: array<f32>;          // (C)
+
+// One workgroup per (n, g): statistics, then y.
+@compute @workgroup_size(256)
+fn groupnorm_forward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let ng = wg.x + wg.y * groups.x;  // n * G + g
+    if ng >= params.batch * params.groups { return; }  // uniform over the workgroup
+    let per_group = params.channels / params.groups;  // CG
+    let size = per_group * params.inner;  // M
+    let base = ng * size;  // = (n * C + g * CG) * HW
+    let first_channel = (ng % params.groups) * per_group;
+
+    var partial = 0.0;
+    for (var j = local; j < size; j += WG_REDUCE) {
+        partial += x[base + j];
+    }
+    let m = workgroup_sum(local, partial) / f32(size);
+
+    // Two passes: the variance as the mean of squared deviations, not E[x^2] - mean^2 (which cancels).
+    var squares = 0.0;
+    for (var j = local; j < size; j += WG_REDUCE) {
+        let d = x[base + j] - m;
+        squares += d * d;
+    }
+    let variance = workgroup_sum(local, squares) / f32(size);
+    let r = 1.0 / sqrt(variance + params.eps);
+
+    for (var j = local; j < size; j += WG_REDUCE) {
+        let c = first_channel + j / params.inner;
+        y[base + j] = (x[base + j] - m) * (r * weight[c]) + bias[c];
+    }
+    if local == 0u {
+        mean[ng] = m;
+        rstd[ng] = r;
+    }
+}
+
+// dx, one workgroup per (n, g).
+@compute @workgroup_size(256)
+fn groupnorm_input_backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let ng = wg.x + wg.y * groups.x;
+    if ng >= params.batch * params.groups { return; }  // uniform over the workgroup
+    let per_group = params.channels / params.groups;
+    let size = per_group * params.inner;
+    let base = ng * size;
+    let first_channel = (ng % params.groups) * per_group;
+    let m = saved_mean[ng];
+    let r = saved_rstd[ng];
+
+    var sum_dxhat = 0.0;
+    var sum_dxhat_xhat = 0.0;
+    for (var j = local; j < size; j += WG_REDUCE) {
+        let dxhat = dy[base + j] * weight[first_channel + j / params.inner];
+        sum_dxhat += dxhat;
+        sum_dxhat_xhat += dxhat * (x[base + j] - m) * r;
+    }
+    let mean_dxhat = workgroup_sum(local, sum_dxhat) / f32(size);
+    let mean_dxhat_xhat = workgroup_sum(local, sum_dxhat_xhat) / f32(size);
+
+    for (var j = local; j < size; j += WG_REDUCE) {
+        let dxhat = dy[base + j] * weight[first_channel + j / params.inner];
+        let xhat = (x[base + j] - m) * r;
+        dx[base + j] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+    }
+}
+
+// dweight and dbias, one workgroup per channel, reducing over n and hw.
+@compute @workgroup_size(256)
+fn groupnorm_weight_backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let c = wg.x + wg.y * groups.x;
+    if c >= params.channels { return; }  // uniform over the workgroup
+    let g = c / (params.channels / params.groups);
+    let count = params.batch * params.inner;
+
+    var sum_dy = 0.0;
+    var sum_dy_xhat = 0.0;
+    for (var j = local; j < count; j += WG_REDUCE) {
+        let n = j / params.inner;
+        let hw = j - n * params.inner;
+        let i = (n * params.channels + c) * params.inner + hw;
+        let ng = n * params.groups + g;
+        sum_dy += dy[i];
+        sum_dy_xhat += dy[i] * (x[i] - saved_mean[ng]) * saved_rstd[ng];
+    }
+    let db = workgroup_sum(local, sum_dy);
+    let dw = workgroup_sum(local, sum_dy_xhat);
+    if local == 0u {
+        dweight[c] = dw;
+        dbias[c] = db;
+    }
+}
