@@ -310,6 +310,7 @@ pub fn all_checks() -> Vec<KernelCheck> {
     checks.extend(crate::kernels::activation::checks());
     checks.extend(crate::kernels::arith::checks());
     checks.extend(crate::kernels::optim::checks());
+    checks.extend(crate::kernels::diffusion::checks());
     checks
 }
 

@@ -43,7 +43,11 @@ fn params_structs_match_their_wgsl_twins() {
     }
     // The per-step uniform is the second uniform binding of the entry points that read it.
     let step_fields = field_offsets!(OptimStep, [lr, step_size, bias_correction2_sqrt, decay]);
-    for entry in [&shaders::optim::ADAM_STEP, &shaders::optim::ADAMW_STEP, &shaders::optim::SGD_STEP] {
+    for entry in [
+        &shaders::optim::ADAM_STEP,
+        &shaders::optim::ADAMW_STEP,
+        &shaders::optim::SGD_STEP,
+    ] {
         let layout: &StructLayout = entry
             .bindings
             .iter()
@@ -51,7 +55,12 @@ fn params_structs_match_their_wgsl_twins() {
             .and_then(|b| b.uniform)
             .expect("step_values is a uniform binding");
         let wgsl: Vec<(&str, usize)> = layout.members.iter().map(|(n, o)| (*n, *o as usize)).collect();
-        assert_eq!(layout.size as usize, size_of::<OptimStep>(), "{}", entry.qualified_name());
+        assert_eq!(
+            layout.size as usize,
+            size_of::<OptimStep>(),
+            "{}",
+            entry.qualified_name()
+        );
         assert_eq!(wgsl, step_fields, "{}", entry.qualified_name());
     }
 }
@@ -175,8 +184,18 @@ fn adam_steps_equal_hand_computed_values() {
     let grads = [0.5f32; 3];
     let lr = 1e-3;
     let one = OneParam::new(gpu, 1.0);
-    assert_trace("adam", &one.adam(gpu, AdamConfig::DEFAULT, lr, &grads), &expected, F32_STEPS);
-    assert_trace("adam twin", &adam_twin(AdamConfig::DEFAULT, lr, 1.0, &grads), &expected, TWIN_STEPS);
+    assert_trace(
+        "adam",
+        &one.adam(gpu, AdamConfig::DEFAULT, lr, &grads),
+        &expected,
+        F32_STEPS,
+    );
+    assert_trace(
+        "adam twin",
+        &adam_twin(AdamConfig::DEFAULT, lr, 1.0, &grads),
+        &expected,
+        TWIN_STEPS,
+    );
 
     // L2 weight decay 0.1 (Adam's weight_decay: g = 0.5 + 0.1 p).
     // Step 1: g = 0.6, m_hat = 0.6, v_hat = 0.36, p = 1 - 1e-3 * 0.6 / (0.6 + 1e-8) = 0.99900000001667.
@@ -215,8 +234,18 @@ fn adam_steps_equal_hand_computed_values() {
     let grads = [0.5f32, -0.25, 1.0];
     let expected = [0.99900000002, 0.99900000002, 0.9981363281508797];
     let one = OneParam::new(gpu, 1.0);
-    assert_trace("adam gan", &one.adam(gpu, AdamConfig::GAN, lr, &grads), &expected, F32_STEPS);
-    assert_trace("adam gan twin", &adam_twin(AdamConfig::GAN, lr, 1.0, &grads), &expected, TWIN_STEPS);
+    assert_trace(
+        "adam gan",
+        &one.adam(gpu, AdamConfig::GAN, lr, &grads),
+        &expected,
+        F32_STEPS,
+    );
+    assert_trace(
+        "adam gan twin",
+        &adam_twin(AdamConfig::GAN, lr, 1.0, &grads),
+        &expected,
+        TWIN_STEPS,
+    );
 }
 
 #[test]
@@ -230,7 +259,12 @@ fn sgd_steps_equal_hand_computed_values() {
         nesterov: false,
     };
     let one = OneParam::new(gpu, 1.0);
-    assert_trace("sgd", &one.sgd(gpu, heavy_ball, 0.1, &grads), &[0.95, 0.855, 0.7195], F32_STEPS);
+    assert_trace(
+        "sgd",
+        &one.sgd(gpu, heavy_ball, 0.1, &grads),
+        &[0.95, 0.855, 0.7195],
+        F32_STEPS,
+    );
     // Nesterov: p -= lr (g + 0.9 buf) with the same buf: 0.1 * 0.95, 0.1 * 1.355, 0.1 * 1.7195;
     // p = 0.905, 0.7695, 0.59755.
     let nesterov = SgdConfig {
@@ -238,7 +272,12 @@ fn sgd_steps_equal_hand_computed_values() {
         ..heavy_ball
     };
     let one = OneParam::new(gpu, 1.0);
-    assert_trace("nesterov", &one.sgd(gpu, nesterov, 0.1, &grads), &[0.905, 0.7695, 0.59755], F32_STEPS);
+    assert_trace(
+        "nesterov",
+        &one.sgd(gpu, nesterov, 0.1, &grads),
+        &[0.905, 0.7695, 0.59755],
+        F32_STEPS,
+    );
     // Weight decay 0.1: g = 0.5 + 0.1 p. Step 1: g = 0.6, buf = 0.6, p = 0.94. Step 2: g = 0.594,
     // buf = 0.54 + 0.594 = 1.134, p = 0.8266. Step 3: g = 0.58266, buf = 1.0206 + 0.58266 = 1.60326, p = 0.666274.
     let decayed = SgdConfig {
@@ -246,7 +285,12 @@ fn sgd_steps_equal_hand_computed_values() {
         ..heavy_ball
     };
     let one = OneParam::new(gpu, 1.0);
-    assert_trace("sgd + L2", &one.sgd(gpu, decayed, 0.1, &grads), &[0.94, 0.8266, 0.666274], F32_STEPS);
+    assert_trace(
+        "sgd + L2",
+        &one.sgd(gpu, decayed, 0.1, &grads),
+        &[0.94, 0.8266, 0.666274],
+        F32_STEPS,
+    );
 }
 
 #[test]
@@ -282,7 +326,11 @@ fn clip_3_4(gpu: &Gpu, max_norm: f64) -> (Vec<f32>, [f32; 2]) {
         },
     ];
     let partials = gpu
-        .buffer("partials", BufferRole::Scratch, 4 * optim::grad_norm_partials_len(&tensors) as u64)
+        .buffer(
+            "partials",
+            BufferRole::Scratch,
+            4 * optim::grad_norm_partials_len(&tensors) as u64,
+        )
         .unwrap();
     let clip = gpu.buffer("clip", BufferRole::Scratch, 8).unwrap();
     let dispatches = optim::clip_grad_norm(gpu, &tensors, &partials, &clip, max_norm).unwrap();
@@ -322,7 +370,11 @@ fn grad_norm_is_deterministic() {
         n: values.len(),
     }];
     let partials = gpu
-        .buffer("partials", BufferRole::Scratch, 4 * optim::grad_norm_partials_len(&tensors) as u64)
+        .buffer(
+            "partials",
+            BufferRole::Scratch,
+            4 * optim::grad_norm_partials_len(&tensors) as u64,
+        )
         .unwrap();
     let clip = gpu.buffer("clip", BufferRole::Scratch, 8).unwrap();
     let dispatches = optim::clip_grad_norm(gpu, &tensors, &partials, &clip, 1e9).unwrap();

@@ -3,4 +3,5 @@
 
 pub mod activation;
 pub mod arith;
+pub mod diffusion;
 pub mod optim;

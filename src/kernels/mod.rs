@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod arith;
+pub mod diffusion;
 pub mod optim;
 
 use crate::shaders::EntryPoint;

@@ -577,7 +577,10 @@ fn clip_checks(sizes: &[usize], first: usize, max_norm: f64) -> Vec<KernelCheck>
 
 fn random_grads(sizes: &[usize], first: usize) -> Vec<Vec<f32>> {
     let mut rng = TestRng::new(sizes.iter().sum::<usize>() as u64);
-    sizes.iter().map(|&n| rng.uniform_vec(first + n + 2, -1.0, 1.0)).collect()
+    sizes
+        .iter()
+        .map(|&n| rng.uniform_vec(first + n + 2, -1.0, 1.0))
+        .collect()
 }
 
 fn upload_grads(gpu: &Gpu, host: &[Vec<f32>]) -> Result<Vec<GpuBuffer>, GpuError> {
