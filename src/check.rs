@@ -321,6 +321,7 @@ pub fn all_checks() -> Vec<KernelCheck> {
     checks.extend(crate::kernels::groupnorm::checks());
     checks.extend(crate::kernels::rng::checks());
     checks.extend(crate::kernels::reparam::checks());
+    checks.extend(crate::kernels::diffusion::checks());
     checks
 }
 

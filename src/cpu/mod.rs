@@ -8,6 +8,7 @@ pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod loss;
 pub mod matmul;
+pub mod diffusion;
 pub mod optim;
 pub mod reduce;
 pub mod resample;
