@@ -8,18 +8,18 @@
 
 pub mod activation;
 pub mod arith;
+pub mod batchnorm;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
+pub mod diffusion;
+pub mod groupnorm;
 pub mod loss;
 pub mod matmul;
-pub mod diffusion;
 pub mod optim;
 pub mod reduce;
-pub mod resample;
-pub mod batchnorm;
-pub mod groupnorm;
 pub mod reparam;
+pub mod resample;
 pub mod rng;
 
 use crate::shaders::EntryPoint;

@@ -63,7 +63,8 @@ impl Draw {
         ]
     }
 
-    fn params(&self, n: usize) -> Result<RngParams, GpuError> {
+    /// The kernel's params for a fill of `n` elements (what a replayed plan rewrites each step).
+    pub fn params(&self, n: usize) -> Result<RngParams, GpuError> {
         let n = u32::try_from(n).map_err(|_| GpuError::Validation {
             context: "rng".to_string(),
             message: format!("a random fill of {n} elements is over 2^32; fill it in parts with `offset`"),
@@ -82,6 +83,18 @@ impl Draw {
 }
 
 fn fill(gpu: &Gpu, entry: &'static EntryPoint, out: &GpuBuffer, draw: &Draw, n: usize) -> Result<Dispatch, GpuError> {
+    Ok(fill_replayable(gpu, entry, out, draw, n)?.0)
+}
+
+/// A fill and its params buffer: a plan recorded once rewrites the buffer with [`Draw::params`] of each step's
+/// draw, so the same dispatch gives fresh numbers every step.
+fn fill_replayable(
+    gpu: &Gpu,
+    entry: &'static EntryPoint,
+    out: &GpuBuffer,
+    draw: &Draw,
+    n: usize,
+) -> Result<(Dispatch, GpuBuffer), GpuError> {
     if out.len_words() < n {
         return Err(GpuError::BufferSize {
             label: out.label.clone(),
@@ -91,7 +104,8 @@ fn fill(gpu: &Gpu, entry: &'static EntryPoint, out: &GpuBuffer, draw: &Draw, n: 
     }
     let params = gpu.uniform(entry.name, &draw.params(n)?)?;
     // One thread per block of four elements.
-    gpu.dispatch_1d(entry, &[&params, out], n.div_ceil(4) as u64)
+    let dispatch = gpu.dispatch_1d(entry, &[&params, out], n.div_ceil(4) as u64)?;
+    Ok((dispatch, params))
 }
 
 /// out_bits (n) = the raw Philox words, as u32.
@@ -107,6 +121,11 @@ pub fn uniform(gpu: &Gpu, out: &GpuBuffer, draw: &Draw, n: usize) -> Result<Disp
 /// out (n) = standard normal floats (Box-Muller on pairs of words).
 pub fn normal(gpu: &Gpu, out: &GpuBuffer, draw: &Draw, n: usize) -> Result<Dispatch, GpuError> {
     fill(gpu, &wgsl::NORMAL_FILL, out, draw, n)
+}
+
+/// A normal fill for a replayed plan: the dispatch and the params buffer to rewrite before each step.
+pub fn normal_replayable(gpu: &Gpu, out: &GpuBuffer, draw: &Draw, n: usize) -> Result<(Dispatch, GpuBuffer), GpuError> {
+    fill_replayable(gpu, &wgsl::NORMAL_FILL, out, draw, n)
 }
 
 /// u32 words as their 16-bit halves (each exact in f32), high halves first, for exact comparisons.

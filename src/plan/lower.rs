@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use super::{ParamStore, Phase, Plan, PlanOptions, Step, StepWrite, TrainOptions};
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
-use crate::graph::{ConvGeometry, Graph, Op, TensorId, TensorKind};
+use crate::graph::{ConvGeometry, Graph, NormMode, Op, TensorId, TensorKind};
 use crate::kernels::loss::{self, LossSlot, Target};
-use crate::kernels::{activation, arith, concat, conv2d, conv_transpose2d, matmul, reduce, resample};
+use crate::kernels::{
+    activation, arith, batchnorm, concat, conv2d, conv_transpose2d, groupnorm, matmul, reduce, reparam, resample, rng,
+};
 use crate::optim::Optimizer;
 
 pub(super) struct Builder<'a> {
@@ -847,17 +849,239 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
-    fn forward_stochastic_and_norm(&mut self, _index: usize, op: &Op, label: String) -> Result<(), GpuError> {
-        Err(GpuError::Validation {
-            context: label,
-            message: format!("op {} has no GPU lowering yet", op.name()),
-        })
+    /// Emits a kernel that writes the gradients of several inputs at once. Each goes straight to its gradient
+    /// buffer on a first write; otherwise to a temporary that is then accumulated (or, for an input that needs no
+    /// gradient, to a scratch buffer that is ignored).
+    fn emit_grads<const K: usize>(
+        &mut self,
+        inputs: [TensorId; K],
+        label: &str,
+        kernel: impl FnOnce(&Gpu, [&GpuBuffer; K]) -> Result<Dispatch, GpuError>,
+    ) -> Result<(), GpuError> {
+        let mut targets = Vec::with_capacity(K);
+        let mut accumulations = Vec::new();
+        for input in inputs {
+            let n = self.len(input);
+            let bytes = (n * 4) as u64;
+            if !self.needs(input) {
+                targets.push(self.new_buffer(
+                    &format!("{} unused grad", self.name(input)),
+                    BufferRole::Gradients,
+                    bytes,
+                )?);
+                continue;
+            }
+            let (grad, accumulate) = self.grad_target(input)?;
+            if accumulate {
+                let part = self.new_buffer(&format!("{}.grad.part", self.name(input)), BufferRole::Gradients, bytes)?;
+                accumulations.push((grad, part.clone(), n));
+                targets.push(part);
+            } else {
+                targets.push(grad);
+            }
+        }
+        let refs: [&GpuBuffer; K] = std::array::from_fn(|i| targets[i].as_ref());
+        let dispatch = kernel(self.gpu, refs)?;
+        self.push(label.to_string(), dispatch, 0);
+        for (grad, part, n) in accumulations {
+            let d = arith::axpy(self.gpu, &grad, &part, 1.0, 1.0, n)?;
+            self.push(format!("{label} accumulate"), d, n as u64);
+        }
+        Ok(())
     }
 
-    fn backward_model_ops(&mut self, _index: usize, op: &Op, _dy: &GpuBuffer, label: String) -> Result<(), GpuError> {
-        Err(GpuError::Validation {
-            context: label,
-            message: format!("op {} has no GPU lowering yet", op.name()),
-        })
+    fn batch_norm_shape(&self, x: TensorId) -> batchnorm::BatchNorm2d {
+        let s = self.graph.shape(x);
+        batchnorm::BatchNorm2d::new(s[0], s[1], s[2], s[3])
+    }
+
+    fn group_norm_shape(&self, x: TensorId, groups: usize) -> groupnorm::GroupNorm {
+        let s = self.graph.shape(x);
+        groupnorm::GroupNorm::new(s[0], s[1], groups, s[2], s[3])
+    }
+
+    /// Forward lowering of random noise, the reparameterisation and the normalisations.
+    fn forward_stochastic_and_norm(&mut self, index: usize, op: &Op, label: String) -> Result<(), GpuError> {
+        let gpu = self.gpu;
+        match *op {
+            Op::NormalNoise { y, stream } => {
+                let n = self.len(y);
+                let seed = self.options.seed;
+                let (d, params) = rng::normal_replayable(gpu, &self.buf(y), &rng::Draw::new(seed, 0, stream), n)?;
+                let params = Arc::new(params);
+                self.owned.push(params.clone());
+                // Validate once here so the per-step closure cannot fail.
+                rng::Draw::new(seed, u64::MAX, stream).params(n)?;
+                self.step_writes.push(StepWrite {
+                    buffer: params,
+                    bytes: Box::new(move |step| {
+                        let params = rng::Draw::new(seed, step, stream)
+                            .params(n)
+                            .expect("validated at compile time");
+                        bytemuck::bytes_of(&params).to_vec()
+                    }),
+                });
+                self.push(label, d, 0);
+            }
+            Op::Reparameterize { mu, logvar, eps, z } => {
+                let d = reparam::forward(
+                    gpu,
+                    &self.buf(z),
+                    &self.buf(eps),
+                    &self.buf(mu),
+                    &self.buf(logvar),
+                    self.len(z),
+                )?;
+                self.push(label, d, 0);
+            }
+            Op::BatchNorm2d {
+                x,
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                num_batches_tracked,
+                y,
+                mode,
+            } => {
+                let shape = self.batch_norm_shape(x);
+                let c = shape.channels;
+                match mode {
+                    NormMode::Eval => {
+                        let d = batchnorm::forward_eval(
+                            gpu,
+                            &self.buf(y),
+                            &self.buf(running_mean),
+                            &self.buf(running_var),
+                            &self.buf(x),
+                            &self.buf(weight),
+                            &self.buf(bias),
+                            &shape,
+                        )?;
+                        self.push(label, d, 0);
+                    }
+                    NormMode::Train | NormMode::TrainNoUpdate => {
+                        let mean =
+                            self.new_buffer(&format!("{label} mean"), BufferRole::Activations, (c * 4) as u64)?;
+                        let rstd =
+                            self.new_buffer(&format!("{label} rstd"), BufferRole::Activations, (c * 4) as u64)?;
+                        let (running_mean, running_var) = if mode == NormMode::Train {
+                            (self.buf(running_mean), self.buf(running_var))
+                        } else {
+                            // The kernel always updates running statistics: give it throwaway copies.
+                            let bytes = (c * 4) as u64;
+                            (
+                                self.new_buffer("batch_norm unused running_mean", BufferRole::Scratch, bytes)?,
+                                self.new_buffer("batch_norm unused running_var", BufferRole::Scratch, bytes)?,
+                            )
+                        };
+                        let d = batchnorm::forward_train(
+                            gpu,
+                            &self.buf(y),
+                            &mean,
+                            &rstd,
+                            &running_mean,
+                            &running_var,
+                            &self.buf(x),
+                            &self.buf(weight),
+                            &self.buf(bias),
+                            &shape,
+                        )?;
+                        self.push(label.clone(), d, 0);
+                        if mode == NormMode::Train {
+                            // num_batches_tracked += 1 (held as f32 on the GPU; exact below 2^24).
+                            let counter = self.graph.params[num_batches_tracked.0].tensor;
+                            let one = self.new_buffer("one", BufferRole::Scratch, 4)?;
+                            gpu.write(&one, &[1.0f32])?;
+                            let d = arith::axpy(gpu, &self.buf(counter), &one, 1.0, 1.0, 1)?;
+                            self.push(format!("{label} count"), d, 0);
+                        }
+                        self.saved[index] = vec![mean, rstd];
+                    }
+                }
+            }
+            Op::GroupNorm {
+                groups,
+                x,
+                weight,
+                bias,
+                y,
+            } => {
+                let shape = self.group_norm_shape(x, groups);
+                let bytes = (shape.statistics() * 4) as u64;
+                let mean = self.new_buffer(&format!("{label} mean"), BufferRole::Activations, bytes)?;
+                let rstd = self.new_buffer(&format!("{label} rstd"), BufferRole::Activations, bytes)?;
+                let d = groupnorm::forward(
+                    gpu,
+                    &self.buf(y),
+                    &mean,
+                    &rstd,
+                    &self.buf(x),
+                    &self.buf(weight),
+                    &self.buf(bias),
+                    &shape,
+                )?;
+                self.push(label, d, 0);
+                self.saved[index] = vec![mean, rstd];
+            }
+            _ => unreachable!("every op is lowered above: {}", op.name()),
+        }
+        Ok(())
+    }
+
+    /// Backward lowering of the reparameterisation and the normalisations.
+    fn backward_model_ops(&mut self, index: usize, op: &Op, dy: &GpuBuffer, label: String) -> Result<(), GpuError> {
+        match *op {
+            Op::Reparameterize { mu, logvar, eps, z } => {
+                let n = self.len(z);
+                let (eps, logvar_buffer) = (self.buf(eps), self.buf(logvar));
+                self.emit_grads([mu, logvar], &format!("{label} dmu dlogvar"), |gpu, [dmu, dlogvar]| {
+                    reparam::backward(gpu, dmu, dlogvar, &eps, &logvar_buffer, dy, n)
+                })?;
+            }
+            Op::BatchNorm2d {
+                x, weight, bias, mode, ..
+            } => {
+                if mode == NormMode::Eval {
+                    return Err(GpuError::Validation {
+                        context: label,
+                        message: "backward through BatchNorm in evaluation mode is not supported; build the graph \
+                                  in training mode"
+                            .into(),
+                    });
+                }
+                let shape = self.batch_norm_shape(x);
+                let (mean, rstd) = (self.saved[index][0].clone(), self.saved[index][1].clone());
+                let (xb, wb) = (self.buf(x), self.buf(weight));
+                self.emit_grads(
+                    [x, weight, bias],
+                    &format!("{label} dx dweight dbias"),
+                    |gpu, [dx, dw, db]| batchnorm::backward(gpu, dx, dw, db, &xb, &mean, &rstd, dy, &wb, &shape),
+                )?;
+            }
+            Op::GroupNorm {
+                groups,
+                x,
+                weight,
+                bias,
+                ..
+            } => {
+                let shape = self.group_norm_shape(x, groups);
+                let (mean, rstd) = (self.saved[index][0].clone(), self.saved[index][1].clone());
+                let (xb, wb) = (self.buf(x), self.buf(weight));
+                if self.needs(x) {
+                    self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
+                        groupnorm::input_backward(gpu, dx, &xb, &mean, &rstd, dy, &wb, &shape)
+                    })?;
+                }
+                if self.needs(weight) || self.needs(bias) {
+                    self.emit_grads([weight, bias], &format!("{label} dweight dbias"), |gpu, [dw, db]| {
+                        groupnorm::weight_backward(gpu, dw, db, &xb, &mean, &rstd, dy, &shape)
+                    })?;
+                }
+            }
+            _ => unreachable!("every op with a gradient is lowered above: {}", op.name()),
+        }
+        Ok(())
     }
 }
