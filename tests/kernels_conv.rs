@@ -420,3 +420,15 @@ fn max_pool2d_ties_on_the_gpu() {
         .unwrap();
     assert_eq!(check::download(gpu, &dx, 6).unwrap(), [2.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
 }
+
+/// The implicit-GEMM grid folds row tiles into z past the per-dimension limit, covering every tile.
+#[test]
+fn gemm_grid_folds_large_launches() {
+    let gpu = check::shared_gpu();
+    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    assert_eq!(conv2d::gemm_grid(gpu, "t", 100, 65).unwrap(), [2, 2, 1]);
+    let rows = (2 * max + 3) * conv2d::GEMM_TILE;
+    let [x, y, z] = conv2d::gemm_grid(gpu, "t", rows, 1).unwrap();
+    assert!((x as usize) <= max && y == 1 && z == 3, "{x} {y} {z}");
+    assert!((x * z) as usize >= 2 * max + 3);
+}
