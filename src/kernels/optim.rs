@@ -61,6 +61,17 @@ pub struct OptimStep {
     pub decay: f32,
 }
 
+impl OptimStep {
+    /// Learning rate 0 and no decay: a step that leaves the weights as they are (moments still update), and no
+    /// division by zero if the host forgets to write the buffer.
+    pub const NO_OP: Self = Self {
+        lr: 0.0,
+        step_size: 0.0,
+        bias_correction2_sqrt: 1.0,
+        decay: 1.0,
+    };
+}
+
 /// Adam or AdamW hyperparameters (torch.optim.Adam / AdamW).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
@@ -187,8 +198,9 @@ pub fn grad_norm_partial_count(n: usize) -> usize {
 }
 
 /// The uniform buffer of per-step values for one optimizer; rewrite it with [`write_step`] before each submit.
+/// Until then it holds [`OptimStep::NO_OP`].
 pub fn step_buffer(gpu: &Gpu, label: &str) -> Result<GpuBuffer, GpuError> {
-    gpu.uniform(label, &OptimStep::default())
+    gpu.uniform(label, &OptimStep::NO_OP)
 }
 
 /// Rewrites an optimizer's per-step values (lands before the next submit).
