@@ -8,7 +8,7 @@ use latent::field_offsets;
 use latent::gpu::Gpu;
 use latent::kernels::params_layout_mismatch;
 use latent::kernels::reparam::{self, ReparamParams};
-use latent::kernels::rng::{self, Draw, RngParams};
+use latent::kernels::rng::{self, Draw, DrawParams, RngParams};
 use latent::shaders;
 
 /// Random123's known-answer vectors for philox4x32-10 (kat_vectors): (counter, key, expected words).
@@ -38,7 +38,8 @@ fn draw_for(counter: [u32; 4], key: [u32; 2]) -> Draw {
 
 fn gpu_bits(gpu: &Gpu, draw: &Draw, n: usize) -> Vec<u32> {
     let out = check::poisoned(gpu, "bits", n).unwrap();
-    gpu.run(&[&rng::bits(gpu, &out, draw, n).unwrap()]).unwrap();
+    let params = DrawParams::new(gpu, draw, n).unwrap();
+    gpu.run(&[&rng::bits(gpu, &out, &params).unwrap()]).unwrap();
     let mut words: Vec<u32> = gpu.read(&out).unwrap();
     words.truncate(n);
     words
@@ -46,10 +47,11 @@ fn gpu_bits(gpu: &Gpu, draw: &Draw, n: usize) -> Vec<u32> {
 
 fn gpu_fill(gpu: &Gpu, normal: bool, draw: &Draw, n: usize) -> Vec<f64> {
     let out = check::poisoned(gpu, "fill", n).unwrap();
+    let params = DrawParams::new(gpu, draw, n).unwrap();
     let dispatch = if normal {
-        rng::normal(gpu, &out, draw, n)
+        rng::normal(gpu, &out, &params)
     } else {
-        rng::uniform(gpu, &out, draw, n)
+        rng::uniform(gpu, &out, &params)
     };
     gpu.run(&[&dispatch.unwrap()]).unwrap();
     check::to_f64(&check::download(gpu, &out, n).unwrap())
@@ -124,6 +126,22 @@ fn a_fill_in_parts_equals_the_whole() {
         gpu_bits(gpu, &draw, 1001),
         "not reproducible"
     );
+}
+
+/// A recorded fill replayed with a new draw (the next step) gives that draw's numbers.
+#[test]
+fn a_recorded_fill_replays_with_the_next_draw() {
+    let gpu = check::shared_gpu();
+    let n = 77;
+    let out = check::poisoned(gpu, "eps", n).unwrap();
+    let params = DrawParams::new(gpu, &Draw::new(3, 0, 1), n).unwrap();
+    let fill = rng::normal(gpu, &out, &params).unwrap();
+    for step in 0..3 {
+        params.set(gpu, &Draw::new(3, step, 1)).unwrap();
+        gpu.run(&[&fill]).unwrap();
+        let got = check::to_f64(&check::download(gpu, &out, n).unwrap());
+        assert_eq!(got, gpu_fill(gpu, true, &Draw::new(3, step, 1), n), "step {step}");
+    }
 }
 
 /// The float conversions: uniforms are multiples of 2^-24 in [0, 1); Box-Muller's u1 is never 0.

@@ -4,7 +4,8 @@
 //! A [`Draw`] names one fill: its key is the seed and its counters are (offset + i / 4, stream, step), so
 //! different steps or streams give independent numbers, and the same draw gives the same buffer everywhere.
 //! Plans give each random use within a step its own stream (for instance the VAE's eps, the diffusion noise and
-//! timesteps) and pass the training step as `step`.
+//! timesteps) and pass the training step as `step`: a fill is recorded once with its [`DrawParams`] and, before
+//! each step's submit, `params.set(gpu, &Draw::new(seed, step, stream))` gives it that step's numbers.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -63,7 +64,7 @@ impl Draw {
         ]
     }
 
-    /// The kernel's params for a fill of `n` elements (what a replayed plan rewrites each step).
+    /// The kernel params of a fill of `n` elements.
     pub fn params(&self, n: usize) -> Result<RngParams, GpuError> {
         let n = u32::try_from(n).map_err(|_| GpuError::Validation {
             context: "rng".to_string(),
@@ -82,50 +83,62 @@ impl Draw {
     }
 }
 
-fn fill(gpu: &Gpu, entry: &'static EntryPoint, out: &GpuBuffer, draw: &Draw, n: usize) -> Result<Dispatch, GpuError> {
-    Ok(fill_replayable(gpu, entry, out, draw, n)?.0)
+/// A fill's params uniform: the draw and the number of elements. A recorded fill is replayed every step with
+/// [`DrawParams::set`] giving it the step's draw (the write lands before the next submit).
+#[derive(Debug)]
+pub struct DrawParams {
+    pub buffer: GpuBuffer,
+    n: usize,
 }
 
-/// A fill and its params buffer: a plan recorded once rewrites the buffer with [`Draw::params`] of each step's
-/// draw, so the same dispatch gives fresh numbers every step.
-fn fill_replayable(
-    gpu: &Gpu,
-    entry: &'static EntryPoint,
-    out: &GpuBuffer,
-    draw: &Draw,
-    n: usize,
-) -> Result<(Dispatch, GpuBuffer), GpuError> {
-    if out.len_words() < n {
+impl DrawParams {
+    pub fn new(gpu: &Gpu, draw: &Draw, n: usize) -> Result<Self, GpuError> {
+        Ok(Self {
+            buffer: gpu.uniform("rng", &draw.params(n)?)?,
+            n,
+        })
+    }
+
+    /// Makes the fills recorded with these params draw `draw` from the next submit on.
+    pub fn set(&self, gpu: &Gpu, draw: &Draw) -> Result<(), GpuError> {
+        gpu.write(&self.buffer, &[draw.params(self.n)?])
+    }
+
+    /// Elements filled.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+fn fill(gpu: &Gpu, entry: &'static EntryPoint, out: &GpuBuffer, params: &DrawParams) -> Result<Dispatch, GpuError> {
+    if out.len_words() < params.n {
         return Err(GpuError::BufferSize {
             label: out.label.clone(),
             capacity: out.bytes,
-            bytes: n as u64 * 4,
+            bytes: params.n as u64 * 4,
         });
     }
-    let params = gpu.uniform(entry.name, &draw.params(n)?)?;
     // One thread per block of four elements.
-    let dispatch = gpu.dispatch_1d(entry, &[&params, out], n.div_ceil(4) as u64)?;
-    Ok((dispatch, params))
+    gpu.dispatch_1d(entry, &[&params.buffer, out], params.n.div_ceil(4) as u64)
 }
 
 /// out_bits (n) = the raw Philox words, as u32.
-pub fn bits(gpu: &Gpu, out_bits: &GpuBuffer, draw: &Draw, n: usize) -> Result<Dispatch, GpuError> {
-    fill(gpu, &wgsl::PHILOX_BITS, out_bits, draw, n)
+pub fn bits(gpu: &Gpu, out_bits: &GpuBuffer, params: &DrawParams) -> Result<Dispatch, GpuError> {
+    fill(gpu, &wgsl::PHILOX_BITS, out_bits, params)
 }
 
 /// out (n) = uniform floats in [0, 1), multiples of 2^-24 (the top 24 bits of each word).
-pub fn uniform(gpu: &Gpu, out: &GpuBuffer, draw: &Draw, n: usize) -> Result<Dispatch, GpuError> {
-    fill(gpu, &wgsl::UNIFORM_FILL, out, draw, n)
+pub fn uniform(gpu: &Gpu, out: &GpuBuffer, params: &DrawParams) -> Result<Dispatch, GpuError> {
+    fill(gpu, &wgsl::UNIFORM_FILL, out, params)
 }
 
 /// out (n) = standard normal floats (Box-Muller on pairs of words).
-pub fn normal(gpu: &Gpu, out: &GpuBuffer, draw: &Draw, n: usize) -> Result<Dispatch, GpuError> {
-    fill(gpu, &wgsl::NORMAL_FILL, out, draw, n)
-}
-
-/// A normal fill for a replayed plan: the dispatch and the params buffer to rewrite before each step.
-pub fn normal_replayable(gpu: &Gpu, out: &GpuBuffer, draw: &Draw, n: usize) -> Result<(Dispatch, GpuBuffer), GpuError> {
-    fill_replayable(gpu, &wgsl::NORMAL_FILL, out, draw, n)
+pub fn normal(gpu: &Gpu, out: &GpuBuffer, params: &DrawParams) -> Result<Dispatch, GpuError> {
+    fill(gpu, &wgsl::NORMAL_FILL, out, params)
 }
 
 /// u32 words as their 16-bit halves (each exact in f32), high halves first, for exact comparisons.
@@ -137,7 +150,7 @@ fn halves(words: &[u32]) -> Vec<f32> {
 /// Checks of the raw words, bit for bit.
 fn bits_check(gpu: &Gpu, draw: Draw, n: usize) -> Result<Comparison, GpuError> {
     let out = check::poisoned(gpu, "bits", n)?;
-    gpu.run(&[&bits(gpu, &out, &draw, n)?])?;
+    gpu.run(&[&bits(gpu, &out, &DrawParams::new(gpu, &draw, n)?)?])?;
     let mut gpu_words: Vec<u32> = gpu.read(&out)?;
     gpu_words.truncate(n);
     let expected: Vec<f64> = halves(&cpu::rng::bits(draw, n)).iter().map(|&h| h as f64).collect();
@@ -194,7 +207,7 @@ pub fn checks() -> Vec<KernelCheck> {
                 shape.clone(),
                 move |gpu| {
                     let out = check::poisoned(gpu, "uniform", n)?;
-                    gpu.run(&[&uniform(gpu, &out, &draw, n)?])?;
+                    gpu.run(&[&uniform(gpu, &out, &DrawParams::new(gpu, &draw, n)?)?])?;
                     Ok(check::compare(
                         &check::download(gpu, &out, n)?,
                         &cpu::rng::uniform(draw, n),
@@ -207,7 +220,7 @@ pub fn checks() -> Vec<KernelCheck> {
                 shape,
                 move |gpu| {
                     let out = check::poisoned(gpu, "normal", n)?;
-                    gpu.run(&[&normal(gpu, &out, &draw, n)?])?;
+                    gpu.run(&[&normal(gpu, &out, &DrawParams::new(gpu, &draw, n)?)?])?;
                     Ok(check::compare(
                         &check::download(gpu, &out, n)?,
                         &cpu::rng::normal(draw, n),

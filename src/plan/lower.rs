@@ -907,17 +907,16 @@ impl Builder<'_> {
             Op::NormalNoise { y, stream } => {
                 let n = self.len(y);
                 let seed = self.options.seed;
-                let (d, params) = rng::normal_replayable(gpu, &self.buf(y), &rng::Draw::new(seed, 0, stream), n)?;
-                let params = Arc::new(params);
-                self.owned.push(params.clone());
-                // Validate once here so the per-step closure cannot fail.
+                let params = rng::DrawParams::new(gpu, &rng::Draw::new(seed, 0, stream), n)?;
+                let d = rng::normal(gpu, &self.buf(y), &params)?;
+                // Validate the largest step once here, so the per-step rewrite cannot fail.
                 rng::Draw::new(seed, u64::MAX, stream).params(n)?;
+                let buffer = Arc::new(params.buffer);
+                self.owned.push(buffer.clone());
                 self.step_writes.push(StepWrite {
-                    buffer: params,
+                    buffer,
                     bytes: Box::new(move |step| {
-                        let params = rng::Draw::new(seed, step, stream)
-                            .params(n)
-                            .expect("validated at compile time");
+                        let params = rng::Draw::new(seed, step, stream).params(n).expect("validated at compile time");
                         bytemuck::bytes_of(&params).to_vec()
                     }),
                 });
