@@ -17,4 +17,5 @@ pub mod kernels;
 pub mod models;
 pub mod optim;
 pub mod plan;
+pub mod run;
 pub mod shaders;

@@ -1,0 +1,249 @@
+//! A run directory (shared/spec/cli.md): checkpoint, configuration, metrics, pictures. Every file is replaced
+//! atomically, so a run directory is never half-written.
+//!
+//! ```text
+//! runs/<model>-<YYYYmmdd-HHMMSS>/
+//!   checkpoint.safetensors   weights, optimizer state, metadata
+//!   config.json              the full configuration
+//!   metrics.jsonl            one JSON object per epoch
+//!   samples/epoch-NNN.png    what the model makes after each epoch
+//!   loss.png                 the loss curves
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{write_atomically, CheckpointError};
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const CONFIG: &str = "config.json";
+pub const METRICS: &str = "metrics.jsonl";
+
+/// Errors about run directories, each naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a latent run directory (no {CONFIG}); pass the directory `latent train` wrote, e.g. runs/vae-20261125-120000")]
+    NotARun { path: PathBuf },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot draw {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+}
+
+/// The configuration of a training run, saved as config.json so that it can be repeated or resumed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunConfig {
+    pub model: String,
+    /// Total epochs of the run (with `steps` unset).
+    pub epochs: u64,
+    /// Total steps of the run, when given instead of epochs.
+    pub steps: Option<u64>,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    /// The dataset directory, or None for the embedded mnist-10k.
+    pub data: Option<PathBuf>,
+    pub adapter: String,
+    pub latent_version: String,
+}
+
+/// An existing or new run directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io { path: path.to_path_buf(), source }
+}
+
+impl RunDir {
+    /// `runs/<model>-<YYYYmmdd-HHMMSS>` under the current directory.
+    pub fn default_path(model: &str) -> PathBuf {
+        PathBuf::from("runs").join(format!("{model}-{}", chrono::Local::now().format("%Y%m%d-%H%M%S")))
+    }
+
+    /// Creates the directory (and `samples/`).
+    pub fn create(path: &Path) -> Result<Self, RunError> {
+        fs::create_dir_all(path.join("samples")).map_err(io(path))?;
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Opens a directory that `latent train` wrote.
+    pub fn open(path: &Path) -> Result<Self, RunError> {
+        if !path.join(CONFIG).is_file() {
+            return Err(RunError::NotARun { path: path.to_path_buf() });
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    pub fn checkpoint(&self) -> PathBuf {
+        self.path.join(CHECKPOINT)
+    }
+
+    pub fn sample_path(&self, epoch: u64) -> PathBuf {
+        self.path.join("samples").join(format!("epoch-{epoch:03}.png"))
+    }
+
+    pub fn config(&self) -> Result<RunConfig, RunError> {
+        let path = self.path.join(CONFIG);
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        serde_json::from_str(&text).map_err(|e| RunError::Invalid { path, message: e.to_string() })
+    }
+
+    pub fn write_config(&self, config: &RunConfig) -> Result<(), RunError> {
+        let text = serde_json::to_string_pretty(config).expect("the config serializes");
+        Ok(write_atomically(&self.path.join(CONFIG), text.as_bytes())?)
+    }
+
+    /// Every line of metrics.jsonl.
+    pub fn metrics(&self) -> Result<Vec<serde_json::Value>, RunError> {
+        let path = self.path.join(METRICS);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| RunError::Invalid { path: path.clone(), message: e.to_string() }))
+            .collect()
+    }
+
+    /// Appends one record to metrics.jsonl (rewriting the file atomically).
+    pub fn append_metrics(&self, record: &serde_json::Value) -> Result<(), RunError> {
+        let mut lines: Vec<String> = self.metrics()?.iter().map(|v| v.to_string()).collect();
+        lines.push(record.to_string());
+        let text = lines.join("\n") + "\n";
+        Ok(write_atomically(&self.path.join(METRICS), text.as_bytes())?)
+    }
+}
+
+/// Images (N, C, H, W) with values in [0, 1] tiled into a grid of `columns` columns, 2-pixel gutters.
+pub fn image_grid(images: &[f32], shape: [usize; 4], columns: usize) -> image::RgbImage {
+    let [n, c, h, w] = shape;
+    let columns = columns.clamp(1, n.max(1));
+    let rows = n.div_ceil(columns);
+    let gutter = 2;
+    let mut grid =
+        image::RgbImage::from_pixel((columns * (w + gutter) + gutter) as u32, (rows * (h + gutter) + gutter) as u32, image::Rgb([40, 40, 40]));
+    for i in 0..n {
+        let (x0, y0) = (gutter + (i % columns) * (w + gutter), gutter + (i / columns) * (h + gutter));
+        for y in 0..h {
+            for x in 0..w {
+                let channel = |ch: usize| {
+                    let v = images[((i * c + ch) * h + y) * w + x];
+                    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+                };
+                let pixel = if c >= 3 { [channel(0), channel(1), channel(2)] } else { [channel(0); 3] };
+                grid.put_pixel((x0 + x) as u32, (y0 + y) as u32, image::Rgb(pixel));
+            }
+        }
+    }
+    grid
+}
+
+/// Saves an image as PNG, atomically.
+pub fn save_png(path: &Path, image: &image::RgbImage) -> Result<(), RunError> {
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| RunError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+    Ok(write_atomically(path, &bytes)?)
+}
+
+/// Writes `values` as a float32 .npy array of `shape` (NumPy format version 1.0), atomically.
+pub fn save_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<(), RunError> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Magic (6) + version (2) + header length (2) + header + '\n', padded to a multiple of 64 bytes.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(bytemuck::cast_slice(values));
+    Ok(write_atomically(path, &bytes)?)
+}
+
+/// One curve of a loss plot.
+pub struct Curve<'a> {
+    pub label: &'a str,
+    /// (epoch, value)
+    pub points: Vec<(f64, f64)>,
+}
+
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in, so registration cannot fail on a valid build.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Draws the loss curves against the epoch and saves them as a PNG, atomically.
+pub fn plot_losses(path: &Path, title: &str, curves: &[Curve]) -> Result<(), RunError> {
+    register_font();
+    let (width, height) = (800u32, 500u32);
+    let mut pixels = vec![255u8; (width * height * 3) as usize];
+    let plot_error = |message: String| RunError::Plot { path: path.to_path_buf(), message };
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_error(e.to_string()))?;
+        let points = curves.iter().flat_map(|c| c.points.iter()).filter(|(_, y)| y.is_finite());
+        let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for &(x, y) in points {
+            x_max = x_max.max(x);
+            y_min = y_min.min(y);
+            y_max = y_max.max(y);
+        }
+        if !y_min.is_finite() {
+            (y_min, y_max) = (0.0, 1.0);
+        }
+        let margin = ((y_max - y_min) * 0.05).max(1e-6);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, (y_min - margin)..(y_max + margin))
+            .map_err(|e| plot_error(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("loss")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| plot_error(e.to_string()))?;
+        let palette = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+        for (i, curve) in curves.iter().enumerate() {
+            let color = palette[i % palette.len()];
+            chart
+                .draw_series(LineSeries::new(curve.points.iter().copied(), color.stroke_width(2)))
+                .map_err(|e| plot_error(e.to_string()))?
+                .label(curve.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| plot_error(e.to_string()))?;
+        root.present().map_err(|e| plot_error(e.to_string()))?;
+    }
+    let image = image::RgbImage::from_raw(width, height, pixels).expect("the buffer has width * height * 3 bytes");
+    save_png(path, &image)
+}
