@@ -211,8 +211,7 @@ fn slot_past_the_loss_buffer_is_an_error() {
     let x = check::upload(gpu, "x", &[0.0; 4]).unwrap();
     let per_sample = check::poisoned(gpu, "per_sample", 2).unwrap();
     let error = loss::mse_forward(gpu, &slot, &per_sample, &x, &x, 2, 2)
-        .err()
-        .expect("slot 5 of 2")
+        .expect_err("slot 5 of a 2-slot buffer")
         .to_string();
     assert!(error.contains("loss"), "{error}");
 }

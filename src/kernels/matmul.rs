@@ -357,23 +357,23 @@ pub fn run_check(
         activation,
         accumulate,
     );
-    // Gaps between strided products are never written: compare only what the kernel owns.
-    let owned = |values: &[f32]| -> Vec<f32> {
-        (0..shape.batch)
-            .flat_map(|z| values[z * shape.stride_c..z * shape.stride_c + shape.m * shape.n].to_vec())
-            .collect()
-    };
-    let owned64 = |values: &[f64]| -> Vec<f64> {
-        (0..shape.batch)
-            .flat_map(|z| values[z * shape.stride_c..z * shape.stride_c + shape.m * shape.n].to_vec())
-            .collect()
-    };
     let got = check::download(gpu, &c_gpu, len_c)?;
     Ok(check::compare(
-        &owned(&got),
-        &owned64(&expected),
+        &owned(&got, shape),
+        &owned(&expected, shape),
         Tolerance::ACCUMULATED,
     ))
+}
+
+/// The elements of C that the products write: gaps between strided products are never written.
+fn owned<T: Copy>(c: &[T], shape: MatmulShape) -> Vec<T> {
+    (0..shape.batch)
+        .flat_map(|z| {
+            c[z * shape.stride_c..z * shape.stride_c + shape.m * shape.n]
+                .iter()
+                .copied()
+        })
+        .collect()
 }
 
 /// The default models' linear layers (in, out), run at batch 128.
@@ -427,7 +427,7 @@ pub fn checks() -> Vec<KernelCheck> {
         let shape = MatmulShape::new(7, 33, 65).batched(3, 7 * 65 + 5, 0, 7 * 33 + 3);
         add(layout, shape, true, None, false, format!("{shape} shared B"));
     }
-    for activation in crate::kernels::activation::Activation::ALL {
+    for activation in Activation::ALL {
         let shape = MatmulShape::new(67, 129, 33);
         add(
             Layout::NT,
