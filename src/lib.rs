@@ -19,3 +19,4 @@ pub mod optim;
 pub mod plan;
 pub mod run;
 pub mod shaders;
+pub mod train;

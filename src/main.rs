@@ -8,6 +8,10 @@ use serde::Serialize;
 
 use latent::check::{self, CheckOutcome};
 use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
+use latent::models::ModelKind;
+use latent::train::{self, TrainRequest};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +44,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model (ae, vae, classifier) with the defaults of models.md on the embedded data unless --data.
+    Train(TrainArgs),
     /// Run every kernel against its CPU twin on the chosen adapter and print a pass/fail table.
     Check {
         /// Only kernels whose name contains this text (e.g. `activation` or `arith::axpy`).
@@ -51,11 +57,48 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct TrainArgs {
+    /// The model: ae, vae or classifier.
+    model: ModelKind,
+    /// Total epochs of the run (default: models.md's recipe).
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Total steps of the run, instead of epochs.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Images per step (default 128).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Adam's learning rate (default: the model's, from models.md).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Seed of the initial weights, the shuffles and the noise (default 0).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A dataset directory (IDX files in the MNIST layout, or a folder of images); default: embedded mnist-10k.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to write the run (default: runs/<model>-<date>-<time>).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Continue the run in this directory up to --epochs or --steps.
+    #[arg(long, conflicts_with_all = ["run", "data", "batch", "lr", "seed"])]
+    resume: Option<PathBuf>,
+    /// Update the progress display every this many steps.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// Print a JSON summary on stdout at the end.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Info { json } => info(&cli.device, *json),
         Command::Check { filter, json } => run_checks(&cli.device, filter.as_deref(), *json),
+        Command::Train(args) => train(&cli.device, args),
     };
     match result {
         Ok(code) => code,
@@ -224,4 +267,28 @@ fn run_checks(device: &DeviceArgs, filter: Option<&str>, json: bool) -> Result<E
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
+    let gpu = Gpu::new(&options(device)?)?;
+    let request = TrainRequest {
+        model: args.model,
+        epochs: args.epochs,
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr,
+        seed: args.seed,
+        data: args.data.clone(),
+        run: args.run.clone(),
+        resume: args.resume.clone(),
+        log_every: args.log_every,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let summary = train::train(&gpu, &request)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprintln!("Run written to {}", summary.run.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -61,7 +61,10 @@ pub struct RunDir {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-    move |source| RunError::Io { path: path.to_path_buf(), source }
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl RunDir {
@@ -73,15 +76,21 @@ impl RunDir {
     /// Creates the directory (and `samples/`).
     pub fn create(path: &Path) -> Result<Self, RunError> {
         fs::create_dir_all(path.join("samples")).map_err(io(path))?;
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     /// Opens a directory that `latent train` wrote.
     pub fn open(path: &Path) -> Result<Self, RunError> {
         if !path.join(CONFIG).is_file() {
-            return Err(RunError::NotARun { path: path.to_path_buf() });
+            return Err(RunError::NotARun {
+                path: path.to_path_buf(),
+            });
         }
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn checkpoint(&self) -> PathBuf {
@@ -95,7 +104,10 @@ impl RunDir {
     pub fn config(&self) -> Result<RunConfig, RunError> {
         let path = self.path.join(CONFIG);
         let text = fs::read_to_string(&path).map_err(io(&path))?;
-        serde_json::from_str(&text).map_err(|e| RunError::Invalid { path, message: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| RunError::Invalid {
+            path,
+            message: e.to_string(),
+        })
     }
 
     pub fn write_config(&self, config: &RunConfig) -> Result<(), RunError> {
@@ -112,7 +124,12 @@ impl RunDir {
         let text = fs::read_to_string(&path).map_err(io(&path))?;
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| RunError::Invalid { path: path.clone(), message: e.to_string() }))
+            .map(|l| {
+                serde_json::from_str(l).map_err(|e| RunError::Invalid {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })
+            })
             .collect()
     }
 
@@ -131,17 +148,27 @@ pub fn image_grid(images: &[f32], shape: [usize; 4], columns: usize) -> image::R
     let columns = columns.clamp(1, n.max(1));
     let rows = n.div_ceil(columns);
     let gutter = 2;
-    let mut grid =
-        image::RgbImage::from_pixel((columns * (w + gutter) + gutter) as u32, (rows * (h + gutter) + gutter) as u32, image::Rgb([40, 40, 40]));
+    let mut grid = image::RgbImage::from_pixel(
+        (columns * (w + gutter) + gutter) as u32,
+        (rows * (h + gutter) + gutter) as u32,
+        image::Rgb([40, 40, 40]),
+    );
     for i in 0..n {
-        let (x0, y0) = (gutter + (i % columns) * (w + gutter), gutter + (i / columns) * (h + gutter));
+        let (x0, y0) = (
+            gutter + (i % columns) * (w + gutter),
+            gutter + (i / columns) * (h + gutter),
+        );
         for y in 0..h {
             for x in 0..w {
                 let channel = |ch: usize| {
                     let v = images[((i * c + ch) * h + y) * w + x];
                     (v.clamp(0.0, 1.0) * 255.0).round() as u8
                 };
-                let pixel = if c >= 3 { [channel(0), channel(1), channel(2)] } else { [channel(0); 3] };
+                let pixel = if c >= 3 {
+                    [channel(0), channel(1), channel(2)]
+                } else {
+                    [channel(0); 3]
+                };
                 grid.put_pixel((x0 + x) as u32, (y0 + y) as u32, image::Rgb(pixel));
             }
         }
@@ -154,14 +181,21 @@ pub fn save_png(path: &Path, image: &image::RgbImage) -> Result<(), RunError> {
     let mut bytes = Vec::new();
     image
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| RunError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+        .map_err(|e| RunError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     Ok(write_atomically(path, &bytes)?)
 }
 
 /// Writes `values` as a float32 .npy array of `shape` (NumPy format version 1.0), atomically.
 pub fn save_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<(), RunError> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Magic (6) + version (2) + header length (2) + header + '\n', padded to a multiple of 64 bytes.
     let unpadded = 10 + header.len() + 1;
@@ -197,11 +231,17 @@ pub fn plot_losses(path: &Path, title: &str, curves: &[Curve]) -> Result<(), Run
     register_font();
     let (width, height) = (800u32, 500u32);
     let mut pixels = vec![255u8; (width * height * 3) as usize];
-    let plot_error = |message: String| RunError::Plot { path: path.to_path_buf(), message };
+    let plot_error = |message: String| RunError::Plot {
+        path: path.to_path_buf(),
+        message,
+    };
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(e.to_string()))?;
-        let points = curves.iter().flat_map(|c| c.points.iter()).filter(|(_, y)| y.is_finite());
+        let points = curves
+            .iter()
+            .flat_map(|c| c.points.iter())
+            .filter(|(_, y)| y.is_finite());
         let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
         for &(x, y) in points {
             x_max = x_max.max(x);
@@ -226,7 +266,12 @@ pub fn plot_losses(path: &Path, title: &str, curves: &[Curve]) -> Result<(), Run
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| plot_error(e.to_string()))?;
-        let palette = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+        let palette = [
+            RGBColor(31, 119, 180),
+            RGBColor(255, 127, 14),
+            RGBColor(44, 160, 44),
+            RGBColor(214, 39, 40),
+        ];
         for (i, curve) in curves.iter().enumerate() {
             let color = palette[i % palette.len()];
             chart
@@ -234,6 +279,9 @@ pub fn plot_losses(path: &Path, title: &str, curves: &[Curve]) -> Result<(), Run
                 .map_err(|e| plot_error(e.to_string()))?
                 .label(curve.label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart
+                .draw_series(curve.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| plot_error(e.to_string()))?;
         }
         chart
             .configure_series_labels()

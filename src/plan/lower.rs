@@ -385,7 +385,17 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    pub(super) fn finish(self) -> Result<Plan, GpuError> {
+    pub(super) fn finish(mut self) -> Result<Plan, GpuError> {
+        let mut loss_sums = Vec::new();
+        if self.options.train.is_some() {
+            self.phase = Phase::Metrics;
+            for loss in self.losses.clone() {
+                let sum = self.new_buffer(&format!("{} sum", self.name(loss)), BufferRole::Scratch, 4)?;
+                let d = arith::axpy(self.gpu, &sum, &self.buf(loss), 1.0, 1.0, 1)?;
+                self.push(format!("{} sum", self.name(loss)), d, 1);
+                loss_sums.push(sum);
+            }
+        }
         let loss_staging = (!self.losses.is_empty()).then(|| {
             self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("loss readback"),
@@ -409,6 +419,7 @@ impl<'a> Builder<'a> {
             per_sample: self.per_sample,
             owned: self.owned,
             loss_staging,
+            loss_sums,
         })
     }
 }
@@ -916,7 +927,9 @@ impl Builder<'_> {
                 self.step_writes.push(StepWrite {
                     buffer,
                     bytes: Box::new(move |step| {
-                        let params = rng::Draw::new(seed, step, stream).params(n).expect("validated at compile time");
+                        let params = rng::Draw::new(seed, step, stream)
+                            .params(n)
+                            .expect("validated at compile time");
                         bytemuck::bytes_of(&params).to_vec()
                     }),
                 });

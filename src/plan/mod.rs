@@ -27,6 +27,8 @@ pub enum Phase {
     Forward,
     Backward,
     Optimizer,
+    /// Bookkeeping: the running sums of the losses.
+    Metrics,
 }
 
 /// One dispatch of a plan, labelled with the op it came from.
@@ -95,6 +97,8 @@ pub struct Plan {
     /// Every buffer this plan made (parameters excluded), for memory accounting.
     owned: Vec<Arc<GpuBuffer>>,
     loss_staging: Option<wgpu::Buffer>,
+    /// Running sums of each loss over the steps since the last reset (training plans), one buffer per loss.
+    loss_sums: Vec<Arc<GpuBuffer>>,
 }
 
 /// Compiles `graph` against the shared `store`.
@@ -207,6 +211,17 @@ impl Plan {
                 message: format!("tensor {} is not a loss of this plan", self.names[loss.0].0),
             })?;
         gpu.read(buffer)
+    }
+
+    /// The sums of each loss over the steps since the last [`reset_loss_sums`](Self::reset_loss_sums), without
+    /// a readback per step (waits for the GPU).
+    pub fn read_loss_sums(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        self.loss_sums.iter().map(|b| Ok(gpu.read::<f32>(b)?[0])).collect()
+    }
+
+    /// Zeroes the loss sums (lands before the next submit).
+    pub fn reset_loss_sums(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        self.loss_sums.iter().try_for_each(|b| gpu.write(b, &[0.0f32]))
     }
 
     /// Reads any tensor back (waits for the GPU).
