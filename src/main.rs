@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use latent::check::{self, CheckOutcome};
+use latent::generate;
 use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
 use latent::models::ModelKind;
 use latent::train::{self, TrainRequest};
@@ -46,6 +47,55 @@ enum Command {
     },
     /// Train a model (ae, vae, classifier) with the defaults of models.md on the embedded data unless --data.
     Train(TrainArgs),
+    /// A run's metrics on the whole test set (losses, likelihood bounds).
+    Eval {
+        #[arg(long)]
+        run: PathBuf,
+        /// Samples per image of the importance-weighted likelihood bound (vae); 0 skips it.
+        #[arg(long, default_value_t = 100)]
+        iwae_k: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate images: grid.png and samples.npy ([N, 1, 28, 28] float32 in [0, 1]).
+    Sample {
+        #[arg(long)]
+        run: PathBuf,
+        /// Number of samples.
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory (default: the run directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Test images beside their reconstructions: reconstruct.png.
+    Reconstruct {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        n: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Straight walks in latent space between pairs of test images: interpolate.png.
+    Interpolate {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        pairs: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run every kernel against its CPU twin on the chosen adapter and print a pass/fail table.
     Check {
         /// Only kernels whose name contains this text (e.g. `activation` or `arith::axpy`).
@@ -99,6 +149,42 @@ fn main() -> ExitCode {
         Command::Info { json } => info(&cli.device, *json),
         Command::Check { filter, json } => run_checks(&cli.device, filter.as_deref(), *json),
         Command::Train(args) => train(&cli.device, args),
+        Command::Eval { run, iwae_k, json } => with_gpu(
+            &cli.device,
+            |gpu| Ok(generate::evaluate(gpu, run, *iwae_k)?),
+            *json,
+            print_eval,
+        ),
+        Command::Sample {
+            run,
+            n,
+            seed,
+            out,
+            json,
+        } => with_gpu(
+            &cli.device,
+            |gpu| Ok(generate::sample(gpu, run, *n, *seed, out.as_deref())?),
+            *json,
+            print_files,
+        ),
+        Command::Reconstruct { run, n, out, json } => with_gpu(
+            &cli.device,
+            |gpu| Ok(generate::reconstruct(gpu, run, *n, out.as_deref())?),
+            *json,
+            print_files,
+        ),
+        Command::Interpolate {
+            run,
+            pairs,
+            steps,
+            out,
+            json,
+        } => with_gpu(
+            &cli.device,
+            |gpu| Ok(generate::interpolate(gpu, run, *pairs, *steps, out.as_deref())?),
+            *json,
+            print_files,
+        ),
     };
     match result {
         Ok(code) => code,
@@ -291,4 +377,55 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
         eprintln!("Run written to {}", summary.run.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the GPU, runs `work`, and prints its JSON result (`--json`) or a human summary.
+fn with_gpu(
+    device: &DeviceArgs,
+    work: impl FnOnce(&Gpu) -> Result<serde_json::Value>,
+    json: bool,
+    human: fn(&serde_json::Value),
+) -> Result<ExitCode> {
+    let gpu = Gpu::new(&options(device)?)?;
+    let result = work(&gpu)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        human(&result);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_files(result: &serde_json::Value) {
+    for key in ["grid", "samples", "image"] {
+        if let Some(path) = result[key].as_str() {
+            println!("wrote {path}");
+        }
+    }
+}
+
+fn print_eval(report: &serde_json::Value) {
+    println!(
+        "{} run {} (step {}), {} test images, on {}",
+        report["model"], report["run"], report["step"], report["test_images"], report["adapter"]
+    );
+    let rows = [
+        ("negative_elbo_nats", "test negative ELBO (nats/image)"),
+        ("negative_elbo_bits_per_dim", "  in bits/dim"),
+        ("reconstruction_nats", "  reconstruction term (BCE)"),
+        ("kl_nats", "  KL term"),
+        ("iwae_nll_nats", "IWAE negative log-likelihood (nats/image)"),
+        ("iwae_nll_bits_per_dim", "  in bits/dim"),
+        ("bce_nats", "test BCE (nats/image)"),
+        ("cross_entropy", "test cross-entropy"),
+        ("accuracy", "test accuracy"),
+    ];
+    for (key, label) in rows {
+        if let Some(value) = report[key].as_f64() {
+            println!("{label:<44} {value:.4}");
+        }
+    }
+    if let Some(k) = report["iwae_k"].as_u64() {
+        println!("(IWAE with k = {k} samples per image)");
+    }
 }

@@ -389,7 +389,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         }
         run.append_metrics(&record)?;
         plot_run(&run, model)?;
-        bar.println(format!(
+        let line = format!(
             "epoch {epoch_number}/{total_epochs}: train loss {:.4}, test loss {:.4}{}, {:.0} img/s, {seconds:.1} s",
             record["train"]["loss"].as_f64().unwrap_or(f64::NAN),
             record["test"]["loss"].as_f64().unwrap_or(f64::NAN),
@@ -398,7 +398,12 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                 .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
                 .unwrap_or_default(),
             record["images_per_second"].as_f64().unwrap_or(0.0),
-        ));
+        );
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
         last_metrics = record;
     }
     bar.finish_and_clear();

@@ -23,6 +23,9 @@ pub struct Reference<'g> {
     grads: Vec<Option<Vec<f64>>>,
     /// Optimizer moments by parameter name (`exp_avg`, `exp_avg_sq`, or `momentum_buffer`).
     moments: HashMap<String, Vec<Vec<f64>>>,
+    /// The seed of the noise streams and the step being computed (noise is drawn from (seed, step, stream)).
+    seed: u64,
+    current_step: u64,
 }
 
 /// An op the reference executor cannot run yet.
@@ -43,6 +46,8 @@ impl<'g> Reference<'g> {
             values,
             grads: vec![None; graph.tensors.len()],
             moments: HashMap::new(),
+            seed,
+            current_step: 0,
         }
     }
 
@@ -68,10 +73,21 @@ impl<'g> Reference<'g> {
     /// One training step (global step `step`, 0-based): forward, backward, update. Returns the losses in graph
     /// order.
     pub fn step(&mut self, step: u64) -> Result<Vec<f64>, Unsupported> {
+        self.current_step = step;
         let losses = self.forward()?;
         self.backward()?;
         self.update(step);
         Ok(losses)
+    }
+
+    /// The values of any tensor after the last forward pass.
+    pub fn tensor(&self, id: TensorId) -> &[f64] {
+        self.value(id)
+    }
+
+    /// Sets the step whose noise the next [`forward`](Self::forward) draws.
+    pub fn set_step(&mut self, step: u64) {
+        self.current_step = step;
     }
 
     /// The forward pass; returns the losses in graph order.
@@ -190,6 +206,13 @@ impl<'g> Reference<'g> {
                 let (batch, classes) = per_sample(g, logits);
                 let labels: Vec<u32> = self.value(labels).iter().map(|&l| l as u32).collect();
                 vec![cpu::loss::cross_entropy(self.value(logits), &labels, batch, classes)]
+            }
+            Op::NormalNoise { y, stream } => {
+                let draw = crate::kernels::rng::Draw::new(self.seed, self.current_step, stream);
+                cpu::rng::normal(draw, g.tensor(y).len())
+            }
+            Op::Reparameterize { mu, logvar, eps, .. } => {
+                cpu::reparam::forward(self.value(eps), self.value(mu), self.value(logvar))
             }
             _ => return Err(Unsupported(op.name())),
         })
@@ -360,6 +383,11 @@ impl<'g> Reference<'g> {
                 let (da, db) = cpu::concat::concat_channels_backward(dy, sa[0], sa[1], sb[1], sa[2] * sa[3]);
                 self.accumulate(a, da);
                 self.accumulate(b, db);
+            }
+            Op::Reparameterize { mu, logvar, eps, .. } => {
+                let (dmu, dlogvar) = cpu::reparam::backward(self.value(eps), self.value(logvar), dy);
+                self.accumulate(mu, dmu);
+                self.accumulate(logvar, dlogvar);
             }
             _ => return Err(Unsupported(op.name())),
         }

@@ -1,0 +1,331 @@
+//! The default models: parameter names, shapes and counts of models.md, the VAE against its CPU twin, a short
+//! training run, and the command line end to end on a tiny dataset.
+
+use std::path::Path;
+use std::process::Command;
+
+use latent::check::{self, TestRng};
+use latent::checkpoint::{Checkpoint, TensorData};
+use latent::models::{self, ModelKind};
+use latent::optim::Optimizer;
+use latent::plan::reference::Reference;
+use latent::plan::{self, ParamStore, PlanOptions, TrainOptions};
+use latent::train::{self, TrainRequest};
+
+/// (name, shape) of every tensor of models.md, in PyTorch's layouts.
+fn spec(model: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
+    match model {
+        ModelKind::Ae => vec![
+            ("enc.0.weight", vec![32, 1, 4, 4]),
+            ("enc.0.bias", vec![32]),
+            ("enc.2.weight", vec![64, 32, 4, 4]),
+            ("enc.2.bias", vec![64]),
+            ("enc.5.weight", vec![16, 3136]),
+            ("enc.5.bias", vec![16]),
+            ("dec.0.weight", vec![3136, 16]),
+            ("dec.0.bias", vec![3136]),
+            ("dec.3.weight", vec![64, 32, 4, 4]),
+            ("dec.3.bias", vec![32]),
+            ("dec.5.weight", vec![32, 1, 4, 4]),
+            ("dec.5.bias", vec![1]),
+        ],
+        ModelKind::Vae => vec![
+            ("fc1.weight", vec![400, 784]),
+            ("fc1.bias", vec![400]),
+            ("fc21.weight", vec![20, 400]),
+            ("fc21.bias", vec![20]),
+            ("fc22.weight", vec![20, 400]),
+            ("fc22.bias", vec![20]),
+            ("fc3.weight", vec![400, 20]),
+            ("fc3.bias", vec![400]),
+            ("fc4.weight", vec![784, 400]),
+            ("fc4.bias", vec![784]),
+        ],
+        ModelKind::Classifier => vec![
+            ("c1.weight", vec![32, 1, 3, 3]),
+            ("c1.bias", vec![32]),
+            ("c2.weight", vec![64, 32, 3, 3]),
+            ("c2.bias", vec![64]),
+            ("f1.weight", vec![128, 3136]),
+            ("f1.bias", vec![128]),
+            ("f2.weight", vec![10, 128]),
+            ("f2.bias", vec![10]),
+        ],
+    }
+}
+
+#[test]
+fn parameter_counts_match_models_md() {
+    for (model, count) in [
+        (ModelKind::Ae, 170_193),
+        (ModelKind::Vae, 652_824),
+        (ModelKind::Classifier, 421_642),
+    ] {
+        let tg = train::train_graph(model, 2).unwrap();
+        assert_eq!(tg.graph.parameter_count(), count, "{model}");
+    }
+}
+
+/// A checkpoint written by latent holds exactly the names, shapes and dtypes of models.md (plus optimizer state
+/// under `optim.`), so PyTorch's load_state_dict takes the model tensors.
+#[test]
+fn checkpoints_carry_the_names_shapes_and_dtypes_of_models_md() {
+    let gpu = check::shared_gpu();
+    let directory = tempfile::tempdir().unwrap();
+    for model in ModelKind::ALL {
+        let tg = train::train_graph(model, 2).unwrap();
+        let mut store = ParamStore::new(0);
+        let options = PlanOptions {
+            name: "names".into(),
+            train: Some(TrainOptions {
+                optimizer: Optimizer::adam(1e-3),
+                update_prefixes: vec![],
+            }),
+            seed: 0,
+        };
+        plan::compile(gpu, &tg.graph, &mut store, &options).unwrap();
+        let mut checkpoint = Checkpoint::new(model.name());
+        store.save_into(gpu, &mut checkpoint).unwrap();
+        let path = directory.path().join(format!("{model}.safetensors"));
+        checkpoint.save(&path).unwrap();
+        let loaded = Checkpoint::load(&path).unwrap();
+        assert_eq!(loaded.model(), model.name());
+        let expected = spec(model);
+        let model_tensors: Vec<&String> = loaded.tensors.keys().filter(|n| !n.starts_with("optim.")).collect();
+        assert_eq!(model_tensors.len(), expected.len(), "{model}: {model_tensors:?}");
+        for (name, shape) in expected {
+            let tensor = loaded
+                .tensors
+                .get(name)
+                .unwrap_or_else(|| panic!("{model}: no tensor {name}"));
+            assert_eq!(tensor.shape, shape, "{model}: {name}");
+            assert!(matches!(tensor.data, TensorData::F32(_)), "{model}: {name} must be F32");
+            for state in ["exp_avg", "exp_avg_sq"] {
+                let moment = &loaded.tensors[&format!("optim.{name}.{state}")];
+                assert_eq!(moment.shape, shape, "{model}: optim.{name}.{state}");
+            }
+        }
+    }
+}
+
+/// The VAE's forward pass (noise included) on fixed weights equals its f64 CPU twin, and so does one step of
+/// training.
+#[test]
+fn vae_forward_and_one_step_match_the_cpu_twin() {
+    let gpu = check::shared_gpu();
+    let batch = 8;
+    let objective = models::vae::objective(batch).unwrap();
+    let train = TrainOptions {
+        optimizer: Optimizer::adam(1e-3),
+        update_prefixes: vec![],
+    };
+    let mut store = ParamStore::new(3);
+    let options = PlanOptions {
+        name: "vae".into(),
+        train: Some(train.clone()),
+        seed: 3,
+    };
+    let plan = plan::compile(gpu, &objective.graph, &mut store, &options).unwrap();
+    let mut reference = Reference::new(&objective.graph, 3, train);
+    let x = TestRng::new(9).uniform_vec(batch * 784, 0.0, 1.0);
+    plan.write_input(gpu, objective.x, &x).unwrap();
+    reference.set_input(objective.x, &x);
+
+    plan.run(gpu, 0);
+    let gpu_losses = plan.read_losses(gpu).unwrap();
+    let cpu_losses = reference.step(0).unwrap();
+    for (g, c) in gpu_losses.iter().zip(&cpu_losses) {
+        assert!(
+            (*g as f64 - c).abs() <= 1e-4 * c.abs(),
+            "losses {gpu_losses:?} vs {cpu_losses:?}"
+        );
+    }
+    for (name, tensor) in [
+        ("mu", objective.mu),
+        ("logvar", objective.logvar),
+        ("logits", objective.logits),
+    ] {
+        let tolerance = check::Tolerance {
+            atol: 1e-5,
+            rtol: 1e-4,
+            max_relative_frobenius: Some(1e-5),
+        };
+        check::assert_close(
+            name,
+            &plan.read(gpu, tensor).unwrap(),
+            reference.tensor(tensor),
+            tolerance,
+        );
+    }
+    // After the step, the weights agree too.
+    for entry in &store.entries {
+        let values: Vec<f32> = gpu.read(&entry.value).unwrap();
+        let expected = reference.param(&entry.name).unwrap();
+        let tolerance = check::Tolerance {
+            atol: 1e-6,
+            rtol: 1e-3,
+            max_relative_frobenius: Some(1e-5),
+        };
+        check::assert_close(&entry.name, &values[..expected.len()], expected, tolerance);
+    }
+}
+
+/// Writes the first `train` and `test` embedded digits as raw IDX files: a tiny dataset for end-to-end tests.
+fn tiny_mnist(dir: &Path, train: usize, test: usize) {
+    let splits = latent::data::embedded::mnist_10k().unwrap();
+    for (prefix, dataset, count) in [("train", &splits.train, train), ("t10k", &splits.test, test)] {
+        let mut images = vec![0, 0, 8, 3];
+        for dim in [count as u32, 28, 28] {
+            images.extend_from_slice(&dim.to_be_bytes());
+        }
+        images.extend_from_slice(&dataset.pixels()[..count * 784]);
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend_from_slice(&(count as u32).to_be_bytes());
+        labels.extend(dataset.labels().unwrap()[..count].iter().map(|&l| l as u8));
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+#[test]
+fn a_short_vae_run_lowers_its_loss() {
+    let gpu = check::shared_gpu();
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data, 256, 64);
+    let request = TrainRequest {
+        model: ModelKind::Vae,
+        epochs: Some(3),
+        steps: None,
+        batch: Some(32),
+        lr: None,
+        seed: Some(1),
+        data: Some(data),
+        run: Some(directory.path().join("run")),
+        resume: None,
+        log_every: 1000,
+        progress: false,
+    };
+    let summary = train::train(gpu, &request).unwrap();
+    let metrics = latent::run::RunDir::open(&summary.run).unwrap().metrics().unwrap();
+    let losses: Vec<f64> = metrics.iter().map(|m| m["train"]["loss"].as_f64().unwrap()).collect();
+    assert_eq!(losses.len(), 3);
+    assert!(
+        losses[2] < losses[0] - 20.0,
+        "the training loss must fall over 3 epochs: {losses:?}"
+    );
+    let test: Vec<f64> = metrics.iter().map(|m| m["test"]["loss"].as_f64().unwrap()).collect();
+    assert!(test[2] < test[0], "the test loss must fall too: {test:?}");
+}
+
+fn latent(args: &[&str]) -> std::process::Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_latent")).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "latent {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `latent train`, `eval`, `sample`, `reconstruct`, `interpolate` on a tiny dataset write every promised file,
+/// and eval's numbers are finite and consistent.
+#[test]
+fn command_line_end_to_end_on_a_tiny_dataset() {
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data, 64, 20);
+    let run = directory.path().join("run");
+    let (run_s, data_s) = (run.to_str().unwrap(), data.to_str().unwrap());
+    latent(&[
+        "train", "vae", "--data", data_s, "--run", run_s, "--batch", "16", "--epochs", "2",
+    ]);
+    for file in [
+        "checkpoint.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "samples/epoch-001.png",
+        "samples/epoch-002.png",
+    ] {
+        assert!(run.join(file).is_file(), "the run directory lacks {file}");
+    }
+    // Resume to a larger total: one more epoch.
+    latent(&["train", "vae", "--resume", run_s, "--epochs", "3"]);
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 3, "resume appends the third epoch");
+
+    let eval = latent(&["eval", "--run", run_s, "--iwae-k", "8", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let nelbo = report["negative_elbo_nats"].as_f64().unwrap();
+    let iwae = report["iwae_nll_nats"].as_f64().unwrap();
+    let (bce, kl) = (
+        report["reconstruction_nats"].as_f64().unwrap(),
+        report["kl_nats"].as_f64().unwrap(),
+    );
+    assert!(
+        nelbo.is_finite() && iwae.is_finite() && bce.is_finite() && kl.is_finite(),
+        "{report}"
+    );
+    assert!(
+        (bce + kl - nelbo).abs() < 1e-6 * nelbo,
+        "the ELBO is the sum of its terms: {report}"
+    );
+    assert!(iwae <= nelbo, "the IWAE bound must be tighter than the ELBO: {report}");
+    assert!(kl >= 0.0, "{report}");
+
+    let out = directory.path().join("out");
+    let out_s = out.to_str().unwrap();
+    latent(&["sample", "--run", run_s, "--n", "10", "--out", out_s]);
+    latent(&["reconstruct", "--run", run_s, "--n", "8", "--out", out_s]);
+    latent(&[
+        "interpolate",
+        "--run",
+        run_s,
+        "--pairs",
+        "2",
+        "--steps",
+        "5",
+        "--out",
+        out_s,
+    ]);
+    for file in ["grid.png", "samples.npy", "reconstruct.png", "interpolate.png"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    // samples.npy: float32 [10, 1, 28, 28] with values in [0, 1].
+    let npy = std::fs::read(out.join("samples.npy")).unwrap();
+    let header_len = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let header = std::str::from_utf8(&npy[10..10 + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (10, 1, 28, 28)"),
+        "{header}"
+    );
+    assert_eq!((10 + header_len) % 64, 0, "the npy header is padded to 64 bytes");
+    let values: Vec<f32> = bytemuck::pod_collect_to_vec(&npy[10 + header_len..]);
+    assert_eq!(values.len(), 10 * 784);
+    assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let directory = tempfile::tempdir().unwrap();
+    let not_a_run = directory.path().to_str().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_latent"))
+        .args(["eval", "--run", not_a_run])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a latent run directory"), "{stderr}");
+    let output = Command::new(env!("CARGO_BIN_EXE_latent"))
+        .args(["train", "gpt"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown model"));
+}
