@@ -13,6 +13,8 @@ use latent::models::ModelKind;
 use latent::train::{self, TrainRequest};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -62,7 +64,7 @@ enum Command {
         #[arg(long)]
         run: PathBuf,
         /// Number of samples.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
         n: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -112,16 +114,16 @@ struct TrainArgs {
     /// The model: ae, vae or classifier.
     model: ModelKind,
     /// Total epochs of the run (default: models.md's recipe).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one_u64)]
     epochs: Option<u64>,
     /// Total steps of the run, instead of epochs.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one_u64)]
     steps: Option<u64>,
     /// Images per step (default 128).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     batch: Option<usize>,
     /// Adam's learning rate (default: the model's, from models.md).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_rate)]
     lr: Option<f64>,
     /// Seed of the initial weights, the shuffles and the noise (default 0).
     #[arg(long)]
@@ -138,9 +140,41 @@ struct TrainArgs {
     /// Update the progress display every this many steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Check the loss for NaN or infinity every this many steps (0: at the end of each epoch only).
+    #[arg(long, default_value_t = 50)]
+    nan_check_every: u64,
+    /// Also write a checkpoint every this many steps, keeping the newest --keep in checkpoints/ (0: per epoch).
+    #[arg(long, default_value_t = 0)]
+    save_every: u64,
+    /// Periodic checkpoints to keep.
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+    keep: usize,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     json: bool,
+}
+
+/// A count that must be at least 1 (batch sizes, sample counts).
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+/// A step or epoch total that must be at least 1.
+fn at_least_one_u64(text: &str) -> std::result::Result<u64, String> {
+    at_least_one(text).map(|n| n as u64)
+}
+
+/// A learning rate: a positive, finite number.
+fn positive_rate(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("must be a positive number, got {v}")),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -357,8 +391,17 @@ fn run_checks(device: &DeviceArgs, filter: Option<&str>, json: bool) -> Result<E
 
 fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
     let gpu = Gpu::new(&options(device)?)?;
+    // The first Ctrl-C finishes the step, writes a checkpoint and exits with 130; a second one exits at once.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to exit at once)");
+    })?;
     let request = TrainRequest {
-        model: args.model,
         epochs: args.epochs,
         steps: args.steps,
         batch: args.batch,
@@ -369,8 +412,19 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
         resume: args.resume.clone(),
         log_every: args.log_every,
         progress: std::io::stderr().is_terminal(),
+        nan_check_every: args.nan_check_every,
+        save_every: args.save_every,
+        keep: args.keep,
+        interrupt: Some(interrupt),
+        ..TrainRequest::new(args.model)
     };
-    let summary = train::train(&gpu, &request)?;
+    let summary = match train::train(&gpu, &request) {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(error.exit_code()));
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

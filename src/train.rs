@@ -4,7 +4,9 @@
 //! Nothing waits on the GPU inside an epoch except the progress display every `log_every` steps; the epoch's
 //! training losses come from sums kept on the GPU.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -34,6 +36,47 @@ pub enum TrainError {
     Graph(#[from] GraphError),
     #[error("{0}")]
     Config(String),
+    #[error(
+        "training stopped at step {step}: loss {loss} became {value} (not finite){}; lower --lr, or check the data",
+        last_checkpoint_note(last_checkpoint)
+    )]
+    NonFinite {
+        step: u64,
+        loss: String,
+        value: f32,
+        last_checkpoint: Option<PathBuf>,
+    },
+    #[error("interrupted at step {step}; checkpoint written to {}; continue with `latent train {model} --resume {}`", checkpoint.display(), run.display())]
+    Interrupted {
+        step: u64,
+        model: String,
+        checkpoint: PathBuf,
+        run: PathBuf,
+    },
+    #[error("{error}\nThe last checkpoint is {}; continue with `latent train {model} --resume {}`", checkpoint.display(), run.display())]
+    AfterCheckpoint {
+        error: Box<TrainError>,
+        model: String,
+        checkpoint: PathBuf,
+        run: PathBuf,
+    },
+}
+
+fn last_checkpoint_note(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(path) => format!("; the last good checkpoint is kept at {}", path.display()),
+        None => "; no checkpoint had been written yet".to_string(),
+    }
+}
+
+impl TrainError {
+    /// The process exit status for this error: 130 for an interrupt (as shells report SIGINT), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TrainError::Interrupted { .. } => 130,
+            _ => 1,
+        }
+    }
 }
 
 impl From<crate::checkpoint::CheckpointError> for TrainError {
@@ -109,6 +152,37 @@ pub struct TrainRequest {
     pub log_every: u64,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Check the loss for NaN or infinity every this many steps (a readback; 0: only at the end of an epoch).
+    pub nan_check_every: u64,
+    /// Also write a checkpoint every this many steps (0: only at the end of each epoch).
+    pub save_every: u64,
+    /// Periodic checkpoints to keep in `checkpoints/` (the newest ones).
+    pub keep: usize,
+    /// Raised by the first Ctrl-C: finish the step, write a checkpoint, stop.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl TrainRequest {
+    /// Defaults for everything but the model.
+    pub fn new(model: ModelKind) -> Self {
+        Self {
+            model,
+            epochs: None,
+            steps: None,
+            batch: None,
+            lr: None,
+            seed: None,
+            data: None,
+            run: None,
+            resume: None,
+            log_every: 10,
+            progress: false,
+            nan_check_every: 50,
+            save_every: 0,
+            keep: 3,
+            interrupt: None,
+        }
+    }
 }
 
 /// The default number of epochs per model (models.md's recipes).
@@ -287,6 +361,10 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         )));
     }
 
+    // Refuse a batch the adapter cannot hold before loading data or allocating anything.
+    let tg = train_graph(model, config.batch)?;
+    plan::check_batch_fits(gpu, &tg.graph, config.batch)?;
+
     let splits = load_data(config.data.as_ref())?;
     data::check_shape(&splits.train, ImageShape::MNIST)?;
     let batcher = Batcher::new(&splits.train, config.batch, config.seed)?.with_range(model.range());
@@ -295,33 +373,23 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
     run.write_config(&config)?;
 
-    let tg = train_graph(model, config.batch)?;
     let mut store = ParamStore::new(config.seed);
-    let optimizer = Optimizer::adam(config.lr);
     let train_options = TrainOptions {
-        optimizer,
+        optimizer: Optimizer::adam(config.lr),
         update_prefixes: vec![],
     };
-    let plan = plan::compile(
-        gpu,
-        &tg.graph,
-        &mut store,
-        &PlanOptions {
-            name: format!("{model} train"),
-            train: Some(train_options),
-            seed: config.seed,
-        },
-    )?;
-    let eval_plan = plan::compile(
-        gpu,
-        &tg.graph,
-        &mut store,
-        &PlanOptions {
-            name: format!("{model} eval"),
-            train: None,
-            seed: config.seed,
-        },
-    )?;
+    let options = PlanOptions {
+        name: format!("{model} train"),
+        train: Some(train_options),
+        seed: config.seed,
+    };
+    let plan = plan::compile(gpu, &tg.graph, &mut store, &options)?;
+    let options = PlanOptions {
+        name: format!("{model} eval"),
+        train: None,
+        seed: config.seed,
+    };
+    let eval_plan = plan::compile(gpu, &tg.graph, &mut store, &options)?;
     let mut first_step = 0;
     if let Some(checkpoint) = &resume_from {
         store.load_from(gpu, checkpoint)?;
@@ -329,8 +397,28 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         eprintln!("Resuming {} at step {first_step} of {total_steps}", run.path.display());
     }
     report_plan(model, &plan, &store, gpu);
-
     let preview = Preview::new(gpu, model, &mut store, &splits, config.seed)?;
+
+    let checkpoint_path = run.checkpoint();
+    let last_good =
+        |step: u64| -> Option<PathBuf> { (step > 0 && checkpoint_path.exists()).then(|| checkpoint_path.clone()) };
+    // Stops on a NaN or infinite loss; the checkpoint on disk (written before the loss went bad) is kept.
+    let check_finite = |step: u64, values: &[f32]| -> Result<(), TrainError> {
+        match tg.losses.iter().zip(values).find(|(_, v)| !v.is_finite()) {
+            Some(((name, _), value)) => Err(TrainError::NonFinite {
+                step,
+                loss: name.to_string(),
+                value: *value,
+                last_checkpoint: last_good(step),
+            }),
+            None => Ok(()),
+        }
+    };
+    let save = |store: &ParamStore, step: u64| -> Result<(), TrainError> {
+        check_finite(step, &plan.read_losses(gpu)?)?;
+        save_checkpoint(gpu, &run, store, model, &config, step)
+    };
+
     let mut images = vec![0.0f32; batcher.images_len()];
     let mut labels = vec![0u32; config.batch];
     let mut batcher = batcher;
@@ -338,81 +426,142 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     bar.set_position(first_step);
     let mut step = first_step;
     let mut last_metrics = json!({});
-    while step < total_steps {
-        let (epoch, within) = batcher.position(step);
-        let epoch_start = Instant::now();
-        let first_of_epoch = step;
-        plan.reset_loss_sums(gpu)?;
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, total_epochs));
-        for index in within..steps_per_epoch as usize {
-            if step >= total_steps {
-                break;
+    let mut body = || -> Result<(), TrainError> {
+        while step < total_steps {
+            let (epoch, within) = batcher.position(step);
+            let epoch_start = Instant::now();
+            let first_of_epoch = step;
+            plan.reset_loss_sums(gpu)?;
+            bar.set_prefix(format!("epoch {}/{}", epoch + 1, total_epochs));
+            for index in within..steps_per_epoch as usize {
+                if step >= total_steps {
+                    break;
+                }
+                batcher.fill(epoch, index, &mut images, tg.labels.map(|_| &mut labels[..]));
+                plan.write_input(gpu, tg.x, &images)?;
+                if let Some(label_input) = tg.labels {
+                    plan.write_input(gpu, label_input, &labels)?;
+                }
+                plan.run(gpu, step);
+                step += 1;
+                bar.set_position(step);
+                let log = step % request.log_every.max(1) == 0;
+                let nan_check = request.nan_check_every > 0 && step % request.nan_check_every == 0;
+                if log || nan_check {
+                    let losses = plan.read_losses(gpu)?;
+                    check_finite(step, &losses)?;
+                    let rate =
+                        (step - first_of_epoch) as f64 * config.batch as f64 / epoch_start.elapsed().as_secs_f64();
+                    bar.set_message(format!("loss {:.4}  {rate:.0} img/s", losses.iter().sum::<f32>()));
+                }
+                if request
+                    .interrupt
+                    .as_ref()
+                    .is_some_and(|flag| flag.load(Ordering::SeqCst))
+                {
+                    save(&store, step)?;
+                    bar.finish_and_clear();
+                    return Err(TrainError::Interrupted {
+                        step,
+                        model: model.name().into(),
+                        checkpoint: checkpoint_path.clone(),
+                        run: run.path.clone(),
+                    });
+                }
+                if request.save_every > 0 && step % request.save_every == 0 && step < total_steps {
+                    save(&store, step)?;
+                    keep_periodic_copy(&run, step, request.keep)?;
+                }
             }
-            batcher.fill(epoch, index, &mut images, tg.labels.map(|_| &mut labels[..]));
-            plan.write_input(gpu, tg.x, &images)?;
-            if let Some(label_input) = tg.labels {
-                plan.write_input(gpu, label_input, &labels)?;
+            let steps_done = (step - first_of_epoch).max(1);
+            let sums = plan.read_loss_sums(gpu)?;
+            check_finite(step, &sums)?;
+            let seconds = epoch_start.elapsed().as_secs_f64();
+            let mut train_metrics = serde_json::Map::new();
+            for ((name, _), sum) in tg.losses.iter().zip(&sums) {
+                train_metrics.insert(name.to_string(), json!(*sum as f64 / steps_done as f64));
             }
-            plan.run(gpu, step);
-            step += 1;
-            bar.set_position(step);
-            if step % request.log_every.max(1) == 0 {
-                let losses = plan.read_losses(gpu)?;
-                let rate = (step - first_of_epoch) as f64 * config.batch as f64 / epoch_start.elapsed().as_secs_f64();
-                bar.set_message(format!("loss {:.4}  {rate:.0} img/s", losses.iter().sum::<f32>()));
+            let total: f64 = sums.iter().map(|&s| s as f64).sum();
+            train_metrics.insert("loss".into(), json!(total / steps_done as f64));
+            let test_metrics = evaluate(gpu, &eval_plan, &tg, &splits.test, config.batch, model.range())?;
+            let epoch_number = epoch + 1;
+            let record = json!({
+                "epoch": epoch_number,
+                "step": step,
+                "train": train_metrics,
+                "test": test_metrics,
+                "seconds": seconds,
+                "images_per_second": steps_done as f64 * config.batch as f64 / seconds,
+            });
+            save(&store, step)?;
+            if let Some(grid) = preview.render(gpu, &eval_plan, &tg, &splits)? {
+                run::save_png(&run.sample_path(epoch_number), &grid)?;
             }
+            run.append_metrics(&record)?;
+            plot_run(&run, model)?;
+            let line = format!(
+                "epoch {epoch_number}/{total_epochs}: train loss {:.4}, test loss {:.4}{}, {:.0} img/s, {seconds:.1} s",
+                record["train"]["loss"].as_f64().unwrap_or(f64::NAN),
+                record["test"]["loss"].as_f64().unwrap_or(f64::NAN),
+                record["test"]["accuracy"]
+                    .as_f64()
+                    .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
+                    .unwrap_or_default(),
+                record["images_per_second"].as_f64().unwrap_or(0.0),
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+            last_metrics = record;
         }
-        let steps_done = step - first_of_epoch;
-        let sums = plan.read_loss_sums(gpu)?;
-        let seconds = epoch_start.elapsed().as_secs_f64();
-        let mut train_metrics = serde_json::Map::new();
-        for ((name, _), sum) in tg.losses.iter().zip(&sums) {
-            train_metrics.insert(name.to_string(), json!(*sum as f64 / steps_done as f64));
-        }
-        train_metrics.insert(
-            "loss".into(),
-            json!(sums.iter().map(|&s| s as f64).sum::<f64>() / steps_done as f64),
-        );
-        let test_metrics = evaluate(gpu, &eval_plan, &tg, &splits.test, config.batch, model.range())?;
-        let epoch_number = epoch + 1;
-        let record = json!({
-            "epoch": epoch_number,
-            "step": step,
-            "train": train_metrics,
-            "test": test_metrics,
-            "seconds": seconds,
-            "images_per_second": steps_done as f64 * config.batch as f64 / seconds,
-        });
-        save_checkpoint(gpu, &run, &store, model, &config, step)?;
-        if let Some(grid) = preview.render(gpu, &eval_plan, &tg, &splits)? {
-            run::save_png(&run.sample_path(epoch_number), &grid)?;
-        }
-        run.append_metrics(&record)?;
-        plot_run(&run, model)?;
-        let line = format!(
-            "epoch {epoch_number}/{total_epochs}: train loss {:.4}, test loss {:.4}{}, {:.0} img/s, {seconds:.1} s",
-            record["train"]["loss"].as_f64().unwrap_or(f64::NAN),
-            record["test"]["loss"].as_f64().unwrap_or(f64::NAN),
-            record["test"]["accuracy"]
-                .as_f64()
-                .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
-                .unwrap_or_default(),
-            record["images_per_second"].as_f64().unwrap_or(0.0),
-        );
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
-        last_metrics = record;
-    }
+        Ok(())
+    };
+    let outcome = body();
     bar.finish_and_clear();
-    Ok(TrainSummary {
-        run: run.path.clone(),
-        steps: step,
-        epochs: total_epochs,
-        final_metrics: last_metrics,
-    })
+    match outcome {
+        Ok(()) => Ok(TrainSummary {
+            run: run.path.clone(),
+            steps: step,
+            epochs: total_epochs,
+            final_metrics: last_metrics,
+        }),
+        // A failure after a checkpoint exists (a lost device, a full disk) says where to resume from.
+        Err(error @ (TrainError::Gpu(_) | TrainError::Run(_) | TrainError::Load(_))) if checkpoint_path.exists() => {
+            Err(TrainError::AfterCheckpoint {
+                error: Box::new(error),
+                model: model.name().into(),
+                checkpoint: checkpoint_path.clone(),
+                run: run.path.clone(),
+            })
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Copies the checkpoint just written to `checkpoints/step-NNNNNNNN.safetensors` and keeps the newest `keep`.
+fn keep_periodic_copy(run: &RunDir, step: u64, keep: usize) -> Result<(), TrainError> {
+    let directory = run.path.join("checkpoints");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Run(RunError::Io { path, source })
+    };
+    std::fs::create_dir_all(&directory).map_err(io(&directory))?;
+    let bytes = std::fs::read(run.checkpoint()).map_err(io(&run.checkpoint()))?;
+    crate::checkpoint::write_atomically(&directory.join(format!("step-{step:08}.safetensors")), &bytes)?;
+    let mut copies: Vec<PathBuf> = std::fs::read_dir(&directory)
+        .map_err(io(&directory))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .collect();
+    copies.sort();
+    let excess = copies.len().saturating_sub(keep.max(1));
+    for old in &copies[..excess] {
+        std::fs::remove_file(old).map_err(io(old))?;
+    }
+    Ok(())
 }
 
 /// Prints the plan's dispatches per step and its GPU memory by role, before the first step.

@@ -69,6 +69,18 @@ pub enum GpuError {
         what: &'static str,
     },
 
+    #[error(
+        "batch {batch} does not fit this adapter: tensor {tensor} needs {bytes} bytes, over the limit of {limit} \
+         bytes (max_storage_buffer_binding_size); use --batch {fits} or smaller"
+    )]
+    BatchTooLarge {
+        tensor: String,
+        batch: usize,
+        bytes: u64,
+        limit: u64,
+        fits: usize,
+    },
+
     #[error("buffer {label} holds {capacity} bytes; writing or reading {bytes} bytes does not fit")]
     BufferSize { label: String, capacity: u64, bytes: u64 },
 

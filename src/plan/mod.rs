@@ -114,6 +114,43 @@ pub fn compile(gpu: &Gpu, graph: &Graph, store: &mut ParamStore, options: &PlanO
     builder.finish()
 }
 
+/// Refuses a graph whose tensors would not fit the adapter's buffer-binding limit, before anything is allocated:
+/// the error names the largest tensor and a batch size that fits. `batch` is the leading dimension of the
+/// graph's batched tensors.
+pub fn check_batch_fits(gpu: &Gpu, graph: &Graph, batch: usize) -> Result<(), GpuError> {
+    let limit = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
+    for tensor in graph
+        .tensors
+        .iter()
+        .filter(|t| !matches!(t.kind, crate::graph::TensorKind::View(_)))
+    {
+        let bytes = tensor.len() as u64 * 4;
+        if bytes <= limit {
+            continue;
+        }
+        if tensor.shape.first() == Some(&batch) && batch > 0 {
+            let per_sample = bytes / batch as u64;
+            return Err(GpuError::BatchTooLarge {
+                tensor: tensor.name.clone(),
+                batch,
+                bytes,
+                limit,
+                fits: (limit / per_sample.max(1)).max(1) as usize,
+            });
+        }
+        return Err(GpuError::BufferTooLarge {
+            label: tensor.name.clone(),
+            bytes,
+            limit,
+            what: "max_storage_buffer_binding_size",
+        });
+    }
+    Ok(())
+}
+
 impl Plan {
     /// The buffer of tensor `id`.
     pub fn buffer(&self, id: TensorId) -> &Arc<GpuBuffer> {
