@@ -5,8 +5,10 @@
 //! - [`gpu`]: the headless context, kernels, buffers and dispatches;
 //! - [`kernels`]: typed launchers per shader family, and [`cpu`]: their f64 CPU twins;
 //! - [`check`]: GPU-against-twin comparison, for tests and `latent check`;
-//! - [`data`]: datasets and batching.
+//! - [`data`]: datasets and batching;
+//! - [`profile`] and [`bench`]: per-kernel GPU time of a plan, kernel throughput and training-step time.
 
+pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod cpu;
@@ -18,6 +20,7 @@ pub mod kernels;
 pub mod models;
 pub mod optim;
 pub mod plan;
+pub mod profile;
 pub mod run;
 pub mod shaders;
 pub mod train;

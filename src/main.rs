@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use latent::bench::{self, KernelBenchOptions, TrainBenchOptions, Workload};
 use latent::check::{self, CheckOutcome};
 use latent::generate;
 use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
 use latent::models::ModelKind;
+use latent::profile::{self, ProfileOptions};
 use latent::train::{self, TrainRequest};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -107,6 +109,69 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time every kernel of MODEL's training step with GPU timestamps: a table per kernel and per op.
+    Profile {
+        /// ae, vae or classifier
+        model: String,
+        /// Timed training steps (after the warm-up).
+        #[arg(long, default_value_t = 5)]
+        steps: u64,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also print the table per op (each dispatch's step label).
+        #[arg(long)]
+        ops: bool,
+        /// Write a Chrome trace-event JSON file (open it in ui.perfetto.dev).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kernel throughput or training-step time on the chosen adapter.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// GFLOP/s of matmul at square sizes and of the default models' linear and conv shapes, forward and both
+    /// gradients (median of repeats after warm-up).
+    Kernels {
+        /// Largest square matmul (default 4096 on a GPU, 1024 on a CPU driver).
+        #[arg(long)]
+        max_size: Option<usize>,
+        /// Batch of the linear and conv shapes.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed repeats per kernel (default 10 on a GPU, 3 on a CPU driver).
+        #[arg(long)]
+        repeats: Option<usize>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Median training-step time and images/s of every default model.
+    Train {
+        /// Timed steps per model (default 50 on a GPU, 3 on a CPU driver).
+        #[arg(long)]
+        steps: Option<u64>,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Only these models (repeatable; default: all).
+        #[arg(long)]
+        model: Vec<String>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -182,6 +247,42 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info { json } => info(&cli.device, *json),
         Command::Check { filter, json } => run_checks(&cli.device, filter.as_deref(), *json),
+        Command::Profile {
+            model,
+            steps,
+            warmup,
+            batch,
+            seed,
+            ops,
+            trace,
+            json,
+        } => run_profile(
+            &cli.device,
+            model,
+            &ProfileOptions {
+                warmup: *warmup,
+                steps: *steps,
+            },
+            *batch,
+            *seed,
+            *ops,
+            trace.as_deref(),
+            *json,
+        ),
+        Command::Bench { what } => match what {
+            BenchCommand::Kernels {
+                max_size,
+                batch,
+                repeats,
+                json,
+            } => bench_kernels(&cli.device, *max_size, *batch, *repeats, *json),
+            BenchCommand::Train {
+                steps,
+                batch,
+                model,
+                json,
+            } => bench_train(&cli.device, *steps, *batch, model, *json),
+        },
         Command::Train(args) => train(&cli.device, args),
         Command::Eval { run, iwae_k, json } => with_gpu(
             &cli.device,
@@ -482,4 +583,143 @@ fn print_eval(report: &serde_json::Value) {
     if let Some(k) = report["iwae_k"].as_u64() {
         println!("(IWAE with k = {k} samples per image)");
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_profile(
+    device: &DeviceArgs,
+    model: &str,
+    profile_options: &ProfileOptions,
+    batch: usize,
+    seed: u64,
+    ops: bool,
+    trace: Option<&std::path::Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let kind = bench::model_kind(model)?;
+    let gpu = Gpu::new(&options(device)?)?;
+    eprintln!("Profiling {kind} (batch {batch}) on {}", gpu.describe());
+    let workload = Workload::new(&gpu, kind, batch, seed)?;
+    eprintln!(
+        "{} dispatches per step; {} warm-up steps, then {} timed",
+        workload.dispatches_per_step(),
+        profile_options.warmup,
+        profile_options.steps
+    );
+    let report = profile::profile(&gpu, &workload.plan_refs(), profile_options)?;
+    if let Some(path) = trace {
+        report.write_trace(path)?;
+        eprintln!("trace written to {} (open it in ui.perfetto.dev)", path.display());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if let Some(notice) = &report.notice {
+            eprintln!("note: {notice}");
+        }
+        print!("{}", report.table(ops));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_kernels(
+    device: &DeviceArgs,
+    max_size: Option<usize>,
+    batch: usize,
+    repeats: Option<usize>,
+    json: bool,
+) -> Result<ExitCode> {
+    let gpu = Gpu::new(&options(device)?)?;
+    let mut options = KernelBenchOptions::for_gpu(&gpu);
+    options.batch = batch;
+    options.max_size = max_size.unwrap_or(options.max_size);
+    options.repeats = repeats.unwrap_or(options.repeats).max(1);
+    eprintln!(
+        "Kernel throughput on {} (matmul up to {}, batch {}, median of {} after {} warm-up)",
+        gpu.describe(),
+        options.max_size,
+        options.batch,
+        options.repeats,
+        options.warmup
+    );
+    let header = format!(
+        "{:<34} {:<28} {:<30} {:>11} {:>9} {:>8}",
+        "benchmark", "shape", "kernel", "median µs", "GFLOP/s", "GB/s"
+    );
+    if json {
+        eprintln!("{header}");
+    } else {
+        println!("{header}");
+    }
+    let mut print = |r: &bench::KernelResult| {
+        let line = format!(
+            "{:<34} {:<28} {:<30} {:>11.1} {:>9.2} {:>8.2}",
+            r.name, r.shape, r.kernel, r.median_us, r.gflops, r.gb_per_s
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let report = bench::kernels(&gpu, &options, &mut print)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("\n{} on {} in {:.0} s", report.timing, report.adapter, report.seconds);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_train(
+    device: &DeviceArgs,
+    steps: Option<u64>,
+    batch: usize,
+    models: &[String],
+    json: bool,
+) -> Result<ExitCode> {
+    let kinds: Vec<ModelKind> = if models.is_empty() {
+        ModelKind::ALL.to_vec()
+    } else {
+        models
+            .iter()
+            .map(|m| bench::model_kind(m))
+            .collect::<std::result::Result<_, _>>()?
+    };
+    let gpu = Gpu::new(&options(device)?)?;
+    let mut options = TrainBenchOptions::for_gpu(&gpu);
+    options.batch = batch;
+    options.steps = steps.unwrap_or(options.steps);
+    eprintln!(
+        "Training-step time on {} (batch {}, median of {} steps after {} warm-up)",
+        gpu.describe(),
+        options.batch,
+        options.steps,
+        options.warmup
+    );
+    let header = format!(
+        "{:<12} {:>6} {:>11} {:>11} {:>10} {:>11}",
+        "model", "batch", "dispatches", "median ms", "min ms", "images/s"
+    );
+    if json {
+        eprintln!("{header}");
+    } else {
+        println!("{header}");
+    }
+    let mut print = |r: &bench::TrainResult| {
+        let line = format!(
+            "{:<12} {:>6} {:>11} {:>11.2} {:>10.2} {:>11.1}",
+            r.model, r.batch, r.dispatches_per_step, r.median_ms, r.min_ms, r.images_per_s
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let report = bench::train(&gpu, &kinds, &options, &mut print)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,8 @@ pub struct Dispatch {
     pub kernel: Arc<Kernel>,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// Bytes of the distinct storage buffers bound (an estimate of the memory traffic: each read or written once).
+    pub bytes: u64,
 }
 
 impl Dispatch {
@@ -98,10 +100,18 @@ impl Gpu {
             layout: &kernel.layout,
             entries: &entries,
         });
+        let mut bytes = 0;
+        for (i, buffer) in buffers.iter().enumerate() {
+            let first_use = !buffers[..i].iter().any(|other| std::ptr::eq(*other, *buffer));
+            if first_use && !buffer.buffer.usage().contains(wgpu::BufferUsages::UNIFORM) {
+                bytes += buffer.bytes;
+            }
+        }
         Ok(Dispatch {
             kernel,
             bind_group,
             workgroups,
+            bytes,
         })
     }
 

@@ -142,6 +142,7 @@ impl<'a> Builder<'a> {
         self.steps.push(Step {
             label: label.into(),
             phase: self.phase,
+            bytes: dispatch.bytes,
             dispatch,
             flops,
         });

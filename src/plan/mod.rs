@@ -40,6 +40,8 @@ pub struct Step {
     pub dispatch: Dispatch,
     /// Floating-point operations of this dispatch (0 where not counted).
     pub flops: u64,
+    /// Bytes moved, estimated as the sizes of the distinct storage buffers the dispatch binds.
+    pub bytes: u64,
 }
 
 /// Values the host rewrites before every step (a random stream's step counter, Adam's step count), so that
