@@ -211,6 +211,12 @@ struct TrainArgs {
     /// Also write a checkpoint every this many steps, keeping the newest --keep in checkpoints/ (0: per epoch).
     #[arg(long, default_value_t = 0)]
     save_every: u64,
+    /// Time every kernel of every step with GPU timestamps and print the per-kernel table at the end.
+    #[arg(long)]
+    profile: bool,
+    /// With --profile, write a Chrome trace-event file (open it in ui.perfetto.dev).
+    #[arg(long, requires = "profile")]
+    trace: Option<PathBuf>,
     /// Periodic checkpoints to keep.
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     keep: usize,
@@ -517,6 +523,8 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
         save_every: args.save_every,
         keep: args.keep,
         interrupt: Some(interrupt),
+        profile: args.profile,
+        trace: args.trace.clone(),
         ..TrainRequest::new(args.model)
     };
     let summary = match train::train(&gpu, &request) {

@@ -36,6 +36,8 @@ pub enum TrainError {
     Graph(#[from] GraphError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
     #[error(
         "training stopped at step {step}: loss {loss} became {value} (not finite){}; lower --lr, or check the data",
         last_checkpoint_note(last_checkpoint)
@@ -160,6 +162,11 @@ pub struct TrainRequest {
     pub keep: usize,
     /// Raised by the first Ctrl-C: finish the step, write a checkpoint, stop.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Time every dispatch of every step with GPU timestamps and print the per-kernel table at the end
+    /// (each step then waits for the GPU).
+    pub profile: bool,
+    /// With `profile`, also write a Chrome trace (Perfetto) to this file.
+    pub trace: Option<PathBuf>,
 }
 
 impl TrainRequest {
@@ -181,6 +188,8 @@ impl TrainRequest {
             save_every: 0,
             keep: 3,
             interrupt: None,
+            profile: false,
+            trace: None,
         }
     }
 }
@@ -426,6 +435,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     bar.set_position(first_step);
     let mut step = first_step;
     let mut last_metrics = json!({});
+    let mut profiler = request.profile.then(|| crate::profile::Profiler::new(gpu));
     let mut body = || -> Result<(), TrainError> {
         while step < total_steps {
             let (epoch, within) = batcher.position(step);
@@ -442,7 +452,10 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                 if let Some(label_input) = tg.labels {
                     plan.write_input(gpu, label_input, &labels)?;
                 }
-                plan.run(gpu, step);
+                match profiler.as_mut() {
+                    Some(profiler) => profiler.run(gpu, &plan, step)?,
+                    None => plan.run(gpu, step),
+                }
                 step += 1;
                 bar.set_position(step);
                 let log = step % request.log_every.max(1) == 0;
@@ -520,6 +533,17 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     };
     let outcome = body();
     bar.finish_and_clear();
+    if let Some(profiler) = profiler {
+        let profile = profiler.finish()?;
+        eprintln!("{}", profile.table(false));
+        if let Some(path) = &request.trace {
+            profile.write_trace(path)?;
+            eprintln!(
+                "Chrome trace written to {} (open it in ui.perfetto.dev)",
+                path.display()
+            );
+        }
+    }
     match outcome {
         Ok(()) => Ok(TrainSummary {
             run: run.path.clone(),
