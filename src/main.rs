@@ -188,7 +188,7 @@ struct TrainArgs {
     #[arg(long, value_parser = at_least_one)]
     batch: Option<usize>,
     /// Adam's learning rate (default: the model's, from models.md).
-    #[arg(long, value_parser = positive_rate)]
+    #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Seed of the initial weights, the shuffles and the noise (default 0).
     #[arg(long)]

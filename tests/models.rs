@@ -1,7 +1,6 @@
 //! The default models: parameter names, shapes and counts of models.md, the VAE against its CPU twin, a short
 //! training run, and the command line end to end on a tiny dataset.
 
-use std::path::Path;
 use std::process::Command;
 
 use latent::check::{self, TestRng};
@@ -11,6 +10,9 @@ use latent::optim::Optimizer;
 use latent::plan::reference::Reference;
 use latent::plan::{self, ParamStore, PlanOptions, TrainOptions};
 use latent::train::{self, TrainRequest};
+
+mod common;
+use common::tiny_mnist;
 
 /// (name, shape) of every tensor of models.md, in PyTorch's layouts.
 fn spec(model: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
@@ -170,23 +172,6 @@ fn vae_forward_and_one_step_match_the_cpu_twin() {
     }
 }
 
-/// Writes the first `train` and `test` embedded digits as raw IDX files: a tiny dataset for end-to-end tests.
-fn tiny_mnist(dir: &Path, train: usize, test: usize) {
-    let splits = latent::data::embedded::mnist_10k().unwrap();
-    for (prefix, dataset, count) in [("train", &splits.train, train), ("t10k", &splits.test, test)] {
-        let mut images = vec![0, 0, 8, 3];
-        for dim in [count as u32, 28, 28] {
-            images.extend_from_slice(&dim.to_be_bytes());
-        }
-        images.extend_from_slice(&dataset.pixels()[..count * 784]);
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-        let mut labels = vec![0, 0, 8, 1];
-        labels.extend_from_slice(&(count as u32).to_be_bytes());
-        labels.extend(dataset.labels().unwrap()[..count].iter().map(|&l| l as u8));
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
-    }
-}
-
 #[test]
 fn a_short_vae_run_lowers_its_loss() {
     let gpu = check::shared_gpu();
@@ -195,17 +180,13 @@ fn a_short_vae_run_lowers_its_loss() {
     std::fs::create_dir(&data).unwrap();
     tiny_mnist(&data, 256, 64);
     let request = TrainRequest {
-        model: ModelKind::Vae,
         epochs: Some(3),
-        steps: None,
         batch: Some(32),
-        lr: None,
         seed: Some(1),
         data: Some(data),
         run: Some(directory.path().join("run")),
-        resume: None,
         log_every: 1000,
-        progress: false,
+        ..TrainRequest::new(ModelKind::Vae)
     };
     let summary = train::train(gpu, &request).unwrap();
     let metrics = latent::run::RunDir::open(&summary.run).unwrap().metrics().unwrap();
