@@ -169,10 +169,27 @@ fn discriminator_step_matches_the_cpu_reference() {
     for entry in &store.entries {
         let values: Vec<f32> = gpu.read(&entry.value).unwrap();
         let expected = reference.param(&entry.name).unwrap();
-        let tolerance = check::Tolerance {
-            atol: 1e-6,
-            rtol: 1e-3,
-            max_relative_frobenius: Some(1e-5),
+        let tolerance = if entry.name == "discriminator.net.2.bias" {
+            // This bias feeds BatchNorm, which removes any per-channel constant: its exact gradient is 0 and
+            // both sides see rounding noise, which Adam turns into steps of up to lr each. Only that bound holds.
+            check::Tolerance {
+                atol: 2.0 * 2.0 * 2e-4,
+                rtol: 0.0,
+                max_relative_frobenius: None,
+            }
+        } else if entry.name == "discriminator.net.3.running_mean" {
+            // The batch means carry that bias: momentum 0.1 x 2 updates after the first step x 8e-4.
+            check::Tolerance {
+                atol: 0.1 * 2.0 * 8e-4,
+                rtol: 0.0,
+                max_relative_frobenius: None,
+            }
+        } else {
+            check::Tolerance {
+                atol: 1e-6,
+                rtol: 1e-3,
+                max_relative_frobenius: Some(1e-5),
+            }
         };
         check::assert_close(&entry.name, &values[..expected.len()], expected, tolerance);
     }

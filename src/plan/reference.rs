@@ -398,6 +398,8 @@ impl<'g> Reference<'g> {
                 self.accumulate(a, da);
                 self.accumulate(b, db);
             }
+            // Noise has no inputs: its gradient (the GAN's z feeds G) goes nowhere.
+            Op::NormalNoise { .. } => {}
             Op::BatchNorm2d {
                 x, weight, bias, mode, ..
             } => {
