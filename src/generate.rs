@@ -112,13 +112,14 @@ fn encoder_graph(model: ModelKind, batch: usize) -> Result<(Graph, TensorId, Ten
             let z = models::ae::encode(&mut g, x)?;
             (g, x, z, None)
         }
-        ModelKind::Classifier => unreachable!("callers check the model first"),
+        ModelKind::Classifier | ModelKind::Gan => unreachable!("callers check the model first"),
     })
 }
 
 fn latent_dim(model: ModelKind) -> usize {
     match model {
         ModelKind::Vae => models::vae::LATENT,
+        ModelKind::Gan => models::gan::LATENT,
         _ => models::ae::LATENT,
     }
 }
@@ -126,6 +127,7 @@ fn latent_dim(model: ModelKind) -> usize {
 fn decoder_graph(model: ModelKind, batch: usize) -> Result<(Graph, TensorId, TensorId), TrainError> {
     Ok(match model {
         ModelKind::Vae => models::vae::sampler(batch)?,
+        ModelKind::Gan => models::gan::sampler(batch)?,
         _ => models::ae::sampler(batch)?,
     })
 }
@@ -151,7 +153,12 @@ fn decode(gpu: &Gpu, run: &LoadedRun, codes: &[f32]) -> Result<Vec<f32>, TrainEr
     let batch = 64;
     let (graph, z, probabilities) = decoder_graph(run.model, batch)?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "decode")?;
-    run_batched(gpu, &plan, z, probabilities, codes, latent_dim(run.model), batch)
+    let images = run_batched(gpu, &plan, z, probabilities, codes, latent_dim(run.model), batch)?;
+    // The GAN's generator ends in tanh: [-1, 1] -> [0, 1].
+    Ok(match run.model {
+        ModelKind::Gan => crate::gan::to_unit(&images),
+        _ => images,
+    })
 }
 
 /// Output directory: `--out`, or the run directory.
@@ -178,7 +185,7 @@ pub fn sample(
     out: Option<&Path>,
 ) -> Result<serde_json::Value, TrainError> {
     let run = LoadedRun::open(path)?;
-    run.require(&[ModelKind::Vae, ModelKind::Ae], "sample")?;
+    run.require(&[ModelKind::Vae, ModelKind::Ae, ModelKind::Gan], "sample")?;
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
@@ -248,8 +255,11 @@ pub fn interpolate(
     out: Option<&Path>,
 ) -> Result<serde_json::Value, TrainError> {
     let run = LoadedRun::open(path)?;
-    run.require(&[ModelKind::Vae, ModelKind::Ae], "interpolate")?;
+    run.require(&[ModelKind::Vae, ModelKind::Ae, ModelKind::Gan], "interpolate")?;
     let steps = steps.max(2);
+    if run.model == ModelKind::Gan {
+        return interpolate_prior(gpu, &run, pairs.max(1), steps, out);
+    }
     let test = run.test_set()?;
     let images = test_images(&test, 2 * pairs.max(1));
     let pairs = images.len() / 784 / 2;
@@ -282,9 +292,61 @@ pub fn interpolate(
     Ok(json!({ "image": file, "pairs": pairs, "steps": steps }))
 }
 
-/// `latent eval`: the model's metrics on the whole test set.
+/// A model without an encoder (the GAN): `pairs` rows, each `steps` images decoded on the straight line between
+/// two random codes z ~ N(0, I): interpolate.png.
+fn interpolate_prior(
+    gpu: &Gpu,
+    run: &LoadedRun,
+    pairs: usize,
+    steps: usize,
+    out: Option<&Path>,
+) -> Result<serde_json::Value, TrainError> {
+    let dim = latent_dim(run.model);
+    let ends = train::gpu_normals(gpu, 2 * pairs * dim, run.config.seed, SAMPLE_STREAM + 2)?;
+    let mut walk = Vec::with_capacity(pairs * steps * dim);
+    for pair in ends.chunks(2 * dim) {
+        let (a, b) = pair.split_at(dim);
+        for s in 0..steps {
+            let t = s as f32 / (steps - 1) as f32;
+            walk.extend(a.iter().zip(b).map(|(x, y)| (1.0 - t) * x + t * y));
+        }
+    }
+    let decoded = decode(gpu, run, &walk)?;
+    let dir = out_dir(run, out)?;
+    let file = dir.join("interpolate.png");
+    run::save_png(&file, &run::image_grid(&decoded, [pairs * steps, 1, 28, 28], steps))?;
+    Ok(json!({ "image": file, "pairs": pairs, "steps": steps }))
+}
+
+/// `n` generated images (N, 784) in [0, 1] from a run of a model that generates (vae, gan; ddpm adds its
+/// sampler here): what FID measures.
+pub fn generated_images(gpu: &Gpu, run: &LoadedRun, n: usize, seed: u64) -> Result<Vec<f32>, TrainError> {
+    match run.model {
+        ModelKind::Vae | ModelKind::Gan => {
+            let codes = train::gpu_normals(gpu, n * latent_dim(run.model), seed, SAMPLE_STREAM + 3)?;
+            decode(gpu, run, &codes)
+        }
+        other => Err(TrainError::Config(format!("{other} runs do not generate images for FID"))),
+    }
+}
+
+/// `latent eval`: the model's metrics on the whole test set (without FID).
 pub fn evaluate(gpu: &Gpu, path: &Path, iwae_k: usize) -> Result<serde_json::Value, TrainError> {
+    evaluate_with(gpu, path, iwae_k, &crate::gan::FidOptions::default())
+}
+
+/// `latent eval`: the model's metrics on the whole test set, and for models that generate, FID of `fid.n`
+/// samples with its floor.
+pub fn evaluate_with(
+    gpu: &Gpu,
+    path: &Path,
+    iwae_k: usize,
+    fid: &crate::gan::FidOptions,
+) -> Result<serde_json::Value, TrainError> {
     let run = LoadedRun::open(path)?;
+    if run.model == ModelKind::Gan {
+        return crate::gan::evaluate(gpu, &run, fid);
+    }
     let test = run.test_set()?;
     let batch = run.config.batch;
     let tg = train::train_graph(run.model, batch)?;
@@ -311,10 +373,16 @@ pub fn evaluate(gpu: &Gpu, path: &Path, iwae_k: usize) -> Result<serde_json::Val
                 report["iwae_nll_nats"] = json!(nll);
                 report["iwae_nll_bits_per_dim"] = json!(nll / (dims * std::f64::consts::LN_2));
             }
+            if fid.n > 0 {
+                let samples = generated_images(gpu, &run, fid.n, run.config.seed)?;
+                let splits = train::load_data(run.config.data.as_ref())?;
+                crate::gan::add_fid(gpu, &mut report, &samples, &splits, &run, fid)?;
+            }
         }
         ModelKind::Ae => {
             report["bce_nats"] = metrics["bce"].clone();
         }
+        ModelKind::Gan => unreachable!("evaluated above"),
         ModelKind::Classifier => {
             report["cross_entropy"] = metrics["cross_entropy"].clone();
             report["accuracy"] = metrics["accuracy"].clone();

@@ -196,6 +196,9 @@ pub enum Op {
         target: TensorId,
         loss: TensorId,
     },
+    /// Per image: sum over its values of BCE-with-logits(logits, target) against one constant target for every
+    /// logit (the GAN's 1 for "real", 0 for "fake"); loss (1) = mean over the batch
+    BceWithLogitsConstant { logits: TensorId, target: f32, loss: TensorId },
     /// Per image: KL(N(mu, exp(logvar)) || N(0, I)); loss (1) = mean over the batch
     GaussianKl {
         mu: TensorId,
@@ -234,6 +237,7 @@ impl Op {
             | Op::NormalNoise { y, .. } => y,
             Op::Reparameterize { z, .. } => z,
             Op::BceWithLogits { loss, .. }
+            | Op::BceWithLogitsConstant { loss, .. }
             | Op::GaussianKl { loss, .. }
             | Op::MeanSquaredError { loss, .. }
             | Op::CrossEntropy { loss, .. } => loss,
@@ -255,6 +259,7 @@ impl Op {
             Op::NormalNoise { .. } => vec![],
             Op::Reparameterize { mu, logvar, eps, .. } => vec![mu, logvar, eps],
             Op::BceWithLogits { logits, target, .. } => vec![logits, target],
+            Op::BceWithLogitsConstant { logits, .. } => vec![logits],
             Op::GaussianKl { mu, logvar, .. } => vec![mu, logvar],
             Op::MeanSquaredError { prediction, target, .. } => vec![prediction, target],
             Op::CrossEntropy { logits, labels, .. } => vec![logits, labels],
@@ -264,7 +269,11 @@ impl Op {
     pub fn is_loss(&self) -> bool {
         matches!(
             self,
-            Op::BceWithLogits { .. } | Op::GaussianKl { .. } | Op::MeanSquaredError { .. } | Op::CrossEntropy { .. }
+            Op::BceWithLogits { .. }
+                | Op::BceWithLogitsConstant { .. }
+                | Op::GaussianKl { .. }
+                | Op::MeanSquaredError { .. }
+                | Op::CrossEntropy { .. }
         )
     }
 
@@ -285,6 +294,7 @@ impl Op {
             Op::NormalNoise { .. } => "normal_noise",
             Op::Reparameterize { .. } => "reparameterize",
             Op::BceWithLogits { .. } => "bce_with_logits",
+            Op::BceWithLogitsConstant { .. } => "bce_with_logits_constant",
             Op::GaussianKl { .. } => "gaussian_kl",
             Op::MeanSquaredError { .. } => "mse",
             Op::CrossEntropy { .. } => "cross_entropy",
@@ -687,6 +697,13 @@ impl Graph {
         self.same_shape("bce_with_logits", logits, target)?;
         let loss = self.loss_tensor("bce");
         Ok(self.push(Op::BceWithLogits { logits, target, loss }))
+    }
+
+    /// Per image: sum of BCE-with-logits of its values against the constant `target` (1 "real", 0 "fake"); the
+    /// loss is the batch mean. `name` names the loss tensor (`d_real`, `d_fake`, `g`).
+    pub fn bce_with_logits_constant(&mut self, name: &str, logits: TensorId, target: f32) -> TensorId {
+        let loss = self.loss_tensor(name);
+        self.push(Op::BceWithLogitsConstant { logits, target, loss })
     }
 
     /// Per image: KL(N(mu, exp(logvar)) || N(0, I)); the loss is the batch mean.

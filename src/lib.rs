@@ -13,6 +13,8 @@ pub mod check;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod fid;
+pub mod gan;
 pub mod generate;
 pub mod gpu;
 pub mod graph;

@@ -49,7 +49,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train a model (ae, vae, classifier) with the defaults of models.md on the embedded data unless --data.
+    /// Train a model (ae, vae, classifier, gan) with the defaults of models.md on the embedded data unless --data.
     Train(TrainArgs),
     /// A run's metrics on the whole test set (losses, likelihood bounds).
     Eval {
@@ -58,6 +58,14 @@ enum Command {
         /// Samples per image of the importance-weighted likelihood bound (vae); 0 skips it.
         #[arg(long, default_value_t = 100)]
         iwae_k: usize,
+        /// Generated images for FID (gan, vae), against the test set, with the floor of as many real training
+        /// images beside it; 0 skips FID.
+        #[arg(long, default_value_t = 1000)]
+        fid_n: usize,
+        /// The classifier run whose features FID uses (default: one trained once per dataset and cached under
+        /// $LATENT_CACHE, $XDG_CACHE_HOME/latent or ~/.cache/latent).
+        #[arg(long)]
+        classifier: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -176,7 +184,7 @@ enum BenchCommand {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// The model: ae, vae or classifier.
+    /// The model: ae, vae, classifier or gan.
     model: ModelKind,
     /// Total epochs of the run (default: models.md's recipe).
     #[arg(long, value_parser = at_least_one_u64)]
@@ -290,9 +298,21 @@ fn main() -> ExitCode {
             } => bench_train(&cli.device, *steps, *batch, model, *json),
         },
         Command::Train(args) => train(&cli.device, args),
-        Command::Eval { run, iwae_k, json } => with_gpu(
+        Command::Eval {
+            run,
+            iwae_k,
+            fid_n,
+            classifier,
+            json,
+        } => with_gpu(
             &cli.device,
-            |gpu| Ok(generate::evaluate(gpu, run, *iwae_k)?),
+            |gpu| {
+                let fid = latent::gan::FidOptions {
+                    n: *fid_n,
+                    classifier: classifier.clone(),
+                };
+                Ok(generate::evaluate_with(gpu, run, *iwae_k, &fid)?)
+            },
             *json,
             print_eval,
         ),
@@ -582,6 +602,12 @@ fn print_eval(report: &serde_json::Value) {
         ("bce_nats", "test BCE (nats/image)"),
         ("cross_entropy", "test cross-entropy"),
         ("accuracy", "test accuracy"),
+        ("d_x", "mean D(x) on the test set"),
+        ("d_g_z", "mean D(G(z)) on as many samples"),
+        ("jsd_nats", "Jensen-Shannon estimate (nats)"),
+        ("fid", "FID against the test set"),
+        ("fid_floor", "  floor (real training images)"),
+        ("class_entropy_nats", "class entropy of the samples (nats)"),
     ];
     for (key, label) in rows {
         if let Some(value) = report[key].as_f64() {
@@ -590,6 +616,12 @@ fn print_eval(report: &serde_json::Value) {
     }
     if let Some(k) = report["iwae_k"].as_u64() {
         println!("(IWAE with k = {k} samples per image)");
+    }
+    if let Some(n) = report["fid_n"].as_u64() {
+        println!(
+            "(FID over {n} samples and {n} real images, features of {}; class histogram {})",
+            report["fid_classifier"], report["class_histogram"]
+        );
     }
 }
 

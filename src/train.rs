@@ -133,6 +133,17 @@ pub fn train_graph(model: ModelKind, batch: usize) -> Result<TrainGraph, GraphEr
                 class_logits: Some(o.logits),
             }
         }
+        // The discriminator step (it holds both nets; `latent train gan` compiles the generator step beside it).
+        ModelKind::Gan => {
+            let o = models::gan::discriminator_step(batch)?;
+            TrainGraph {
+                graph: o.graph,
+                x: o.x,
+                labels: None,
+                losses: vec![("d_real", o.real_loss), ("d_fake", o.fake_loss)],
+                class_logits: None,
+            }
+        }
     })
 }
 
@@ -199,6 +210,7 @@ pub fn default_epochs(model: ModelKind) -> u64 {
     match model {
         ModelKind::Ae | ModelKind::Vae => 20,
         ModelKind::Classifier => 10,
+        ModelKind::Gan => 30,
     }
 }
 
@@ -277,7 +289,7 @@ pub fn evaluate(
     Ok(metrics)
 }
 
-fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
+pub(crate) fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         Some(total),
         if enabled {
@@ -381,6 +393,9 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     let total_steps = config.steps.unwrap_or(config.epochs * steps_per_epoch);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
     run.write_config(&config)?;
+    if model == ModelKind::Gan {
+        return crate::gan::train(gpu, request, run, config, resume_from, &splits, batcher);
+    }
 
     let mut store = ParamStore::new(config.seed);
     let train_options = TrainOptions {
@@ -727,7 +742,7 @@ impl Preview {
                 Preview::Samples { plan, output, count }
             }
             ModelKind::Ae => Preview::Reconstructions,
-            ModelKind::Classifier => Preview::None,
+            ModelKind::Classifier | ModelKind::Gan => Preview::None,
         })
     }
 

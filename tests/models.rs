@@ -53,6 +53,27 @@ fn spec(model: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
             ("f2.weight", vec![10, 128]),
             ("f2.bias", vec![10]),
         ],
+        // Learned tensors; BatchNorm's running statistics are checked in tests/gan.rs.
+        ModelKind::Gan => vec![
+            ("generator.fc.weight", vec![6272, 64]),
+            ("generator.fc.bias", vec![6272]),
+            ("generator.net.0.weight", vec![128]),
+            ("generator.net.0.bias", vec![128]),
+            ("generator.net.2.weight", vec![128, 64, 4, 4]),
+            ("generator.net.2.bias", vec![64]),
+            ("generator.net.3.weight", vec![64]),
+            ("generator.net.3.bias", vec![64]),
+            ("generator.net.5.weight", vec![64, 1, 4, 4]),
+            ("generator.net.5.bias", vec![1]),
+            ("discriminator.net.0.weight", vec![64, 1, 4, 4]),
+            ("discriminator.net.0.bias", vec![64]),
+            ("discriminator.net.2.weight", vec![128, 64, 4, 4]),
+            ("discriminator.net.2.bias", vec![128]),
+            ("discriminator.net.3.weight", vec![128]),
+            ("discriminator.net.3.bias", vec![128]),
+            ("discriminator.net.6.weight", vec![1, 6272]),
+            ("discriminator.net.6.bias", vec![1]),
+        ],
     }
 }
 
@@ -62,6 +83,7 @@ fn parameter_counts_match_models_md() {
         (ModelKind::Ae, 170_193),
         (ModelKind::Vae, 652_824),
         (ModelKind::Classifier, 421_642),
+        (ModelKind::Gan, 679_042),
     ] {
         let tg = train::train_graph(model, 2).unwrap();
         assert_eq!(tg.graph.parameter_count(), count, "{model}");
@@ -93,7 +115,14 @@ fn checkpoints_carry_the_names_shapes_and_dtypes_of_models_md() {
         let loaded = Checkpoint::load(&path).unwrap();
         assert_eq!(loaded.model(), model.name());
         let expected = spec(model);
-        let model_tensors: Vec<&String> = loaded.tensors.keys().filter(|n| !n.starts_with("optim.")).collect();
+        let is_norm_state = |n: &str| {
+            n.ends_with(".running_mean") || n.ends_with(".running_var") || n.ends_with(".num_batches_tracked")
+        };
+        let model_tensors: Vec<&String> = loaded
+            .tensors
+            .keys()
+            .filter(|n| !n.starts_with("optim.") && !is_norm_state(n))
+            .collect();
         assert_eq!(model_tensors.len(), expected.len(), "{model}: {model_tensors:?}");
         for (name, shape) in expected {
             let tensor = loaded
@@ -241,7 +270,7 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         .count();
     assert_eq!(lines, 3, "resume appends the third epoch");
 
-    let eval = latent(&["eval", "--run", run_s, "--iwae-k", "8", "--json"]);
+    let eval = latent(&["eval", "--run", run_s, "--iwae-k", "8", "--fid-n", "0", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     let nelbo = report["negative_elbo_nats"].as_f64().unwrap();
     let iwae = report["iwae_nll_nats"].as_f64().unwrap();

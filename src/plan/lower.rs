@@ -701,6 +701,25 @@ impl Builder<'_> {
                 )?;
                 self.push_all(&label, dispatches);
             }
+            Op::BceWithLogitsConstant { logits, target, loss } => {
+                let (batch, features) = per_sample(self.graph, logits);
+                let samples = self.per_sample_buffer(loss, batch)?;
+                let slot = LossSlot {
+                    buffer: &self.buf(loss),
+                    slot: 0,
+                    accumulate: false,
+                };
+                let dispatches = loss::bce_with_logits_forward(
+                    gpu,
+                    &slot,
+                    &samples,
+                    &self.buf(logits),
+                    Target::Constant(target),
+                    batch,
+                    features,
+                )?;
+                self.push_all(&label, dispatches);
+            }
             Op::GaussianKl { mu, logvar, loss } => {
                 let (batch, latent) = per_sample(self.graph, mu);
                 let samples = self.per_sample_buffer(loss, batch)?;
@@ -790,6 +809,22 @@ impl Builder<'_> {
                         &dlogits,
                         &self.buf(logits),
                         Target::Values(&target),
+                        accumulate,
+                        batch,
+                        features,
+                    )?;
+                    self.push(format!("{label} dlogits"), d, 0);
+                }
+            }
+            Op::BceWithLogitsConstant { logits, target, .. } => {
+                let (batch, features) = per_sample(self.graph, logits);
+                if self.needs(logits) {
+                    let (dlogits, accumulate) = self.grad_target(logits)?;
+                    let d = loss::bce_with_logits_backward(
+                        gpu,
+                        &dlogits,
+                        &self.buf(logits),
+                        Target::Constant(target),
                         accumulate,
                         batch,
                         features,

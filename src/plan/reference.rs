@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::params::initial_values;
 use super::TrainOptions;
 use crate::cpu;
-use crate::graph::{Graph, Op, TensorId, TensorKind};
+use crate::graph::{Graph, NormMode, Op, TensorId, TensorKind};
 use crate::kernels::conv2d::Conv2dShape;
 use crate::kernels::conv_transpose2d::ConvTranspose2dShape;
 use crate::kernels::matmul::{Layout, MatmulShape};
@@ -94,7 +94,10 @@ impl<'g> Reference<'g> {
     pub fn forward(&mut self) -> Result<Vec<f64>, Unsupported> {
         let mut losses = Vec::new();
         for op in &self.graph.ops {
-            let y = self.forward_op(op)?;
+            let y = match op {
+                Op::BatchNorm2d { .. } => self.batch_norm_forward(op),
+                _ => self.forward_op(op)?,
+            };
             if op.is_loss() {
                 losses.push(y[0]);
             }
@@ -189,6 +192,11 @@ impl<'g> Reference<'g> {
                     features,
                 )]
             }
+            Op::BceWithLogitsConstant { logits, target, .. } => {
+                let (batch, features) = per_sample(g, logits);
+                let targets = vec![target as f64; batch * features];
+                vec![cpu::loss::bce_with_logits(self.value(logits), &targets, batch, features)]
+            }
             Op::GaussianKl { mu, logvar, .. } => {
                 let (batch, latent) = per_sample(g, mu);
                 vec![cpu::loss::kl(self.value(mu), self.value(logvar), batch, latent)]
@@ -260,6 +268,12 @@ impl<'g> Reference<'g> {
             Op::BceWithLogits { logits, target, .. } => {
                 let batch = g.shape(logits)[0];
                 let d = cpu::loss::bce_with_logits_backward(self.value(logits), self.value(target), batch);
+                self.accumulate(logits, d);
+            }
+            Op::BceWithLogitsConstant { logits, target, .. } => {
+                let batch = g.shape(logits)[0];
+                let targets = vec![target as f64; g.tensor(logits).len()];
+                let d = cpu::loss::bce_with_logits_backward(self.value(logits), &targets, batch);
                 self.accumulate(logits, d);
             }
             Op::GaussianKl { mu, logvar, .. } => {
@@ -384,6 +398,44 @@ impl<'g> Reference<'g> {
                 self.accumulate(a, da);
                 self.accumulate(b, db);
             }
+            // Noise has no inputs: its gradient (the GAN's z feeds G) goes nowhere.
+            Op::NormalNoise { .. } => {}
+            Op::BatchNorm2d {
+                x, weight, bias, mode, ..
+            } => {
+                if mode == NormMode::Eval {
+                    return Err(Unsupported("batch_norm2d backward in evaluation mode"));
+                }
+                // The batch statistics again (x still holds this step's values), then the training backward.
+                let s = g.shape(x);
+                let (batch, channels, inner) = (s[0], s[1], s[2] * s[3]);
+                let ones = vec![1.0; channels];
+                let statistics = cpu::batchnorm::forward_train(
+                    self.value(x),
+                    &ones,
+                    &ones,
+                    &ones,
+                    &ones,
+                    batch,
+                    channels,
+                    inner,
+                    BATCH_NORM_EPS,
+                    BATCH_NORM_MOMENTUM,
+                );
+                let grads = cpu::batchnorm::backward(
+                    self.value(x),
+                    &statistics.mean,
+                    &statistics.rstd,
+                    dy,
+                    self.value(weight),
+                    batch,
+                    channels,
+                    inner,
+                );
+                self.accumulate(x, grads.dx);
+                self.accumulate(weight, grads.dweight);
+                self.accumulate(bias, grads.dbias);
+            }
             Op::Reparameterize { mu, logvar, eps, .. } => {
                 let (dmu, dlogvar) = cpu::reparam::backward(self.value(eps), self.value(logvar), dy);
                 self.accumulate(mu, dmu);
@@ -437,6 +489,64 @@ impl<'g> Reference<'g> {
                 }
             }
         }
+    }
+}
+
+/// BatchNorm2d's eps and momentum (models.md; the same as the kernels').
+const BATCH_NORM_EPS: f64 = 1e-5;
+const BATCH_NORM_MOMENTUM: f64 = 0.1;
+
+impl Reference<'_> {
+    /// BatchNorm2d forward: batch statistics in training (updating the running statistics and the counter in
+    /// `Train` mode only), running statistics in evaluation.
+    fn batch_norm_forward(&mut self, op: &Op) -> Vec<f64> {
+        let Op::BatchNorm2d {
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+            mode,
+            ..
+        } = *op
+        else {
+            unreachable!("called for BatchNorm2d only")
+        };
+        let s = self.graph.shape(x);
+        let (batch, channels, inner) = (s[0], s[1], s[2] * s[3]);
+        if mode == NormMode::Eval {
+            return cpu::batchnorm::forward_eval(
+                self.value(x),
+                self.value(weight),
+                self.value(bias),
+                self.value(running_mean),
+                self.value(running_var),
+                channels,
+                inner,
+                BATCH_NORM_EPS,
+            );
+        }
+        let out = cpu::batchnorm::forward_train(
+            self.value(x),
+            self.value(weight),
+            self.value(bias),
+            self.value(running_mean),
+            self.value(running_var),
+            batch,
+            channels,
+            inner,
+            BATCH_NORM_EPS,
+            BATCH_NORM_MOMENTUM,
+        );
+        if mode == NormMode::Train {
+            self.set(running_mean, out.running_mean);
+            self.set(running_var, out.running_var);
+            let counter = self.graph.params[num_batches_tracked.0].tensor;
+            let count = self.value(counter)[0] + 1.0;
+            self.set(counter, vec![count]);
+        }
+        out.y
     }
 }
 

@@ -1,0 +1,278 @@
+//! Fréchet distance between feature distributions (FID, Heusel et al. 2017), with the project's own classifier as
+//! the feature network (models.md: the 128 ReLU outputs of `f1`).
+//!
+//! FID = |mu_a - mu_b|² + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) over Gaussians fitted to two sets of features. The
+//! trace of the matrix square root comes from nalgebra's symmetric eigendecomposition: with R = S_a^(1/2) (S_a is
+//! symmetric positive semi-definite), S_a S_b is similar to R S_b R, which is symmetric PSD, so
+//! tr((S_a S_b)^(1/2)) = Σ sqrt(λ_i(R S_b R)).
+//!
+//! Any model that generates plugs in by handing [`fid_report`] N images in [0, 1]; the floor beside the score is
+//! the same distance for N real training images, what a perfect generator would get at that N.
+
+use std::path::{Path, PathBuf};
+
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use serde_json::json;
+
+use crate::data::{self, Dataset, PixelRange, Splits};
+use crate::generate::LoadedRun;
+use crate::gpu::Gpu;
+use crate::graph::{Graph, TensorId};
+use crate::models::{classifier, ModelKind};
+use crate::plan::{ParamStore, Plan};
+use crate::train::{self, TrainError, TrainRequest};
+
+/// Mean and covariance of a set of feature vectors.
+#[derive(Clone, Debug)]
+pub struct FeatureStatistics {
+    pub count: usize,
+    /// (D)
+    pub mean: DVector<f64>,
+    /// (D, D), unbiased (divided by count - 1, as numpy's `cov` in the reference implementation)
+    pub covariance: DMatrix<f64>,
+}
+
+impl FeatureStatistics {
+    /// Statistics of `features` (count, dim), row-major.
+    pub fn new(features: &[f32], dim: usize) -> Self {
+        let count = features.len() / dim.max(1);
+        let rows = DMatrix::from_row_slice(count, dim, &features[..count * dim]).map(f64::from);
+        let mean = DVector::from_iterator(dim, rows.column_iter().map(|c| c.mean()));
+        let mut centered = rows;
+        for mut row in centered.row_iter_mut() {
+            row -= mean.transpose();
+        }
+        let covariance = centered.transpose() * &centered / (count.saturating_sub(1).max(1) as f64);
+        Self {
+            count,
+            mean,
+            covariance,
+        }
+    }
+}
+
+/// The square root of a symmetric positive semi-definite matrix (negative rounding-error eigenvalues clamped to 0).
+fn psd_sqrt(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let symmetric = (m + m.transpose()) * 0.5;
+    let eigen = SymmetricEigen::new(symmetric);
+    let roots = eigen.eigenvalues.map(|l| l.max(0.0).sqrt());
+    &eigen.eigenvectors * DMatrix::from_diagonal(&roots) * eigen.eigenvectors.transpose()
+}
+
+/// FID between two fitted Gaussians: |mu_a - mu_b|² + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)).
+pub fn frechet_distance(a: &FeatureStatistics, b: &FeatureStatistics) -> f64 {
+    let root_a = psd_sqrt(&a.covariance);
+    let product = &root_a * &b.covariance * &root_a;
+    let symmetric = (&product + product.transpose()) * 0.5;
+    let trace_sqrt: f64 = SymmetricEigen::new(symmetric)
+        .eigenvalues
+        .iter()
+        .map(|l| l.max(0.0).sqrt())
+        .sum();
+    let mean_term = (&a.mean - &b.mean).norm_squared();
+    mean_term + a.covariance.trace() + b.covariance.trace() - 2.0 * trace_sqrt
+}
+
+/// FID between two sets of features (count, dim), row-major.
+pub fn fid(a: &[f32], b: &[f32], dim: usize) -> f64 {
+    frechet_distance(&FeatureStatistics::new(a, dim), &FeatureStatistics::new(b, dim))
+}
+
+/// Entropy (nats) of a histogram of counts.
+pub fn entropy(histogram: &[usize]) -> f64 {
+    let total: usize = histogram.iter().sum();
+    histogram
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / total as f64;
+            -p * p.ln()
+        })
+        .sum()
+}
+
+/// The classifier of a run directory as a feature network: images in [0, 1] -> (features (N, 128), classes (N)).
+pub struct FeatureNet {
+    pub run: PathBuf,
+    plan: Plan,
+    _store: ParamStore,
+    x: TensorId,
+    features: TensorId,
+    logits: TensorId,
+    batch: usize,
+}
+
+impl FeatureNet {
+    const BATCH: usize = 100;
+
+    pub fn load(gpu: &Gpu, path: &Path) -> Result<Self, TrainError> {
+        let run = LoadedRun::open(path)?;
+        if run.model != ModelKind::Classifier {
+            return Err(TrainError::Config(format!(
+                "--classifier {} is a {} run; give a run of `latent train classifier`",
+                path.display(),
+                run.model
+            )));
+        }
+        let batch = Self::BATCH;
+        let mut graph = Graph::new();
+        let x = graph.input("x", &[batch, 1, 28, 28]);
+        let (features, logits) = classifier::forward(&mut graph, x)?;
+        let (plan, store) = run.forward_plan(gpu, &graph, "fid features")?;
+        Ok(Self {
+            run: path.to_path_buf(),
+            plan,
+            _store: store,
+            x,
+            features,
+            logits,
+            batch,
+        })
+    }
+
+    /// Features (N, 128) and predicted classes (N) of `images` (N, 784) in [0, 1].
+    pub fn features(&self, gpu: &Gpu, images: &[f32]) -> Result<(Vec<f32>, Vec<u32>), TrainError> {
+        const PIXELS: usize = 784;
+        let count = images.len() / PIXELS;
+        let mut features = Vec::with_capacity(count * classifier::FEATURES);
+        let mut classes = Vec::with_capacity(count);
+        let mut staging = vec![0.0f32; self.batch * PIXELS];
+        for start in (0..count).step_by(self.batch) {
+            let valid = self.batch.min(count - start);
+            for i in 0..self.batch {
+                // The last batch is padded by repeating its last image; only the real ones are kept.
+                let source = (start + i.min(valid - 1)) * PIXELS;
+                staging[i * PIXELS..(i + 1) * PIXELS].copy_from_slice(&images[source..source + PIXELS]);
+            }
+            self.plan.write_input(gpu, self.x, &staging)?;
+            self.plan.run(gpu, 0);
+            let f = self.plan.read(gpu, self.features)?;
+            features.extend_from_slice(&f[..valid * classifier::FEATURES]);
+            let logits = self.plan.read(gpu, self.logits)?;
+            for row in logits.chunks(classifier::CLASSES).take(valid) {
+                let best = (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+                classes.push(best as u32);
+            }
+        }
+        Ok((features, classes))
+    }
+}
+
+/// Where trained feature classifiers are kept: `$LATENT_CACHE`, else `$XDG_CACHE_HOME/latent`, else
+/// `~/.cache/latent`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LATENT_CACHE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir).join("latent");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache").join("latent"),
+        None => PathBuf::from(".latent-cache"),
+    }
+}
+
+/// FNV-1a over the pixels and labels of both splits: names the cached classifier of a dataset.
+fn data_hash(splits: &Splits) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &byte in bytes {
+            hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    };
+    for dataset in [&splits.train, &splits.test] {
+        feed(&(dataset.len() as u64).to_le_bytes());
+        feed(dataset.pixels());
+        for label in dataset.labels().unwrap_or(&[]) {
+            feed(&label.to_le_bytes());
+        }
+    }
+    hash
+}
+
+/// The classifier run to take features from: `given`, or one trained with the defaults on `data` and kept in
+/// the cache (trained on first use, which takes minutes; said on stderr).
+pub fn classifier_run(gpu: &Gpu, given: Option<&Path>, data: Option<&PathBuf>) -> Result<PathBuf, TrainError> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    let splits = train::load_data(data)?;
+    let dir = cache_root().join(format!("classifier-{:016x}", data_hash(&splits)));
+    let finished = LoadedRun::open(&dir).ok().is_some_and(|run| {
+        let metrics = run.dir.metrics().map(|m| m.len() as u64).unwrap_or(0);
+        metrics >= run.config.epochs
+    });
+    if finished {
+        eprintln!("FID features from the cached classifier {}", dir.display());
+        return Ok(dir);
+    }
+    let resume = dir.join(crate::run::CHECKPOINT).exists();
+    eprintln!(
+        "No --classifier given: training the FID classifier with the defaults into {} (once per dataset; set \
+         LATENT_CACHE to keep it elsewhere, or pass --classifier DIR)",
+        dir.display()
+    );
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| crate::run::RunError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let request = TrainRequest {
+        model: ModelKind::Classifier,
+        epochs: None,
+        steps: None,
+        batch: None,
+        lr: None,
+        seed: None,
+        data: if resume { None } else { data.cloned() },
+        run: if resume { None } else { Some(dir.clone()) },
+        resume: resume.then(|| dir.clone()),
+        log_every: 10,
+        progress: false,
+    };
+    train::train(gpu, &request)?;
+    Ok(dir)
+}
+
+/// `n` real images in [0, 1] from `dataset`: a fixed random subset (the floor's reference set).
+pub fn real_subset(dataset: &Dataset, n: usize, seed: u64) -> Vec<f32> {
+    let order = data::shuffled_order(dataset.len(), seed, 0);
+    let indices: Vec<usize> = order.into_iter().take(n).collect();
+    let mut images = vec![0.0f32; indices.len() * dataset.shape().numel()];
+    dataset.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
+    images
+}
+
+/// FID of `generated` (N, 784) in [0, 1] against the whole test set, its floor (N real training images against
+/// the test set), and the generated images' class histogram and entropy by the classifier.
+pub fn fid_report(
+    gpu: &Gpu,
+    net: &FeatureNet,
+    generated: &[f32],
+    splits: &Splits,
+    seed: u64,
+) -> Result<serde_json::Value, TrainError> {
+    let n = generated.len() / 784;
+    let dim = classifier::FEATURES;
+    let test_images = real_subset(&splits.test, splits.test.len(), seed);
+    let (test_features, _) = net.features(gpu, &test_images)?;
+    let test = FeatureStatistics::new(&test_features, dim);
+    let (generated_features, classes) = net.features(gpu, generated)?;
+    let score = frechet_distance(&FeatureStatistics::new(&generated_features, dim), &test);
+    let (real_features, _) = net.features(gpu, &real_subset(&splits.train, n, seed))?;
+    let floor = frechet_distance(&FeatureStatistics::new(&real_features, dim), &test);
+    let mut histogram = vec![0usize; classifier::CLASSES];
+    for c in classes {
+        histogram[c as usize] += 1;
+    }
+    Ok(json!({
+        "fid": score,
+        "fid_floor": floor,
+        "fid_n": n,
+        "fid_classifier": net.run,
+        "class_histogram": histogram,
+        "class_entropy_nats": entropy(&histogram),
+    }))
+}
