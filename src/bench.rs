@@ -85,6 +85,15 @@ impl Workload {
                 workload.add_input(&o.graph, 0, o.x, Fill::Uniform(0.0, 1.0), &mut rng);
                 workload.add_input(&o.graph, 0, o.labels, Fill::Below(10), &mut rng);
             }
+            ModelKind::Gan => {
+                // One step is the discriminator's plan, then the generator's, as in training.
+                let adam = Optimizer::adam_betas(model.learning_rate(), 0.5, 0.999);
+                let d = crate::models::gan::discriminator_step(batch)?;
+                workload.add_plan_updating(gpu, "gan discriminator", &d.graph, adam.clone(), seed, "discriminator.")?;
+                workload.add_input(&d.graph, 0, d.x, Fill::Uniform(-1.0, 1.0), &mut rng);
+                let g = crate::models::gan::generator_step(batch)?;
+                workload.add_plan_updating(gpu, "gan generator", &g.graph, adam, seed, "generator.")?;
+            }
         }
         workload.write_inputs(gpu)?;
         Ok(workload)
@@ -99,11 +108,29 @@ impl Workload {
         optimizer: Optimizer,
         seed: u64,
     ) -> Result<(), ProfileError> {
+        self.add_plan_updating(gpu, name, graph, optimizer, seed, "")
+    }
+
+    /// Like [`add_plan`](Self::add_plan), updating only the parameters whose names start with `prefix`.
+    pub fn add_plan_updating(
+        &mut self,
+        gpu: &Gpu,
+        name: &str,
+        graph: &Graph,
+        optimizer: Optimizer,
+        seed: u64,
+        prefix: &str,
+    ) -> Result<(), ProfileError> {
+        let update_prefixes = if prefix.is_empty() {
+            vec![]
+        } else {
+            vec![prefix.to_string()]
+        };
         let options = PlanOptions {
             name: name.to_string(),
             train: Some(TrainOptions {
                 optimizer,
-                update_prefixes: vec![],
+                update_prefixes,
             }),
             seed,
         };

@@ -220,17 +220,10 @@ pub fn classifier_run(gpu: &Gpu, given: Option<&Path>, data: Option<&PathBuf>) -
         })?;
     }
     let request = TrainRequest {
-        model: ModelKind::Classifier,
-        epochs: None,
-        steps: None,
-        batch: None,
-        lr: None,
-        seed: None,
         data: if resume { None } else { data.cloned() },
         run: if resume { None } else { Some(dir.clone()) },
         resume: resume.then(|| dir.clone()),
-        log_every: 10,
-        progress: false,
+        ..TrainRequest::new(ModelKind::Classifier)
     };
     train::train(gpu, &request)?;
     Ok(dir)

@@ -284,7 +284,10 @@ pub(crate) fn train(
         });
         train::save_checkpoint(gpu, &run, &plans.store, model, &config, step)?;
         let grid = to_unit(&eval.generate(gpu, &preview_codes)?);
-        run::save_png(&run.sample_path(epoch_number), &run::image_grid(&grid, [64, 1, 28, 28], 8))?;
+        run::save_png(
+            &run.sample_path(epoch_number),
+            &run::image_grid(&grid, [64, 1, 28, 28], 8),
+        )?;
         run.append_metrics(&record)?;
         plot(&run)?;
         let line = format!(

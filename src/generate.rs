@@ -326,7 +326,9 @@ pub fn generated_images(gpu: &Gpu, run: &LoadedRun, n: usize, seed: u64) -> Resu
             let codes = train::gpu_normals(gpu, n * latent_dim(run.model), seed, SAMPLE_STREAM + 3)?;
             decode(gpu, run, &codes)
         }
-        other => Err(TrainError::Config(format!("{other} runs do not generate images for FID"))),
+        other => Err(TrainError::Config(format!(
+            "{other} runs do not generate images for FID"
+        ))),
     }
 }
 

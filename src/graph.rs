@@ -198,7 +198,11 @@ pub enum Op {
     },
     /// Per image: sum over its values of BCE-with-logits(logits, target) against one constant target for every
     /// logit (the GAN's 1 for "real", 0 for "fake"); loss (1) = mean over the batch
-    BceWithLogitsConstant { logits: TensorId, target: f32, loss: TensorId },
+    BceWithLogitsConstant {
+        logits: TensorId,
+        target: f32,
+        loss: TensorId,
+    },
     /// Per image: KL(N(mu, exp(logvar)) || N(0, I)); loss (1) = mean over the batch
     GaussianKl {
         mu: TensorId,

@@ -49,7 +49,10 @@ fn gan_graphs_have_the_names_shapes_and_count_of_models_md() {
             assert_eq!(spec.shape, shape, "{name}");
         }
     }
-    assert_eq!(train::train_graph(ModelKind::Gan, 2).unwrap().graph.parameter_count(), 679_042);
+    assert_eq!(
+        train::train_graph(ModelKind::Gan, 2).unwrap().graph.parameter_count(),
+        679_042
+    );
     // D is applied twice in the D step with one set of weights.
     let d_weights = d_step
         .graph
@@ -84,7 +87,10 @@ fn each_gan_plan_updates_only_its_own_network() {
     let gpu = check::shared_gpu();
     let batch = 4;
     let plans = gan::compile(gpu, batch, 2e-4, 7).unwrap();
-    plans.discriminator.write_input(gpu, plans.x, &x_batch(batch, 3)).unwrap();
+    plans
+        .discriminator
+        .write_input(gpu, plans.x, &x_batch(batch, 3))
+        .unwrap();
     let before = snapshot(gpu, &plans.store);
     plans.discriminator.run(gpu, 0);
     let after_d = snapshot(gpu, &plans.store);
@@ -104,9 +110,7 @@ fn each_gan_plan_updates_only_its_own_network() {
         }
     }
     // Running statistics: G's are updated once per step (by the D step only), D's by both plans.
-    let counter = |snap: &[(String, bool, Vec<f32>)], name: &str| {
-        snap.iter().find(|(n, _, _)| n == name).unwrap().2[0]
-    };
+    let counter = |snap: &[(String, bool, Vec<f32>)], name: &str| snap.iter().find(|(n, _, _)| n == name).unwrap().2[0];
     assert_eq!(counter(&after_g, "generator.net.0.num_batches_tracked"), 1.0);
     assert_eq!(counter(&after_g, "discriminator.net.3.num_batches_tracked"), 3.0);
     // The D plan computes no gradient for G: no G gradient buffer exists before the G plan made one, and the
@@ -224,12 +228,20 @@ fn constant_target_bce_matches_the_cpu_reference() {
             plan.run(gpu, step);
             let gpu_loss = plan.read_losses(gpu).unwrap()[0] as f64;
             let cpu_loss = reference.step(step).unwrap()[0];
-            assert!((gpu_loss - cpu_loss).abs() <= 1e-5 * cpu_loss.abs().max(1.0), "{gpu_loss} vs {cpu_loss}");
+            assert!(
+                (gpu_loss - cpu_loss).abs() <= 1e-5 * cpu_loss.abs().max(1.0),
+                "{gpu_loss} vs {cpu_loss}"
+            );
         }
         for entry in &store.entries {
             let values: Vec<f32> = gpu.read(&entry.value).unwrap();
             let expected = reference.param(&entry.name).unwrap();
-            check::assert_close(&entry.name, &values[..expected.len()], expected, check::Tolerance::ELEMENTWISE);
+            check::assert_close(
+                &entry.name,
+                &values[..expected.len()],
+                expected,
+                check::Tolerance::ELEMENTWISE,
+            );
         }
     }
 }
@@ -244,7 +256,10 @@ fn jsd_estimate_is_zero_for_an_undecided_discriminator_and_log_2_for_a_perfect_o
     // D(x) = 3/4 on real and 1/4 on fake: log 2 + log 3/4.
     let l = 3f32.ln();
     let value = gan::jsd_estimate(&[l], &[-l]);
-    assert!((value - (std::f64::consts::LN_2 + 0.75f64.ln())).abs() < 1e-6, "{value}");
+    assert!(
+        (value - (std::f64::consts::LN_2 + 0.75f64.ln())).abs() < 1e-6,
+        "{value}"
+    );
     assert!((gan::mean_probability(&[0.0, l]) - 0.625).abs() < 1e-6);
 }
 
@@ -268,7 +283,10 @@ fn fid_is_zero_against_itself_grows_with_noise_and_matches_a_closed_form() {
         let noise = TestRng::new(9).uniform_vec(n * dim, -sigma, sigma);
         let noisy: Vec<f32> = features.iter().zip(&noise).map(|(f, e)| f + e).collect();
         let value = fid::fid(&noisy, &features, dim);
-        assert!(value > last, "FID must grow with the noise: {value} after {last} at sigma {sigma}");
+        assert!(
+            value > last,
+            "FID must grow with the noise: {value} after {last} at sigma {sigma}"
+        );
         last = value;
     }
     // Scaling by 2: S_a = 4 S_b, mu_a = 2 mu_b, so FID = |mu_b|² + tr(4S + S - 2·2S) = |mu_b|² + tr(S_b).
@@ -322,7 +340,16 @@ fn gan_command_line_end_to_end_on_a_tiny_dataset() {
     let classifier = directory.path().join("classifier");
     let (run_s, classifier_s) = (run.to_str().unwrap(), classifier.to_str().unwrap());
     latent(&[
-        "train", "classifier", "--data", data_s, "--run", classifier_s, "--batch", "16", "--epochs", "1",
+        "train",
+        "classifier",
+        "--data",
+        data_s,
+        "--run",
+        classifier_s,
+        "--batch",
+        "16",
+        "--epochs",
+        "1",
     ]);
     latent(&[
         "train", "gan", "--data", data_s, "--run", run_s, "--batch", "16", "--epochs", "2",
@@ -352,7 +379,17 @@ fn gan_command_line_end_to_end_on_a_tiny_dataset() {
     let out = directory.path().join("out");
     let out_s = out.to_str().unwrap();
     latent(&["sample", "--run", run_s, "--n", "10", "--out", out_s]);
-    latent(&["interpolate", "--run", run_s, "--pairs", "2", "--steps", "5", "--out", out_s]);
+    latent(&[
+        "interpolate",
+        "--run",
+        run_s,
+        "--pairs",
+        "2",
+        "--steps",
+        "5",
+        "--out",
+        out_s,
+    ]);
     for file in ["grid.png", "samples.npy", "interpolate.png"] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
@@ -363,7 +400,14 @@ fn gan_command_line_end_to_end_on_a_tiny_dataset() {
     assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
 
     let eval = latent(&[
-        "eval", "--run", run_s, "--fid-n", "16", "--classifier", classifier_s, "--json",
+        "eval",
+        "--run",
+        run_s,
+        "--fid-n",
+        "16",
+        "--classifier",
+        classifier_s,
+        "--json",
     ]);
     let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     for key in ["fid", "fid_floor", "jsd_nats", "d_x", "d_g_z", "class_entropy_nats"] {
@@ -382,9 +426,20 @@ fn gan_command_line_end_to_end_on_a_tiny_dataset() {
     // The vae's eval reports FID beside its likelihood bounds.
     let vae = directory.path().join("vae");
     let vae_s = vae.to_str().unwrap();
-    latent(&["train", "vae", "--data", data_s, "--run", vae_s, "--batch", "16", "--epochs", "1"]);
+    latent(&[
+        "train", "vae", "--data", data_s, "--run", vae_s, "--batch", "16", "--epochs", "1",
+    ]);
     let eval = latent(&[
-        "eval", "--run", vae_s, "--iwae-k", "2", "--fid-n", "16", "--classifier", classifier_s, "--json",
+        "eval",
+        "--run",
+        vae_s,
+        "--iwae-k",
+        "2",
+        "--fid-n",
+        "16",
+        "--classifier",
+        classifier_s,
+        "--json",
     ]);
     let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert!(report["fid"].as_f64().unwrap().is_finite(), "{report}");

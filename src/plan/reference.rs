@@ -195,7 +195,12 @@ impl<'g> Reference<'g> {
             Op::BceWithLogitsConstant { logits, target, .. } => {
                 let (batch, features) = per_sample(g, logits);
                 let targets = vec![target as f64; batch * features];
-                vec![cpu::loss::bce_with_logits(self.value(logits), &targets, batch, features)]
+                vec![cpu::loss::bce_with_logits(
+                    self.value(logits),
+                    &targets,
+                    batch,
+                    features,
+                )]
             }
             Op::GaussianKl { mu, logvar, .. } => {
                 let (batch, latent) = per_sample(g, mu);
