@@ -112,7 +112,7 @@ fn encoder_graph(model: ModelKind, batch: usize) -> Result<(Graph, TensorId, Ten
             let z = models::ae::encode(&mut g, x)?;
             (g, x, z, None)
         }
-        ModelKind::Classifier => unreachable!("callers check the model first"),
+        ModelKind::Classifier | ModelKind::Ddpm => unreachable!("callers check the model first"),
     })
 }
 
@@ -285,6 +285,9 @@ pub fn interpolate(
 /// `latent eval`: the model's metrics on the whole test set.
 pub fn evaluate(gpu: &Gpu, path: &Path, iwae_k: usize) -> Result<serde_json::Value, TrainError> {
     let run = LoadedRun::open(path)?;
+    if run.model == ModelKind::Ddpm {
+        return crate::ddpm::evaluate(gpu, &run);
+    }
     let test = run.test_set()?;
     let batch = run.config.batch;
     let tg = train::train_graph(run.model, batch)?;
@@ -315,6 +318,7 @@ pub fn evaluate(gpu: &Gpu, path: &Path, iwae_k: usize) -> Result<serde_json::Val
         ModelKind::Ae => {
             report["bce_nats"] = metrics["bce"].clone();
         }
+        ModelKind::Ddpm => {}
         ModelKind::Classifier => {
             report["cross_entropy"] = metrics["cross_entropy"].clone();
             report["accuracy"] = metrics["accuracy"].clone();

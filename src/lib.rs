@@ -11,6 +11,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod ddpm;
 pub mod generate;
 pub mod gpu;
 pub mod graph;

@@ -45,7 +45,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train a model (ae, vae, classifier) with the defaults of models.md on the embedded data unless --data.
+    /// Train a model (ae, vae, classifier, ddpm) with the defaults of models.md on the embedded data unless --data.
     Train(TrainArgs),
     /// A run's metrics on the whole test set (losses, likelihood bounds).
     Eval {
@@ -69,6 +69,44 @@ enum Command {
         /// Output directory (default: the run directory).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        diffusion: SamplerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The forward (noising) process of a ddpm run on test images at t = 0 .. 999: diffuse.png.
+    Diffuse {
+        #[arg(long)]
+        run: PathBuf,
+        /// Test images (rows).
+        #[arg(long, default_value_t = 8)]
+        n: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Regenerate the masked part of an image with a ddpm run (mask: white keeps, black regenerates):
+    /// inpaint.png (original | masked | completions) and inpainted.npy.
+    Inpaint {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, required_unless_present = "demo", requires = "mask")]
+        image: Option<PathBuf>,
+        #[arg(long, requires = "image")]
+        mask: Option<PathBuf>,
+        /// Use the first test images with built-in masks (a centred box, the lower half).
+        #[arg(long, conflicts_with_all = ["image", "mask"])]
+        demo: bool,
+        /// Completions per image.
+        #[arg(long, default_value_t = 4)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        diffusion: SamplerArgs,
         #[arg(long)]
         json: bool,
     },
@@ -107,9 +145,23 @@ enum Command {
     },
 }
 
+/// How a ddpm run samples.
+#[derive(Args)]
+struct SamplerArgs {
+    /// ddpm: `ancestral` (all 1000 timesteps) or `ddim` (eta = 0, --steps timesteps).
+    #[arg(long, default_value = "ddim")]
+    sampler: latent::ddpm::Sampler,
+    /// ddpm: DDIM's number of steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// ddpm: sample the trained weights instead of their EMA.
+    #[arg(long)]
+    no_ema: bool,
+}
+
 #[derive(Args)]
 struct TrainArgs {
-    /// The model: ae, vae or classifier.
+    /// The model: ae, vae, classifier or ddpm.
     model: ModelKind,
     /// Total epochs of the run (default: models.md's recipe).
     #[arg(long)]
@@ -138,6 +190,15 @@ struct TrainArgs {
     /// Update the progress display every this many steps.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// ddpm: the noise schedule, `linear` (models.md) or `cosine`.
+    #[arg(long)]
+    schedule: Option<latent::models::ddpm::ScheduleKind>,
+    /// ddpm: the U-Net's base width (64; smaller nets train faster).
+    #[arg(long)]
+    width: Option<usize>,
+    /// ddpm: GroupNorm groups (8; must divide --width).
+    #[arg(long)]
+    groups: Option<usize>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     json: bool,
@@ -160,10 +221,67 @@ fn main() -> ExitCode {
             n,
             seed,
             out,
+            diffusion,
             json,
         } => with_gpu(
             &cli.device,
-            |gpu| Ok(generate::sample(gpu, run, *n, *seed, out.as_deref())?),
+            |gpu| {
+                if is_ddpm_run(run) {
+                    return Ok(latent::ddpm::sample(
+                        gpu,
+                        run,
+                        *n,
+                        diffusion.sampler,
+                        diffusion.steps,
+                        *seed,
+                        !diffusion.no_ema,
+                        out.as_deref(),
+                        std::io::stderr().is_terminal(),
+                    )?);
+                }
+                Ok(generate::sample(gpu, run, *n, *seed, out.as_deref())?)
+            },
+            *json,
+            print_files,
+        ),
+        Command::Diffuse { run, n, out, json } => with_gpu(
+            &cli.device,
+            |gpu| Ok(latent::ddpm::diffuse(gpu, run, *n, out.as_deref())?),
+            *json,
+            print_files,
+        ),
+        Command::Inpaint {
+            run,
+            image,
+            mask,
+            demo,
+            n,
+            seed,
+            out,
+            diffusion,
+            json,
+        } => with_gpu(
+            &cli.device,
+            |gpu| {
+                let source = match (image, mask, demo) {
+                    (Some(image), Some(mask), false) => latent::ddpm::InpaintSource::Files {
+                        image: image.clone(),
+                        mask: mask.clone(),
+                    },
+                    _ => latent::ddpm::InpaintSource::Demo { images: 4 },
+                };
+                Ok(latent::ddpm::inpaint(
+                    gpu,
+                    run,
+                    &source,
+                    *n,
+                    diffusion.sampler,
+                    diffusion.steps,
+                    *seed,
+                    out.as_deref(),
+                    std::io::stderr().is_terminal(),
+                )?)
+            },
             *json,
             print_files,
         ),
@@ -370,7 +488,16 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
         log_every: args.log_every,
         progress: std::io::stderr().is_terminal(),
     };
-    let summary = train::train(&gpu, &request)?;
+    let summary = if args.model == ModelKind::Ddpm {
+        let options = latent::ddpm::DdpmOptions {
+            schedule: args.schedule,
+            width: args.width,
+            groups: args.groups,
+        };
+        latent::ddpm::train(&gpu, &request, &options)?
+    } else {
+        train::train(&gpu, &request)?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -396,6 +523,13 @@ fn with_gpu(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether `run` holds a ddpm run (its config.json says so); errors surface when the run is opened.
+fn is_ddpm_run(run: &std::path::Path) -> bool {
+    latent::run::RunDir::open(run)
+        .and_then(|dir| dir.config())
+        .is_ok_and(|config| config.model == ModelKind::Ddpm.name())
+}
+
 fn print_files(result: &serde_json::Value) {
     for key in ["grid", "samples", "image"] {
         if let Some(path) = result[key].as_str() {
@@ -419,6 +553,8 @@ fn print_eval(report: &serde_json::Value) {
         ("bce_nats", "test BCE (nats/image)"),
         ("cross_entropy", "test cross-entropy"),
         ("accuracy", "test accuracy"),
+        ("test_mse_ema", "test epsilon-MSE, EMA weights"),
+        ("test_mse", "test epsilon-MSE, trained weights"),
     ];
     for (key, label) in rows {
         if let Some(value) = report[key].as_f64() {

@@ -5,6 +5,7 @@
 
 pub mod ae;
 pub mod classifier;
+pub mod ddpm;
 pub mod vae;
 
 use std::fmt;
@@ -18,16 +19,18 @@ pub enum ModelKind {
     Ae,
     Vae,
     Classifier,
+    Ddpm,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 3] = [Self::Ae, Self::Vae, Self::Classifier];
+    pub const ALL: [ModelKind; 4] = [Self::Ae, Self::Vae, Self::Classifier, Self::Ddpm];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Ae => "ae",
             Self::Vae => "vae",
             Self::Classifier => "classifier",
+            Self::Ddpm => "ddpm",
         }
     }
 
@@ -35,6 +38,7 @@ impl ModelKind {
     pub fn range(self) -> PixelRange {
         match self {
             Self::Ae | Self::Vae | Self::Classifier => PixelRange::ZeroToOne,
+            Self::Ddpm => PixelRange::MinusOneToOne,
         }
     }
 
@@ -42,6 +46,7 @@ impl ModelKind {
     pub fn learning_rate(self) -> f64 {
         match self {
             Self::Ae | Self::Vae | Self::Classifier => 1e-3,
+            Self::Ddpm => ddpm::LEARNING_RATE,
         }
     }
 }
