@@ -70,6 +70,8 @@ pub struct DdpmOptions {
     pub schedule: Option<ScheduleKind>,
     pub width: Option<usize>,
     pub groups: Option<usize>,
+    /// DDIM steps of each epoch's preview grid (default 20).
+    pub preview_steps: Option<usize>,
 }
 
 /// Gives every trainable parameter of `store` an EMA buffer starting as a copy of its value (unless it has one),
@@ -136,7 +138,8 @@ fn progress_bar(total: u64, enabled: bool, unit: &str) -> ProgressBar {
             ProgressDrawTarget::hidden()
         },
     );
-    let template = format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{msg}}  (elapsed {{elapsed}}, left {{eta}})");
+    let template =
+        format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{msg}}  (elapsed {{elapsed}}, left {{eta}})");
     bar.set_style(
         ProgressStyle::with_template(&template)
             .expect("the template is valid")
@@ -208,7 +211,10 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
         return Err(TrainError::Config("--batch must be at least 1".into()));
     }
     if !(config.lr > 0.0 && config.lr.is_finite()) {
-        return Err(TrainError::Config(format!("--lr must be a positive number, got {}", config.lr)));
+        return Err(TrainError::Config(format!(
+            "--lr must be a positive number, got {}",
+            config.lr
+        )));
     }
     let ddpm = config.ddpm.unwrap_or_default();
 
@@ -268,7 +274,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
         &ddpm,
         PREVIEW_COUNT,
         Sampler::Ddim,
-        PREVIEW_STEPS,
+        options.preview_steps.unwrap_or(PREVIEW_STEPS),
         config.seed,
         false,
     )?;
@@ -290,7 +296,13 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
                 break;
             }
             batcher.fill(epoch, index, &mut images, None);
-            let t = draw_timesteps(config.seed, TimestepPurpose::Train, step, config.batch, model::TIMESTEPS);
+            let t = draw_timesteps(
+                config.seed,
+                TimestepPurpose::Train,
+                step,
+                config.batch,
+                model::TIMESTEPS,
+            );
             plan.write_input(gpu, objective.x, &images)?;
             plan.write_input(gpu, objective.t, &t)?;
             plan.run(gpu, step);
@@ -548,11 +560,13 @@ impl ReversePlan {
     pub fn copy_weights_from(&self, gpu: &Gpu, source: &ParamStore, ema: bool) -> Result<Vec<Dispatch>, TrainError> {
         let mut copies = Vec::new();
         for entry in &self.store.entries {
-            let from = source.get(&entry.name).ok_or_else(|| {
-                TrainError::Config(format!("the training store has no parameter {}", entry.name))
-            })?;
+            let from = source
+                .get(&entry.name)
+                .ok_or_else(|| TrainError::Config(format!("the training store has no parameter {}", entry.name)))?;
             let buffer: &GpuBuffer = if ema {
-                from.ema.as_ref().ok_or_else(|| TrainError::Config(format!("{} has no EMA", entry.name)))?
+                from.ema
+                    .as_ref()
+                    .ok_or_else(|| TrainError::Config(format!("{} has no EMA", entry.name)))?
             } else {
                 &from.value
             };
@@ -580,7 +594,9 @@ impl ReversePlan {
     /// Inpainting: `known` (n, 1, H, W) in [-1, 1] and `mask` (1 keeps the known pixel, 0 regenerates).
     pub fn inpaint(&self, gpu: &Gpu, known: &[f32], mask: &[f32], bar: &ProgressBar) -> Result<Vec<f32>, TrainError> {
         let Some((x0, mask_input)) = self.known else {
-            return Err(TrainError::Config("this sampling plan was built without inpainting".into()));
+            return Err(TrainError::Config(
+                "this sampling plan was built without inpainting".into(),
+            ));
         };
         self.plan.write_input(gpu, x0, known)?;
         self.plan.write_input(gpu, mask_input, mask)?;
@@ -839,7 +855,10 @@ pub fn inpaint(
     }
     let dir = out_dir(&run, out)?;
     let file = dir.join("inpaint.png");
-    run::save_png(&file, &run::image_grid(&grid, [pairs.len() * (n + 2), 1, 28, 28], n + 2))?;
+    run::save_png(
+        &file,
+        &run::image_grid(&grid, [pairs.len() * (n + 2), 1, 28, 28], n + 2),
+    )?;
     let npy = dir.join("inpainted.npy");
     run::save_npy(&npy, &completed, &[total, 1, 28, 28])?;
     Ok(json!({

@@ -199,6 +199,9 @@ struct TrainArgs {
     /// ddpm: GroupNorm groups (8; must divide --width).
     #[arg(long)]
     groups: Option<usize>,
+    /// ddpm: DDIM steps of each epoch's sample grid (20).
+    #[arg(long)]
+    preview_steps: Option<usize>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     json: bool,
@@ -493,6 +496,7 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
             schedule: args.schedule,
             width: args.width,
             groups: args.groups,
+            preview_steps: args.preview_steps,
         };
         latent::ddpm::train(&gpu, &request, &options)?
     } else {
