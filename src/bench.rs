@@ -94,6 +94,13 @@ impl Workload {
                 let g = crate::models::gan::generator_step(batch)?;
                 workload.add_plan_updating(gpu, "gan generator", &g.graph, adam, seed, "generator.")?;
             }
+            ModelKind::Ddpm => {
+                let config = crate::models::ddpm::DdpmConfig::default();
+                let o = crate::models::ddpm::objective(&config, batch, (28, 28))?;
+                workload.add_plan(gpu, "ddpm", &o.graph, adam, seed)?;
+                workload.add_input(&o.graph, 0, o.x, Fill::Uniform(-1.0, 1.0), &mut rng);
+                workload.add_input(&o.graph, 0, o.t, Fill::Below(1000), &mut rng);
+            }
         }
         workload.write_inputs(gpu)?;
         Ok(workload)

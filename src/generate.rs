@@ -112,7 +112,7 @@ fn encoder_graph(model: ModelKind, batch: usize) -> Result<(Graph, TensorId, Ten
             let z = models::ae::encode(&mut g, x)?;
             (g, x, z, None)
         }
-        ModelKind::Classifier | ModelKind::Gan => unreachable!("callers check the model first"),
+        ModelKind::Classifier | ModelKind::Gan | ModelKind::Ddpm => unreachable!("callers check the model first"),
     })
 }
 
@@ -326,6 +326,7 @@ pub fn generated_images(gpu: &Gpu, run: &LoadedRun, n: usize, seed: u64) -> Resu
             let codes = train::gpu_normals(gpu, n * latent_dim(run.model), seed, SAMPLE_STREAM + 3)?;
             decode(gpu, run, &codes)
         }
+        ModelKind::Ddpm => crate::ddpm::generate_images(gpu, run, n, crate::ddpm::Sampler::Ddim, 50),
         other => Err(TrainError::Config(format!(
             "{other} runs do not generate images for FID"
         ))),
@@ -348,6 +349,9 @@ pub fn evaluate_with(
     let run = LoadedRun::open(path)?;
     if run.model == ModelKind::Gan {
         return crate::gan::evaluate(gpu, &run, fid);
+    }
+    if run.model == ModelKind::Ddpm {
+        return crate::ddpm::evaluate(gpu, &run);
     }
     let test = run.test_set()?;
     let batch = run.config.batch;
@@ -384,7 +388,7 @@ pub fn evaluate_with(
         ModelKind::Ae => {
             report["bce_nats"] = metrics["bce"].clone();
         }
-        ModelKind::Gan => unreachable!("evaluated above"),
+        ModelKind::Gan | ModelKind::Ddpm => unreachable!("evaluated above"),
         ModelKind::Classifier => {
             report["cross_entropy"] = metrics["cross_entropy"].clone();
             report["accuracy"] = metrics["accuracy"].clone();

@@ -13,6 +13,7 @@
 use std::fmt;
 
 use crate::kernels::activation::Activation;
+use crate::kernels::diffusion::Schedule;
 
 /// Index of a tensor in its graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -209,6 +210,18 @@ pub enum Op {
         logvar: TensorId,
         loss: TensorId,
     },
+    /// Diffusion's forward process: y (N, ...) = sqrt(alpha_bar[t_s]) x0 + sqrt(1 - alpha_bar[t_s]) eps for
+    /// sample s, with t (N) a u32 input. No gradient flows into x0, eps or t.
+    QSample {
+        x0: TensorId,
+        eps: TensorId,
+        t: TensorId,
+        y: TensorId,
+        schedule: std::sync::Arc<Schedule>,
+    },
+    /// The sinusoidal timestep embedding: y (N, E) = cat(sin(t f), cos(t f)), f_i = exp(-ln(10000) i / (E/2)),
+    /// t (N) a u32 input. No gradient.
+    TimestepEmbedding { t: TensorId, y: TensorId },
     /// loss (1) = mean over all elements of (prediction - target)²
     MeanSquaredError {
         prediction: TensorId,
@@ -238,7 +251,9 @@ impl Op {
             | Op::MaxPool2 { y, .. }
             | Op::Upsample2 { y, .. }
             | Op::Concat { y, .. }
-            | Op::NormalNoise { y, .. } => y,
+            | Op::NormalNoise { y, .. }
+            | Op::QSample { y, .. }
+            | Op::TimestepEmbedding { y, .. } => y,
             Op::Reparameterize { z, .. } => z,
             Op::BceWithLogits { loss, .. }
             | Op::BceWithLogitsConstant { loss, .. }
@@ -261,6 +276,8 @@ impl Op {
             Op::AddPerChannel { x, v, .. } => vec![x, v],
             Op::BatchNorm2d { x, weight, bias, .. } | Op::GroupNorm { x, weight, bias, .. } => vec![x, weight, bias],
             Op::NormalNoise { .. } => vec![],
+            Op::QSample { x0, eps, t, .. } => vec![x0, eps, t],
+            Op::TimestepEmbedding { t, .. } => vec![t],
             Op::Reparameterize { mu, logvar, eps, .. } => vec![mu, logvar, eps],
             Op::BceWithLogits { logits, target, .. } => vec![logits, target],
             Op::BceWithLogitsConstant { logits, .. } => vec![logits],
@@ -296,6 +313,8 @@ impl Op {
             Op::Upsample2 { .. } => "upsample2",
             Op::Concat { .. } => "concat",
             Op::NormalNoise { .. } => "normal_noise",
+            Op::QSample { .. } => "q_sample",
+            Op::TimestepEmbedding { .. } => "timestep_embedding",
             Op::Reparameterize { .. } => "reparameterize",
             Op::BceWithLogits { .. } => "bce_with_logits",
             Op::BceWithLogitsConstant { .. } => "bce_with_logits_constant",
@@ -679,6 +698,56 @@ impl Graph {
         let shape = self.shape(mu).to_vec();
         let z = self.activation_tensor("z".to_string(), &shape);
         Ok(self.push(Op::Reparameterize { mu, logvar, eps, z }))
+    }
+
+    /// x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps with t (N) per sample (u32), from `schedule`.
+    pub fn q_sample(
+        &mut self,
+        x0: TensorId,
+        eps: TensorId,
+        t: TensorId,
+        schedule: std::sync::Arc<Schedule>,
+    ) -> Result<TensorId, GraphError> {
+        let shape = self.shape(x0).to_vec();
+        if self.shape(eps) != shape.as_slice()
+            || self.shape(t) != [shape[0]]
+            || !self.tensor(t).integer
+            || schedule.is_empty()
+        {
+            return Err(shape_error(
+                "q_sample",
+                "",
+                format!(
+                    "x0 {shape:?} needs eps of the same shape, integer timesteps ({}) and a non-empty schedule; \
+                     got eps {:?}, t {:?}",
+                    shape[0],
+                    self.shape(eps),
+                    self.shape(t)
+                ),
+            ));
+        }
+        let y = self.activation_tensor("x_t".to_string(), &shape);
+        Ok(self.push(Op::QSample {
+            x0,
+            eps,
+            t,
+            y,
+            schedule,
+        }))
+    }
+
+    /// The sinusoidal embedding (N, dim) of integer timesteps t (N); dim even.
+    pub fn timestep_embedding(&mut self, t: TensorId, dim: usize) -> Result<TensorId, GraphError> {
+        let shape = self.shape(t).to_vec();
+        if shape.len() != 1 || !self.tensor(t).integer || dim < 2 || dim % 2 != 0 {
+            return Err(shape_error(
+                "timestep_embedding",
+                "",
+                format!("needs integer timesteps (N) and an even width >= 2; got t {shape:?}, width {dim}"),
+            ));
+        }
+        let y = self.activation_tensor("temb".to_string(), &[shape[0], dim]);
+        Ok(self.push(Op::TimestepEmbedding { t, y }))
     }
 
     fn loss_tensor(&mut self, name: &str) -> TensorId {

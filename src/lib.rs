@@ -13,6 +13,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod ddpm;
 pub mod fid;
 pub mod gan;
 pub mod generate;

@@ -50,6 +50,7 @@ enum Command {
         json: bool,
     },
     /// Train a model (ae, vae, classifier, gan) with the defaults of models.md on the embedded data unless --data.
+    /// Train a model (ae, vae, classifier, ddpm) with the defaults of models.md on the embedded data unless --data.
     Train(TrainArgs),
     /// A run's metrics on the whole test set (losses, likelihood bounds).
     Eval {
@@ -81,6 +82,44 @@ enum Command {
         /// Output directory (default: the run directory).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        diffusion: SamplerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The forward (noising) process of a ddpm run on test images at t = 0 .. 999: diffuse.png.
+    Diffuse {
+        #[arg(long)]
+        run: PathBuf,
+        /// Test images (rows).
+        #[arg(long, default_value_t = 8)]
+        n: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Regenerate the masked part of an image with a ddpm run (mask: white keeps, black regenerates):
+    /// inpaint.png (original | masked | completions) and inpainted.npy.
+    Inpaint {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, required_unless_present = "demo", requires = "mask")]
+        image: Option<PathBuf>,
+        #[arg(long, requires = "image")]
+        mask: Option<PathBuf>,
+        /// Use the first test images with built-in masks (a centred box, the lower half).
+        #[arg(long, conflicts_with_all = ["image", "mask"])]
+        demo: bool,
+        /// Completions per image.
+        #[arg(long, default_value_t = 4)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        diffusion: SamplerArgs,
         #[arg(long)]
         json: bool,
     },
@@ -182,9 +221,24 @@ enum BenchCommand {
     },
 }
 
+/// How a ddpm run samples.
+#[derive(Args)]
+struct SamplerArgs {
+    /// ddpm: `ancestral` (all 1000 timesteps) or `ddim` (eta = 0, --steps timesteps).
+    #[arg(long, default_value = "ddim")]
+    sampler: latent::ddpm::Sampler,
+    /// ddpm: DDIM's number of steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// ddpm: sample the trained weights instead of their EMA.
+    #[arg(long)]
+    no_ema: bool,
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// The model: ae, vae, classifier or gan.
+    /// The model: ae, vae, classifier or ddpm.
     model: ModelKind,
     /// Total epochs of the run (default: models.md's recipe).
     #[arg(long, value_parser = at_least_one_u64)]
@@ -228,6 +282,18 @@ struct TrainArgs {
     /// Periodic checkpoints to keep.
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     keep: usize,
+    /// ddpm: the noise schedule, `linear` (models.md) or `cosine`.
+    #[arg(long)]
+    schedule: Option<latent::models::ddpm::ScheduleKind>,
+    /// ddpm: the U-Net's base width (64; smaller nets train faster).
+    #[arg(long)]
+    width: Option<usize>,
+    /// ddpm: GroupNorm groups (8; must divide --width).
+    #[arg(long)]
+    groups: Option<usize>,
+    /// ddpm: DDIM steps of each epoch's sample grid (20).
+    #[arg(long)]
+    preview_steps: Option<usize>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     json: bool,
@@ -321,10 +387,67 @@ fn main() -> ExitCode {
             n,
             seed,
             out,
+            diffusion,
             json,
         } => with_gpu(
             &cli.device,
-            |gpu| Ok(generate::sample(gpu, run, *n, *seed, out.as_deref())?),
+            |gpu| {
+                if is_ddpm_run(run) {
+                    return Ok(latent::ddpm::sample(
+                        gpu,
+                        run,
+                        *n,
+                        diffusion.sampler,
+                        diffusion.steps,
+                        *seed,
+                        !diffusion.no_ema,
+                        out.as_deref(),
+                        std::io::stderr().is_terminal(),
+                    )?);
+                }
+                Ok(generate::sample(gpu, run, *n, *seed, out.as_deref())?)
+            },
+            *json,
+            print_files,
+        ),
+        Command::Diffuse { run, n, out, json } => with_gpu(
+            &cli.device,
+            |gpu| Ok(latent::ddpm::diffuse(gpu, run, *n, out.as_deref())?),
+            *json,
+            print_files,
+        ),
+        Command::Inpaint {
+            run,
+            image,
+            mask,
+            demo,
+            n,
+            seed,
+            out,
+            diffusion,
+            json,
+        } => with_gpu(
+            &cli.device,
+            |gpu| {
+                let source = match (image, mask, demo) {
+                    (Some(image), Some(mask), false) => latent::ddpm::InpaintSource::Files {
+                        image: image.clone(),
+                        mask: mask.clone(),
+                    },
+                    _ => latent::ddpm::InpaintSource::Demo { images: 4 },
+                };
+                Ok(latent::ddpm::inpaint(
+                    gpu,
+                    run,
+                    &source,
+                    *n,
+                    diffusion.sampler,
+                    diffusion.steps,
+                    *seed,
+                    out.as_deref(),
+                    std::io::stderr().is_terminal(),
+                )?)
+            },
             *json,
             print_files,
         ),
@@ -547,7 +670,18 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
         trace: args.trace.clone(),
         ..TrainRequest::new(args.model)
     };
-    let summary = match train::train(&gpu, &request) {
+    let outcome = if args.model == ModelKind::Ddpm {
+        let options = latent::ddpm::DdpmOptions {
+            schedule: args.schedule,
+            width: args.width,
+            groups: args.groups,
+            preview_steps: args.preview_steps,
+        };
+        latent::ddpm::train(&gpu, &request, &options)
+    } else {
+        train::train(&gpu, &request)
+    };
+    let summary = match outcome {
         Ok(summary) => summary,
         Err(error) => {
             eprintln!("error: {error}");
@@ -579,6 +713,13 @@ fn with_gpu(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether `run` holds a ddpm run (its config.json says so); errors surface when the run is opened.
+fn is_ddpm_run(run: &std::path::Path) -> bool {
+    latent::run::RunDir::open(run)
+        .and_then(|dir| dir.config())
+        .is_ok_and(|config| config.model == ModelKind::Ddpm.name())
+}
+
 fn print_files(result: &serde_json::Value) {
     for key in ["grid", "samples", "image"] {
         if let Some(path) = result[key].as_str() {
@@ -608,6 +749,8 @@ fn print_eval(report: &serde_json::Value) {
         ("fid", "FID against the test set"),
         ("fid_floor", "  floor (real training images)"),
         ("class_entropy_nats", "class entropy of the samples (nats)"),
+        ("test_mse_ema", "test epsilon-MSE, EMA weights"),
+        ("test_mse", "test epsilon-MSE, trained weights"),
     ];
     for (key, label) in rows {
         if let Some(value) = report[key].as_f64() {

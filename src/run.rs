@@ -52,6 +52,9 @@ pub struct RunConfig {
     pub data: Option<PathBuf>,
     pub adapter: String,
     pub latent_version: String,
+    /// The ddpm's U-Net size and noise schedule (absent for other models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ddpm: Option<crate::models::ddpm::DdpmConfig>,
 }
 
 /// An existing or new run directory.

@@ -123,6 +123,17 @@ pub fn train_graph(model: ModelKind, batch: usize) -> Result<TrainGraph, GraphEr
                 class_logits: None,
             }
         }
+        ModelKind::Ddpm => {
+            // The graph only: `latent train ddpm` writes the timesteps t too (see `crate::ddpm`).
+            let o = models::ddpm::objective(&Default::default(), batch, crate::ddpm::IMAGE)?;
+            TrainGraph {
+                graph: o.graph,
+                x: o.x,
+                labels: None,
+                losses: vec![("mse", o.loss)],
+                class_logits: None,
+            }
+        }
         ModelKind::Classifier => {
             let o = models::classifier::objective(batch)?;
             TrainGraph {
@@ -211,6 +222,7 @@ pub fn default_epochs(model: ModelKind) -> u64 {
         ModelKind::Ae | ModelKind::Vae => 20,
         ModelKind::Classifier => 10,
         ModelKind::Gan => 30,
+        ModelKind::Ddpm => 60,
     }
 }
 
@@ -309,6 +321,9 @@ pub(crate) fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
 /// Trains `request.model` and writes its run directory.
 pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainError> {
     let model = request.model;
+    if model == ModelKind::Ddpm {
+        return crate::ddpm::train(gpu, request, &Default::default());
+    }
     // The run: a new one, or the one being resumed with its saved configuration.
     let (run, mut config, resume_from) = match &request.resume {
         Some(dir) => {
@@ -350,6 +365,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                 data: request.data.clone(),
                 adapter: gpu.describe(),
                 latent_version: env!("CARGO_PKG_VERSION").into(),
+                ddpm: None,
             };
             (RunDir::create(&path)?, config, None)
         }
@@ -742,7 +758,7 @@ impl Preview {
                 Preview::Samples { plan, output, count }
             }
             ModelKind::Ae => Preview::Reconstructions,
-            ModelKind::Classifier | ModelKind::Gan => Preview::None,
+            ModelKind::Classifier | ModelKind::Gan | ModelKind::Ddpm => Preview::None,
         })
     }
 

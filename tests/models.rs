@@ -43,6 +43,7 @@ fn spec(model: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
             ("fc4.weight", vec![784, 400]),
             ("fc4.bias", vec![784]),
         ],
+        ModelKind::Ddpm => ddpm_spec(),
         ModelKind::Classifier => vec![
             ("c1.weight", vec![32, 1, 3, 3]),
             ("c1.bias", vec![32]),
@@ -77,6 +78,44 @@ fn spec(model: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
     }
 }
 
+/// The ddpm's tensors, written out from models.md's table.
+fn ddpm_spec() -> Vec<(&'static str, Vec<usize>)> {
+    let mut tensors: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut layer = |name: &str, weight: Vec<usize>| {
+        let out = weight[0];
+        tensors.push((format!("{name}.weight"), weight));
+        tensors.push((format!("{name}.bias"), vec![out]));
+    };
+    layer("net.te.0", vec![256, 64]);
+    layer("net.te.2", vec![256, 256]);
+    layer("net.inc", vec![64, 1, 3, 3]);
+    layer("net.ds1", vec![64, 64, 3, 3]);
+    layer("net.ds2", vec![128, 128, 3, 3]);
+    layer("net.out", vec![1, 64, 3, 3]);
+    for (block, ci, co) in [
+        ("net.d1", 64, 64),
+        ("net.d2", 64, 128),
+        ("net.m1", 128, 128),
+        ("net.m2", 128, 128),
+        ("net.u2", 256, 128),
+        ("net.u1", 192, 64),
+    ] {
+        layer(&format!("{block}.n1"), vec![ci]);
+        layer(&format!("{block}.c1"), vec![co, ci, 3, 3]);
+        layer(&format!("{block}.t"), vec![co, 256]);
+        layer(&format!("{block}.n2"), vec![co]);
+        layer(&format!("{block}.c2"), vec![co, co, 3, 3]);
+        if ci != co {
+            layer(&format!("{block}.skip"), vec![co, ci, 1, 1]);
+        }
+    }
+    layer("net.out_n", vec![64]);
+    tensors
+        .into_iter()
+        .map(|(name, shape)| (&*Box::leak(name.into_boxed_str()), shape))
+        .collect()
+}
+
 #[test]
 fn parameter_counts_match_models_md() {
     for (model, count) in [
@@ -84,6 +123,7 @@ fn parameter_counts_match_models_md() {
         (ModelKind::Vae, 652_824),
         (ModelKind::Classifier, 421_642),
         (ModelKind::Gan, 679_042),
+        (ModelKind::Ddpm, 1_965_121),
     ] {
         let tg = train::train_graph(model, 2).unwrap();
         assert_eq!(tg.graph.parameter_count(), count, "{model}");

@@ -5,6 +5,7 @@
 
 pub mod ae;
 pub mod classifier;
+pub mod ddpm;
 pub mod gan;
 pub mod vae;
 
@@ -20,10 +21,11 @@ pub enum ModelKind {
     Vae,
     Classifier,
     Gan,
+    Ddpm,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 4] = [Self::Ae, Self::Vae, Self::Classifier, Self::Gan];
+    pub const ALL: [ModelKind; 5] = [Self::Ae, Self::Vae, Self::Classifier, Self::Gan, Self::Ddpm];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +33,7 @@ impl ModelKind {
             Self::Vae => "vae",
             Self::Classifier => "classifier",
             Self::Gan => "gan",
+            Self::Ddpm => "ddpm",
         }
     }
 
@@ -39,6 +42,7 @@ impl ModelKind {
         match self {
             Self::Ae | Self::Vae | Self::Classifier => PixelRange::ZeroToOne,
             Self::Gan => PixelRange::MinusOneToOne,
+            Self::Ddpm => PixelRange::MinusOneToOne,
         }
     }
 
@@ -47,6 +51,7 @@ impl ModelKind {
         match self {
             Self::Ae | Self::Vae | Self::Classifier => 1e-3,
             Self::Gan => 2e-4,
+            Self::Ddpm => ddpm::LEARNING_RATE,
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
 use crate::graph::{ConvGeometry, Graph, NormMode, Op, TensorId, TensorKind};
 use crate::kernels::loss::{self, LossSlot, Target};
 use crate::kernels::{
-    activation, arith, batchnorm, concat, conv2d, conv_transpose2d, groupnorm, matmul, reduce, reparam, resample, rng,
+    activation, arith, batchnorm, concat, conv2d, conv_transpose2d, diffusion, groupnorm, matmul, reduce, reparam,
+    resample, rng,
 };
 use crate::optim::Optimizer;
 
@@ -1072,6 +1073,37 @@ impl Builder<'_> {
                 self.push(label, d, 0);
                 self.saved[index] = vec![mean, rstd];
             }
+            Op::QSample {
+                x0,
+                eps,
+                t,
+                y,
+                ref schedule,
+            } => {
+                // The schedule table (T rows) is uploaded once, with the plan.
+                let table = Arc::new(diffusion::schedule_buffer(gpu, schedule)?);
+                self.owned.push(table.clone());
+                let samples = self.graph.shape(x0)[0];
+                let per_sample = self.len(x0) / samples;
+                let d = diffusion::q_sample(
+                    gpu,
+                    &self.buf(y),
+                    &self.buf(x0),
+                    &self.buf(eps),
+                    &self.buf(t),
+                    &table,
+                    samples,
+                    per_sample,
+                )?;
+                self.push(label, d, 0);
+            }
+            Op::TimestepEmbedding { t, y } => {
+                let [samples, dim] = [self.graph.shape(y)[0], self.graph.shape(y)[1]];
+                let frequencies = Arc::new(diffusion::frequencies_buffer(gpu, dim)?);
+                self.owned.push(frequencies.clone());
+                let d = diffusion::timestep_embedding(gpu, &self.buf(y), &self.buf(t), &frequencies, samples, dim)?;
+                self.push(label, d, 0);
+            }
             _ => unreachable!("every op is lowered above: {}", op.name()),
         }
         Ok(())
@@ -1127,6 +1159,14 @@ impl Builder<'_> {
                         groupnorm::weight_backward(gpu, dw, db, &xb, &mean, &rstd, dy, &shape)
                     })?;
                 }
+            }
+            Op::QSample { .. } | Op::TimestepEmbedding { .. } => {
+                return Err(GpuError::Validation {
+                    context: label,
+                    message: "q_sample and the timestep embedding pass no gradient to their inputs; feed them data \
+                              and noise, not trained tensors"
+                        .into(),
+                });
             }
             _ => unreachable!("every op with a gradient is lowered above: {}", op.name()),
         }

@@ -227,6 +227,42 @@ impl<'g> Reference<'g> {
             Op::Reparameterize { mu, logvar, eps, .. } => {
                 cpu::reparam::forward(self.value(eps), self.value(mu), self.value(logvar))
             }
+            Op::GroupNorm {
+                groups,
+                x,
+                weight,
+                bias,
+                ..
+            } => {
+                let s = g.shape(x);
+                cpu::groupnorm::forward(
+                    self.value(x),
+                    self.value(weight),
+                    self.value(bias),
+                    s[0],
+                    s[1],
+                    groups,
+                    s[2] * s[3],
+                    1e-5,
+                )
+                .y
+            }
+            Op::QSample {
+                x0,
+                eps,
+                t,
+                ref schedule,
+                ..
+            } => {
+                let t: Vec<u32> = self.value(t).iter().map(|&v| v as u32).collect();
+                let per_sample = g.tensor(x0).len() / t.len();
+                cpu::diffusion::q_sample(&schedule.rows(), self.value(x0), self.value(eps), &t, per_sample)
+            }
+            Op::TimestepEmbedding { t, y } => {
+                let t: Vec<u32> = self.value(t).iter().map(|&v| v as u32).collect();
+                let frequencies = crate::kernels::diffusion::timestep_frequencies(g.shape(y)[1]);
+                cpu::diffusion::timestep_embedding(&t, &frequencies)
+            }
             _ => return Err(Unsupported(op.name())),
         })
     }
@@ -446,6 +482,25 @@ impl<'g> Reference<'g> {
                 self.accumulate(mu, dmu);
                 self.accumulate(logvar, dlogvar);
             }
+            Op::GroupNorm {
+                groups,
+                x,
+                weight,
+                bias,
+                ..
+            } => {
+                // The forward's statistics, recomputed.
+                let s = g.shape(x);
+                let (batch, channels, inner) = (s[0], s[1], s[2] * s[3]);
+                let (xv, wv) = (self.value(x), self.value(weight));
+                let f = cpu::groupnorm::forward(xv, wv, self.value(bias), batch, channels, groups, inner, 1e-5);
+                let b = cpu::groupnorm::backward(xv, &f.mean, &f.rstd, dy, wv, batch, channels, groups, inner);
+                self.accumulate(x, b.dx);
+                self.accumulate(weight, b.dweight);
+                self.accumulate(bias, b.dbias);
+            }
+            // Data and noise in, no gradient out.
+            Op::QSample { .. } | Op::TimestepEmbedding { .. } => {}
             _ => return Err(Unsupported(op.name())),
         }
         Ok(())
