@@ -615,44 +615,10 @@ impl Builder<'_> {
             }
             Op::Concat { a, b, y: _ } => {
                 let (sa, sb) = (self.graph.shape(a).to_vec(), self.graph.shape(b).to_vec());
-                // One kernel writes both halves: each goes to its gradient buffer, or to a temporary that is then
-                // accumulated (or dropped, when that input needs no gradient).
-                let mut targets = Vec::new();
-                let mut accumulations = Vec::new();
-                for input in [a, b] {
-                    let n = self.len(input);
-                    if self.needs(input) {
-                        let (grad, accumulate) = self.grad_target(input)?;
-                        if accumulate {
-                            let part = self.new_buffer(
-                                &format!("{}.grad.part", self.name(input)),
-                                BufferRole::Gradients,
-                                (n * 4) as u64,
-                            )?;
-                            accumulations.push((grad, part.clone(), n));
-                            targets.push(part);
-                        } else {
-                            targets.push(grad);
-                        }
-                    } else {
-                        targets.push(self.new_buffer("concat unused grad", BufferRole::Gradients, (n * 4) as u64)?);
-                    }
-                }
-                let d = concat::concat_channels_backward(
-                    self.gpu,
-                    &targets[0],
-                    &targets[1],
-                    dy,
-                    sa[0],
-                    sa[1],
-                    sb[1],
-                    sa[2] * sa[3],
-                )?;
-                self.push(format!("{label} split"), d, 0);
-                for (grad, part, n) in accumulations {
-                    let d = arith::axpy(self.gpu, &grad, &part, 1.0, 1.0, n)?;
-                    self.push(format!("{label} accumulate"), d, n as u64);
-                }
+                // One kernel writes both halves of the gradient.
+                self.emit_grads([a, b], &format!("{label} split"), |gpu, [da, db]| {
+                    concat::concat_channels_backward(gpu, da, db, dy, sa[0], sa[1], sb[1], sa[2] * sa[3])
+                })?;
             }
             _ => return self.backward_model_ops(index, op, dy, label),
         }
