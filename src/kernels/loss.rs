@@ -87,7 +87,7 @@ fn elementwise_dispatch(
 }
 
 /// loss[slot] = scale * sum over b of per_sample (B).
-fn mean_dispatch(
+pub(crate) fn mean_dispatch(
     gpu: &Gpu,
     loss: &LossSlot,
     per_sample: &GpuBuffer,
