@@ -5,6 +5,11 @@ fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
 }
 
+/// Sample i of a (B, D) set.
+fn row(values: &[f64], i: usize, dim: usize) -> &[f64] {
+    &values[i * dim..(i + 1) * dim]
+}
+
 /// k(a, b) = C / (C + |a - b|²)
 pub fn imq(a: &[f64], b: &[f64], c: f64) -> f64 {
     c / (c + squared_distance(a, b))
@@ -14,16 +19,15 @@ pub fn imq(a: &[f64], b: &[f64], c: f64) -> f64 {
 /// share_i = 1/(B(B-1)) Σ_{j≠i} (k(p_i, p_j) + k(z_i, z_j)) - 2/B² Σ_j k(z_i, p_j).
 pub fn mmd_per_sample(z: &[f64], prior: &[f64], batch: usize, dim: usize, c: f64, weight: f64) -> Vec<f64> {
     let n = batch as f64;
-    let row = |values: &[f64], i: usize| values[i * dim..(i + 1) * dim].to_vec();
+    let row = |values, i| row(values, i, dim);
     (0..batch)
         .map(|i| {
             let mut share = 0.0;
             for j in 0..batch {
                 if j != i {
-                    share +=
-                        (imq(&row(prior, i), &row(prior, j), c) + imq(&row(z, i), &row(z, j), c)) / (n * (n - 1.0));
+                    share += (imq(row(prior, i), row(prior, j), c) + imq(row(z, i), row(z, j), c)) / (n * (n - 1.0));
                 }
-                share -= 2.0 / (n * n) * imq(&row(z, i), &row(prior, j), c);
+                share -= 2.0 / (n * n) * imq(row(z, i), row(prior, j), c);
             }
             weight * n * share
         })
