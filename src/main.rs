@@ -127,7 +127,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Test images beside their reconstructions: reconstruct.png.
+    /// Test images beside their reconstructions (ae, vae, wae): reconstruct.png.
     Reconstruct {
         #[arg(long)]
         run: PathBuf,
@@ -138,7 +138,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Straight walks in latent space between pairs of test images: interpolate.png.
+    /// Straight walks in latent space between pairs of test images (ae, vae, wae; the gan between prior codes):
+    /// interpolate.png.
     Interpolate {
         #[arg(long)]
         run: PathBuf,
@@ -162,7 +163,7 @@ enum Command {
     },
     /// Time every kernel of MODEL's training step with GPU timestamps: a table per kernel and per op.
     Profile {
-        /// ae, vae or classifier
+        /// ae, vae, classifier, gan, ddpm or wae (the wae's default regulariser, mmd)
         model: String,
         /// Timed training steps (after the warm-up).
         #[arg(long, default_value_t = 5)]

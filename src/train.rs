@@ -345,6 +345,11 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     if model == ModelKind::Ddpm {
         return crate::ddpm::train(gpu, request, &Default::default());
     }
+    if request.regularizer.is_some() && model != ModelKind::Wae {
+        return Err(TrainError::Config(format!(
+            "--regularizer is for the wae; {model} has no latent regulariser"
+        )));
+    }
     // The run: a new one, or the one being resumed with its saved configuration.
     let (run, mut config, resume_from) = match &request.resume {
         Some(dir) => {
@@ -416,19 +421,13 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         return Err(TrainError::Config("--batch must be at least 1".into()));
     }
     let regularizer = config.wae.map(|w| w.regularizer);
-    match (request.regularizer, regularizer) {
-        (Some(_), None) => {
-            return Err(TrainError::Config(format!(
-                "--regularizer is for the wae; {model} has no latent regulariser"
-            )))
-        }
-        (Some(asked), Some(saved)) if asked != saved => {
+    if let (Some(asked), Some(saved)) = (request.regularizer, regularizer) {
+        if asked != saved {
             return Err(TrainError::Config(format!(
                 "{} was trained with --regularizer {saved}; resume it without --regularizer, or start a new run",
                 run.path.display()
-            )))
+            )));
         }
-        _ => {}
     }
     if model == ModelKind::Wae && config.batch < 2 {
         return Err(TrainError::Config(
