@@ -16,6 +16,15 @@
 // (2 x 4 KiB), each global load reading along whichever axis is contiguous in memory, then every thread does
 // 4 x 4 x 16 multiply-adds from it. Each output is summed over k = 0, 1, ..., K-1 in that order in f32, so
 // results are deterministic. Elements past the edges of A and B load as 0, so any M, N, K works.
+//
+// The `*_registers` entry points compute the same products without workgroup memory, for CPU drivers
+// (lavapipe), where a barrier switches between the workgroup's invocations and costs more than the loads it
+// saves. A workgroup of 8 x 4 threads computes a 32 x 64 tile of C; each thread keeps 8 rows x 8 columns of C
+// in sixteen vec4 accumulators, rows 8 ty .. 8 ty + 7 and columns tx, tx + 8, ..., tx + 56, so the 8 lanes a
+// CPU driver runs side by side read neighbouring columns of B. Indices into private arrays are constants (a
+// dynamic index sends the array to memory), and rows and columns past the edges are clamped to the last one
+// and discarded at the store, so the K loop has no bounds checks. Each output is summed over k in increasing
+// order, as in the tiled kernel.
 
 // Keep in sync with `MatmulParams` in src/kernels/matmul.rs.
 struct Params {
@@ -201,4 +210,128 @@ fn matmul_tn(
     @builtin(local_invocation_index) local_index: u32,
 ) {
     matmul_tile(true, false, group, local, local_index);
+}
+
+// ---- Register-tiled variant (CPU drivers) ----
+
+const REG_ROWS: u32 = 8u;   // rows of C per thread
+const REG_TILE_M: u32 = 32u;  // 4 threads along y
+const REG_TILE_N: u32 = 64u;  // 8 threads along x, 8 interleaved columns each
+
+// Element offset of op(A)[row, 0] and the step between op(A)[row, kk] and op(A)[row, kk + 1].
+fn a_offset(a_transposed: bool, row: u32) -> u32 {
+    return select(row * params.k, row, a_transposed);
+}
+
+// op(A)[row, kk] for the four rows whose offsets are in `rows` (A in bounds: rows are clamped).
+fn a_column(a_transposed: bool, rows: vec4<u32>, kk: u32) -> vec4<f32> {
+    let step = select(kk, kk * params.m, a_transposed);
+    let o = rows + vec4<u32>(step);
+    return vec4<f32>(a[o.x], a[o.y], a[o.z], a[o.w]);
+}
+
+// op(B)[kk, col] for the four columns whose offsets are in `cols`.
+fn b_row(b_transposed: bool, cols: vec4<u32>, kk: u32) -> vec4<f32> {
+    let step = select(kk * params.n, kk, b_transposed);
+    let o = cols + vec4<u32>(step);
+    return vec4<f32>(b[o.x], b[o.y], b[o.z], b[o.w]);
+}
+
+// Epilogue for one row of a thread's block: columns col0, col0 + 8, ..., col0 + 56 from `lo` (first four) and
+// `hi` (last four).
+fn store_row(c_base: u32, row: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if row >= params.m {
+        return;
+    }
+    let values = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    for (var j = 0u; j < 8u; j++) {
+        let col = col0 + 8u * j;
+        if col >= params.n {
+            return;
+        }
+        var v = values[j];
+        if params.has_bias != 0u {
+            v = v + bias[col];
+        }
+        v = activate(v);
+        let index = c_base + row * params.n + col;
+        if params.accumulate != 0u {
+            v = c[index] + v;
+        }
+        c[index] = v;
+    }
+}
+
+fn matmul_registers(a_transposed: bool, b_transposed: bool, group: vec3<u32>, local: vec3<u32>) {
+    let row0 = group.y * REG_TILE_M + local.y * REG_ROWS;
+    let col0 = group.x * REG_TILE_N + local.x;
+    let a_base = group.z * params.stride_a;
+    let b_base = group.z * params.stride_b;
+    // Offsets of the thread's 8 rows of op(A) and 8 columns of op(B), clamped into the matrices.
+    let last_row = vec4<u32>(params.m - 1u);
+    let rows_lo = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), last_row);
+    let rows_hi = min(vec4<u32>(row0) + vec4<u32>(4u, 5u, 6u, 7u), last_row);
+    let ra_lo = vec4<u32>(a_base) + vec4<u32>(a_offset(a_transposed, rows_lo.x), a_offset(a_transposed, rows_lo.y),
+        a_offset(a_transposed, rows_lo.z), a_offset(a_transposed, rows_lo.w));
+    let ra_hi = vec4<u32>(a_base) + vec4<u32>(a_offset(a_transposed, rows_hi.x), a_offset(a_transposed, rows_hi.y),
+        a_offset(a_transposed, rows_hi.z), a_offset(a_transposed, rows_hi.w));
+    let last_col = vec4<u32>(params.n - 1u);
+    let cols_lo = min(vec4<u32>(col0) + vec4<u32>(0u, 8u, 16u, 24u), last_col);
+    let cols_hi = min(vec4<u32>(col0) + vec4<u32>(32u, 40u, 48u, 56u), last_col);
+    let col_stride = vec4<u32>(select(1u, params.k, b_transposed));
+    let cb_lo = vec4<u32>(b_base) + cols_lo * col_stride;
+    let cb_hi = vec4<u32>(b_base) + cols_hi * col_stride;
+
+    // acc[2 i]: row i, columns 0..3 of the block; acc[2 i + 1]: row i, columns 4..7.
+    var acc: array<vec4<f32>, 16>;
+    for (var kk = 0u; kk < params.k; kk++) {
+        let b_lo = b_row(b_transposed, cb_lo, kk);
+        let b_hi = b_row(b_transposed, cb_hi, kk);
+        let a_lo = a_column(a_transposed, ra_lo, kk);
+        let a_hi = a_column(a_transposed, ra_hi, kk);
+        acc[0] += a_lo.x * b_lo;
+        acc[1] += a_lo.x * b_hi;
+        acc[2] += a_lo.y * b_lo;
+        acc[3] += a_lo.y * b_hi;
+        acc[4] += a_lo.z * b_lo;
+        acc[5] += a_lo.z * b_hi;
+        acc[6] += a_lo.w * b_lo;
+        acc[7] += a_lo.w * b_hi;
+        acc[8] += a_hi.x * b_lo;
+        acc[9] += a_hi.x * b_hi;
+        acc[10] += a_hi.y * b_lo;
+        acc[11] += a_hi.y * b_hi;
+        acc[12] += a_hi.z * b_lo;
+        acc[13] += a_hi.z * b_hi;
+        acc[14] += a_hi.w * b_lo;
+        acc[15] += a_hi.w * b_hi;
+    }
+
+    let c_base = group.z * params.stride_c;
+    store_row(c_base, row0, col0, acc[0], acc[1]);
+    store_row(c_base, row0 + 1u, col0, acc[2], acc[3]);
+    store_row(c_base, row0 + 2u, col0, acc[4], acc[5]);
+    store_row(c_base, row0 + 3u, col0, acc[6], acc[7]);
+    store_row(c_base, row0 + 4u, col0, acc[8], acc[9]);
+    store_row(c_base, row0 + 5u, col0, acc[10], acc[11]);
+    store_row(c_base, row0 + 6u, col0, acc[12], acc[13]);
+    store_row(c_base, row0 + 7u, col0, acc[14], acc[15]);
+}
+
+// C (M, N) = A (M, K) · B (K, N), register-tiled
+@compute @workgroup_size(8, 4)
+fn matmul_nn_registers(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    matmul_registers(false, false, group, local);
+}
+
+// C (M, N) = A (M, K) · B (N, K)ᵀ, register-tiled
+@compute @workgroup_size(8, 4)
+fn matmul_nt_registers(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    matmul_registers(false, true, group, local);
+}
+
+// C (M, N) = A (K, M)ᵀ · B (K, N), register-tiled
+@compute @workgroup_size(8, 4)
+fn matmul_tn_registers(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    matmul_registers(true, false, group, local);
 }

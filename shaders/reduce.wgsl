@@ -7,6 +7,8 @@
 //               - it is also both stages of the full sum: n values -> G = ceil(n / 1024) partials -> 1.
 // One workgroup of 256 threads per output: thread t adds the values t, t + 256, ... of its row or chunk in
 // order, then the tree adds the 256 partial sums. The grid folds into 2-D past 65535 workgroups.
+// sum_rows_registers, for CPU drivers (where a barrier costs more than the additions it splits): one thread per
+// column adds rows 0, 1, ..., R-1 in order; neighbouring threads read neighbouring columns.
 //
 // include: shared/reduce.wgsl
 
@@ -63,4 +65,15 @@ fn sum_chunks(
     if local == 0u {
         out[chunk] = total;
     }
+}
+
+@compute @workgroup_size(64)
+fn sum_rows_registers(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let col = id.x + id.y * groups.x * 64u;
+    if col >= params.cols { return; }
+    var total = 0.0;
+    for (var row = 0u; row < params.rows; row++) {
+        total += x[row * params.cols + col];
+    }
+    out[col] = total;
 }

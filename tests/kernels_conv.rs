@@ -6,6 +6,7 @@ use latent::cpu;
 use latent::field_offsets;
 use latent::kernels::concat::{self, ConcatParams};
 use latent::kernels::conv2d::{self, Conv2dParams, Conv2dShape};
+use latent::kernels::conv_registers::ConvRegistersParams;
 use latent::kernels::conv_transpose2d::{self, ConvTranspose2dParams, ConvTranspose2dShape};
 use latent::kernels::params_layout_mismatch;
 use latent::kernels::resample::{self, ResampleParams};
@@ -81,6 +82,31 @@ fn params_structs_match_their_wgsl_twins() {
         &shaders::conv_transpose2d::CONV_TRANSPOSE2D_WEIGHT_BACKWARD,
     ] {
         let mismatch = params_layout_mismatch(entry, size_of::<ConvTranspose2dParams>(), &transposed);
+        assert!(mismatch.is_none(), "{}", mismatch.unwrap());
+    }
+    let registers = field_offsets!(
+        ConvRegistersParams,
+        [
+            batch,
+            src_channels,
+            src_height,
+            src_width,
+            dst_channels,
+            dst_height,
+            dst_width,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+            has_bias
+        ]
+    );
+    for entry in [
+        &shaders::conv_registers::DENSE_GATHER,
+        &shaders::conv_registers::STRIDED_GATHER,
+        &shaders::conv_registers::WEIGHT_GRADIENT,
+    ] {
+        let mismatch = params_layout_mismatch(entry, size_of::<ConvRegistersParams>(), &registers);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());
     }
     let resample = field_offsets!(

@@ -4,6 +4,7 @@
 use latent::check::{self, finite_difference_gradient, TestRng, Tolerance};
 use latent::cpu;
 use latent::field_offsets;
+use latent::gpu::Tiling;
 use latent::kernels::matmul::{self, Epilogue, Layout, MatmulParams, MatmulShape};
 use latent::kernels::params_layout_mismatch;
 use latent::shaders;
@@ -16,10 +17,13 @@ fn matmul_matches_cpu_twin() {
 #[test]
 fn square_256_matches_cpu_twin_in_every_layout() {
     let gpu = check::shared_gpu();
-    for layout in Layout::ALL {
-        let comparison = matmul::run_check(gpu, layout, MatmulShape::new(256, 256, 256), false, None, false, 256)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(comparison.passed(), "{layout:?} 256^3: {comparison}");
+    for tiling in Tiling::ALL {
+        for layout in Layout::ALL {
+            let shape = MatmulShape::new(256, 256, 256);
+            let comparison = matmul::run_check(gpu, tiling, layout, shape, false, None, false, 256)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(comparison.passed(), "{tiling:?} {layout:?} 256^3: {comparison}");
+        }
     }
 }
 
@@ -33,6 +37,9 @@ fn params_structs_match_their_wgsl_twins() {
         &shaders::matmul::MATMUL_NN,
         &shaders::matmul::MATMUL_NT,
         &shaders::matmul::MATMUL_TN,
+        &shaders::matmul::MATMUL_NN_REGISTERS,
+        &shaders::matmul::MATMUL_NT_REGISTERS,
+        &shaders::matmul::MATMUL_TN_REGISTERS,
     ] {
         let mismatch = params_layout_mismatch(entry, size_of::<MatmulParams>(), &fields);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());

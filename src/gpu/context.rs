@@ -14,6 +14,41 @@ use crate::shaders::{Capability, EntryPoint};
 pub const BACKEND_ENV: &str = "LATENT_BACKEND";
 /// Environment variable naming an adapter substring (same as `--adapter`).
 pub const ADAPTER_ENV: &str = "LATENT_ADAPTER";
+/// `workgroup` or `registers`: which variant of the GEMM-shaped kernels to run (see [`Tiling`]).
+pub const TILING_ENV: &str = "LATENT_TILING";
+
+/// How the GEMM-shaped kernels (matmul, convolutions) reuse operands. Both variants compute every output with
+/// the same terms in the same order; they differ only in speed on a given adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tiling {
+    /// Tiles staged in workgroup memory and shared by the workgroup's threads: the GPU kernels.
+    Workgroup,
+    /// No workgroup memory: each thread reads its operands itself and keeps a larger block of outputs in
+    /// registers. On CPU drivers a barrier switches between invocations and costs more than the loads it saves
+    /// (lavapipe: 5-8x faster matmuls).
+    Registers,
+}
+
+impl Tiling {
+    pub const ALL: [Tiling; 2] = [Self::Workgroup, Self::Registers];
+
+    /// `Registers` on CPU adapters, `Workgroup` elsewhere, unless `LATENT_TILING` names one.
+    fn choose(info: &wgpu::AdapterInfo) -> Tiling {
+        match std::env::var(TILING_ENV).as_deref() {
+            Ok("workgroup") => Tiling::Workgroup,
+            Ok("registers") => Tiling::Registers,
+            _ if info.device_type == wgpu::DeviceType::Cpu => Tiling::Registers,
+            _ => Tiling::Workgroup,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Workgroup => "workgroup",
+            Self::Registers => "registers",
+        }
+    }
+}
 
 /// Optional features we use when the adapter has them. Nothing requires any of them.
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
@@ -217,6 +252,8 @@ pub struct Gpu {
     /// The optional features enabled on `device` (a subset of [`WANTED_FEATURES`]).
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    /// The GEMM kernel variant this adapter runs fastest.
+    pub tiling: Tiling,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
 }
@@ -283,6 +320,7 @@ impl Gpu {
                 adapter: info.name.clone(),
                 message: e.to_string(),
             })?;
+        let tiling = Tiling::choose(&info);
         Ok(Self {
             adapter,
             device,
@@ -290,6 +328,7 @@ impl Gpu {
             info,
             features,
             limits,
+            tiling,
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
         })

@@ -11,7 +11,8 @@ mod dispatch;
 
 pub use buffer::{BufferRole, GpuBuffer};
 pub use context::{
-    list_adapters, AdapterSummary, BackendChoice, DeviceSummary, Gpu, GpuOptions, ADAPTER_ENV, BACKEND_ENV,
+    list_adapters, AdapterSummary, BackendChoice, DeviceSummary, Gpu, GpuOptions, Tiling, ADAPTER_ENV, BACKEND_ENV,
+    TILING_ENV,
 };
 pub use dispatch::{grid_1d, Dispatch};
 

@@ -8,7 +8,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
+use crate::kernels::conv_registers::{self, check_name, Roles};
 use crate::shaders::conv2d as wgsl;
 
 /// Keep in sync with `struct Params` in shaders/conv2d.wgsl.
@@ -167,6 +168,18 @@ impl Conv2dShape {
         }
     }
 
+    /// Input (Ci, H, W) as src and output (Co, Ho, Wo) as dst, for the register-tiled kernels.
+    pub fn roles(&self) -> Roles {
+        Roles {
+            batch: self.batch,
+            src: [self.in_channels, self.in_height, self.in_width],
+            dst: [self.out_channels, self.out_height(), self.out_width()],
+            kernel: [self.kernel_h, self.kernel_w],
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
+
     /// "N2 Ci7 5x5 -> Co3 3x3, k3 s2 p1", for check tables and errors.
     pub fn label(&self) -> String {
         format!(
@@ -237,11 +250,28 @@ pub fn forward(
     bias: Option<&GpuBuffer>,
     shape: &Conv2dShape,
 ) -> Result<Dispatch, GpuError> {
+    forward_tiled(gpu, gpu.tiling, y, x, weight, bias, shape)
+}
+
+/// [`forward`] with a chosen kernel variant (the checks run both).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_tiled(
+    gpu: &Gpu,
+    tiling: Tiling,
+    y: &GpuBuffer,
+    x: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    shape: &Conv2dShape,
+) -> Result<Dispatch, GpuError> {
     let op = wgsl::CONV2D_FORWARD.qualified_name();
     shape.validate(&op)?;
     require_len(y, shape.output_len())?;
     require_len(x, shape.input_len())?;
     require_len(weight, shape.weight_len())?;
+    if tiling == Tiling::Registers {
+        return conv_registers::dense_gather(gpu, y, x, weight, bias, &shape.roles());
+    }
     let no_bias;
     let bias_buffer = match bias {
         Some(b) => {
@@ -268,11 +298,27 @@ pub fn input_backward(
     dy: &GpuBuffer,
     shape: &Conv2dShape,
 ) -> Result<Dispatch, GpuError> {
+    input_backward_tiled(gpu, gpu.tiling, dx, weight, dy, shape)
+}
+
+/// [`input_backward`] with a chosen kernel variant (the checks run both).
+#[allow(clippy::too_many_arguments)]
+pub fn input_backward_tiled(
+    gpu: &Gpu,
+    tiling: Tiling,
+    dx: &GpuBuffer,
+    weight: &GpuBuffer,
+    dy: &GpuBuffer,
+    shape: &Conv2dShape,
+) -> Result<Dispatch, GpuError> {
     let op = wgsl::CONV2D_INPUT_BACKWARD.qualified_name();
     shape.validate(&op)?;
     require_len(dx, shape.input_len())?;
     require_len(weight, shape.weight_len())?;
     require_len(dy, shape.output_len())?;
+    if tiling == Tiling::Registers {
+        return conv_registers::strided_gather(gpu, dx, dy, weight, None, &shape.roles().swapped());
+    }
     let params = gpu.uniform("conv2d_input_backward", &shape.params(false))?;
     let rows = shape.batch * shape.in_height * shape.in_width;
     let grid = gemm_grid(gpu, &op, rows, shape.in_channels)?;
@@ -288,11 +334,27 @@ pub fn weight_backward(
     dy: &GpuBuffer,
     shape: &Conv2dShape,
 ) -> Result<Dispatch, GpuError> {
+    weight_backward_tiled(gpu, gpu.tiling, dweight, x, dy, shape)
+}
+
+/// [`weight_backward`] with a chosen kernel variant (the checks run both).
+#[allow(clippy::too_many_arguments)]
+pub fn weight_backward_tiled(
+    gpu: &Gpu,
+    tiling: Tiling,
+    dweight: &GpuBuffer,
+    x: &GpuBuffer,
+    dy: &GpuBuffer,
+    shape: &Conv2dShape,
+) -> Result<Dispatch, GpuError> {
     let op = wgsl::CONV2D_WEIGHT_BACKWARD.qualified_name();
     shape.validate(&op)?;
     require_len(dweight, shape.weight_len())?;
     require_len(x, shape.input_len())?;
     require_len(dy, shape.output_len())?;
+    if tiling == Tiling::Registers {
+        return conv_registers::weight_gradient(gpu, dweight, x, dy, &shape.roles());
+    }
     let params = gpu.uniform("conv2d_weight_backward", &shape.params(false))?;
     let cols = shape.in_channels * shape.kernel_h * shape.kernel_w;
     let grid = gemm_grid(gpu, &op, shape.out_channels, cols)?;
@@ -370,85 +432,102 @@ fn gpu_result(gpu: &Gpu, buffer: &GpuBuffer, expected: &[f64]) -> Result<Compari
 pub fn checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     for (index, shape) in check_shapes().into_iter().enumerate() {
-        let seed = 1000 + 10 * index as u64;
-        // The first odd shape also runs without bias.
-        let with_bias = index != 1;
-        let label = format!("{}{}", shape.label(), if with_bias { "" } else { " no bias" });
-        checks.push(KernelCheck::new(
-            wgsl::CONV2D_FORWARD.qualified_name(),
-            label,
-            move |gpu| {
-                let mut rng = TestRng::new(seed);
-                let x = rng.uniform_vec(shape.input_len(), -1.0, 1.0);
-                let w = rng.uniform_vec(shape.weight_len(), -1.0, 1.0);
-                let b = rng.uniform_vec(shape.out_channels, -1.0, 1.0);
-                let y = check::poisoned(gpu, "y", shape.output_len())?;
-                let (x_gpu, w_gpu, b_gpu) = (
-                    check::upload(gpu, "x", &x)?,
-                    check::upload(gpu, "w", &w)?,
-                    check::upload(gpu, "b", &b)?,
-                );
-                let bias = with_bias.then_some(&b_gpu);
-                gpu.run(&[&forward(gpu, &y, &x_gpu, &w_gpu, bias, &shape)?])?;
-                let b64 = check::to_f64(&b);
-                let expected = cpu::conv2d::forward(
-                    &shape,
-                    &check::to_f64(&x),
-                    &check::to_f64(&w),
-                    with_bias.then_some(&b64[..]),
-                );
-                gpu_result(gpu, &y, &expected)
-            },
-        ));
-        checks.push(KernelCheck::new(
-            wgsl::CONV2D_INPUT_BACKWARD.qualified_name(),
-            shape.label(),
-            move |gpu| {
-                let mut rng = TestRng::new(seed + 1);
-                let w = rng.uniform_vec(shape.weight_len(), -1.0, 1.0);
-                let dy = rng.uniform_vec(shape.output_len(), -1.0, 1.0);
-                let dx = check::poisoned(gpu, "dx", shape.input_len())?;
-                let (w_gpu, dy_gpu) = (check::upload(gpu, "w", &w)?, check::upload(gpu, "dy", &dy)?);
-                gpu.run(&[&input_backward(gpu, &dx, &w_gpu, &dy_gpu, &shape)?])?;
-                let expected = cpu::conv2d::input_backward(&shape, &check::to_f64(&w), &check::to_f64(&dy));
-                gpu_result(gpu, &dx, &expected)
-            },
-        ));
-        checks.push(KernelCheck::new(
-            wgsl::CONV2D_WEIGHT_BACKWARD.qualified_name(),
-            shape.label(),
-            move |gpu| {
-                let mut rng = TestRng::new(seed + 2);
-                let x = rng.uniform_vec(shape.input_len(), -1.0, 1.0);
-                let dy = rng.uniform_vec(shape.output_len(), -1.0, 1.0);
-                let dw = check::poisoned(gpu, "dw", shape.weight_len())?;
-                let (x_gpu, dy_gpu) = (check::upload(gpu, "x", &x)?, check::upload(gpu, "dy", &dy)?);
-                gpu.run(&[&weight_backward(gpu, &dw, &x_gpu, &dy_gpu, &shape)?])?;
-                let expected = cpu::conv2d::weight_backward(&shape, &check::to_f64(&x), &check::to_f64(&dy));
-                gpu_result(gpu, &dw, &expected)
-            },
-        ));
-        checks.push(KernelCheck::new(
-            wgsl::CONV2D_BIAS_BACKWARD.qualified_name(),
-            shape.label(),
-            move |gpu| {
-                let mut rng = TestRng::new(seed + 3);
-                let dy = rng.uniform_vec(shape.output_len(), -1.0, 1.0);
-                let db = check::poisoned(gpu, "dbias", shape.out_channels)?;
-                let dy_gpu = check::upload(gpu, "dy", &dy)?;
-                let plane = shape.out_height() * shape.out_width();
-                gpu.run(&[&bias_backward(
-                    gpu,
-                    &db,
-                    &dy_gpu,
-                    shape.batch,
-                    shape.out_channels,
-                    plane,
-                )?])?;
-                let expected = cpu::conv2d::bias_backward(shape.batch, shape.out_channels, plane, &check::to_f64(&dy));
-                gpu_result(gpu, &db, &expected)
-            },
-        ));
+        for tiling in Tiling::ALL {
+            let seed = 1000 + 10 * index as u64;
+            // The first odd shape also runs without bias.
+            let with_bias = index != 1;
+            let label = format!("{}{}", shape.label(), if with_bias { "" } else { " no bias" });
+            checks.push(KernelCheck::new(
+                check_name(
+                    tiling,
+                    &wgsl::CONV2D_FORWARD,
+                    &crate::shaders::conv_registers::DENSE_GATHER,
+                ),
+                label.clone(),
+                move |gpu| {
+                    let mut rng = TestRng::new(seed);
+                    let x = rng.uniform_vec(shape.input_len(), -1.0, 1.0);
+                    let w = rng.uniform_vec(shape.weight_len(), -1.0, 1.0);
+                    let b = rng.uniform_vec(shape.out_channels, -1.0, 1.0);
+                    let y = check::poisoned(gpu, "y", shape.output_len())?;
+                    let (x_gpu, w_gpu, b_gpu) = (
+                        check::upload(gpu, "x", &x)?,
+                        check::upload(gpu, "w", &w)?,
+                        check::upload(gpu, "b", &b)?,
+                    );
+                    let bias = with_bias.then_some(&b_gpu);
+                    gpu.run(&[&forward_tiled(gpu, tiling, &y, &x_gpu, &w_gpu, bias, &shape)?])?;
+                    let b64 = check::to_f64(&b);
+                    let expected = cpu::conv2d::forward(
+                        &shape,
+                        &check::to_f64(&x),
+                        &check::to_f64(&w),
+                        with_bias.then_some(&b64[..]),
+                    );
+                    gpu_result(gpu, &y, &expected)
+                },
+            ));
+            checks.push(KernelCheck::new(
+                check_name(
+                    tiling,
+                    &wgsl::CONV2D_INPUT_BACKWARD,
+                    &crate::shaders::conv_registers::STRIDED_GATHER,
+                ),
+                shape.label(),
+                move |gpu| {
+                    let mut rng = TestRng::new(seed + 1);
+                    let w = rng.uniform_vec(shape.weight_len(), -1.0, 1.0);
+                    let dy = rng.uniform_vec(shape.output_len(), -1.0, 1.0);
+                    let dx = check::poisoned(gpu, "dx", shape.input_len())?;
+                    let (w_gpu, dy_gpu) = (check::upload(gpu, "w", &w)?, check::upload(gpu, "dy", &dy)?);
+                    gpu.run(&[&input_backward_tiled(gpu, tiling, &dx, &w_gpu, &dy_gpu, &shape)?])?;
+                    let expected = cpu::conv2d::input_backward(&shape, &check::to_f64(&w), &check::to_f64(&dy));
+                    gpu_result(gpu, &dx, &expected)
+                },
+            ));
+            checks.push(KernelCheck::new(
+                check_name(
+                    tiling,
+                    &wgsl::CONV2D_WEIGHT_BACKWARD,
+                    &crate::shaders::conv_registers::WEIGHT_GRADIENT,
+                ),
+                shape.label(),
+                move |gpu| {
+                    let mut rng = TestRng::new(seed + 2);
+                    let x = rng.uniform_vec(shape.input_len(), -1.0, 1.0);
+                    let dy = rng.uniform_vec(shape.output_len(), -1.0, 1.0);
+                    let dw = check::poisoned(gpu, "dw", shape.weight_len())?;
+                    let (x_gpu, dy_gpu) = (check::upload(gpu, "x", &x)?, check::upload(gpu, "dy", &dy)?);
+                    gpu.run(&[&weight_backward_tiled(gpu, tiling, &dw, &x_gpu, &dy_gpu, &shape)?])?;
+                    let expected = cpu::conv2d::weight_backward(&shape, &check::to_f64(&x), &check::to_f64(&dy));
+                    gpu_result(gpu, &dw, &expected)
+                },
+            ));
+            if tiling == Tiling::Workgroup {
+                checks.push(KernelCheck::new(
+                    wgsl::CONV2D_BIAS_BACKWARD.qualified_name(),
+                    shape.label(),
+                    move |gpu| {
+                        let mut rng = TestRng::new(seed + 3);
+                        let dy = rng.uniform_vec(shape.output_len(), -1.0, 1.0);
+                        let db = check::poisoned(gpu, "dbias", shape.out_channels)?;
+                        let dy_gpu = check::upload(gpu, "dy", &dy)?;
+                        let plane = shape.out_height() * shape.out_width();
+                        gpu.run(&[&bias_backward(
+                            gpu,
+                            &db,
+                            &dy_gpu,
+                            shape.batch,
+                            shape.out_channels,
+                            plane,
+                        )?])?;
+                        let expected =
+                            cpu::conv2d::bias_backward(shape.batch, shape.out_channels, plane, &check::to_f64(&dy));
+                        gpu_result(gpu, &db, &expected)
+                    },
+                ));
+            }
+        }
     }
     checks
 }

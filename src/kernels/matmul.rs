@@ -2,7 +2,8 @@
 //! epilogue (bias per output column, an activation, and an accumulate mode), and the linear layer built on it.
 //!
 //! Tiling (see the shader): a 64 x 64 tile of C per workgroup of 256 threads, 4 x 4 outputs per thread in
-//! registers, K staged 16 at a time through 8 KiB of workgroup memory. 16 outputs per thread cut the
+//! registers, K staged 16 at a time through 8 KiB of workgroup memory. On CPU adapters ([`Tiling::Registers`])
+//! the `*_registers` kernels run instead: no workgroup memory, 8 x 8 outputs per thread. 16 outputs per thread cut the
 //! workgroup-memory reads to 8 per 16 multiply-adds; 256 threads and 8 KiB fit every adapter (and leave room
 //! for double buffering); four adjacent columns per thread are one `vec4` when loads are vectorised later.
 
@@ -10,7 +11,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
 use crate::kernels::activation::Activation;
 use crate::shaders::{matmul as wgsl, EntryPoint};
 
@@ -32,8 +33,11 @@ pub struct MatmulParams {
     pub _pad1: u32,
 }
 
-/// Edge of the square tile of C that one workgroup computes.
+/// Edge of the square tile of C that one workgroup of the tiled kernels computes.
 pub const TILE: usize = 64;
+/// The C tile of one workgroup of the register-tiled kernels (`*_registers`): 32 rows x 64 columns.
+pub const REGISTER_TILE_M: usize = 32;
+pub const REGISTER_TILE_N: usize = 64;
 
 /// Floating-point operations of one (M, N, K) product: a multiply and an add per term.
 pub fn flops(m: usize, n: usize, k: usize) -> u64 {
@@ -54,11 +58,22 @@ pub enum Layout {
 impl Layout {
     pub const ALL: [Layout; 3] = [Self::NN, Self::NT, Self::TN];
 
-    pub fn entry(self) -> &'static EntryPoint {
-        match self {
-            Self::NN => &wgsl::MATMUL_NN,
-            Self::NT => &wgsl::MATMUL_NT,
-            Self::TN => &wgsl::MATMUL_TN,
+    pub fn entry(self, tiling: Tiling) -> &'static EntryPoint {
+        match (tiling, self) {
+            (Tiling::Workgroup, Self::NN) => &wgsl::MATMUL_NN,
+            (Tiling::Workgroup, Self::NT) => &wgsl::MATMUL_NT,
+            (Tiling::Workgroup, Self::TN) => &wgsl::MATMUL_TN,
+            (Tiling::Registers, Self::NN) => &wgsl::MATMUL_NN_REGISTERS,
+            (Tiling::Registers, Self::NT) => &wgsl::MATMUL_NT_REGISTERS,
+            (Tiling::Registers, Self::TN) => &wgsl::MATMUL_TN_REGISTERS,
+        }
+    }
+
+    /// The C tile (rows, columns) of one workgroup.
+    fn tile(tiling: Tiling) -> (usize, usize) {
+        match tiling {
+            Tiling::Workgroup => (TILE, TILE),
+            Tiling::Registers => (REGISTER_TILE_M, REGISTER_TILE_N),
         }
     }
 
@@ -194,7 +209,8 @@ fn to_u32(what: &str, value: usize, context: &str) -> Result<u32, GpuError> {
     })
 }
 
-/// C = act(op(A) · op(B) + bias), or C = C + act(...), for every product of the batch.
+/// C = act(op(A) · op(B) + bias), or C = C + act(...), for every product of the batch, with the adapter's
+/// kernel variant.
 pub fn matmul(
     gpu: &Gpu,
     c: &GpuBuffer,
@@ -204,7 +220,22 @@ pub fn matmul(
     shape: MatmulShape,
     epilogue: &Epilogue,
 ) -> Result<Dispatch, GpuError> {
-    let entry = layout.entry();
+    matmul_tiled(gpu, gpu.tiling, c, a, b, layout, shape, epilogue)
+}
+
+/// [`matmul`] with a chosen kernel variant (the checks run both).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_tiled(
+    gpu: &Gpu,
+    tiling: Tiling,
+    c: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    layout: Layout,
+    shape: MatmulShape,
+    epilogue: &Epilogue,
+) -> Result<Dispatch, GpuError> {
+    let entry = layout.entry(tiling);
     let context = format!("{} ({shape})", entry.qualified_name());
     if shape.m == 0 || shape.n == 0 || shape.k == 0 || shape.batch == 0 {
         return Err(GpuError::Validation {
@@ -233,13 +264,14 @@ pub fn matmul(
         slope,
         ..Default::default()
     };
-    let workgroups = [shape.n.div_ceil(TILE), shape.m.div_ceil(TILE), shape.batch];
+    let (tile_m, tile_n) = Layout::tile(tiling);
+    let workgroups = [shape.n.div_ceil(tile_n), shape.m.div_ceil(tile_m), shape.batch];
     let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
     if workgroups.iter().any(|&w| w > max) {
         return Err(GpuError::Validation {
             context,
             message: format!(
-                "needs {workgroups:?} workgroups of {TILE}x{TILE} outputs, over the adapter's {max} per \
+                "needs {workgroups:?} workgroups of {tile_m}x{tile_n} outputs, over the adapter's {max} per \
                  dimension; split the product into several calls"
             ),
         });
@@ -316,8 +348,10 @@ pub fn linear_weight_backward(
 
 /// Runs one product on random inputs and compares it with the CPU twin. C starts random when accumulating
 /// (so the old value matters) and NaN otherwise (so an unwritten element shows).
+#[allow(clippy::too_many_arguments)]
 pub fn run_check(
     gpu: &Gpu,
+    tiling: Tiling,
     layout: Layout,
     shape: MatmulShape,
     with_bias: bool,
@@ -343,7 +377,9 @@ pub fn run_check(
         activation,
         accumulate,
     };
-    gpu.run(&[&matmul(gpu, &c_gpu, &a_gpu, &b_gpu, layout, shape, &epilogue)?])?;
+    gpu.run(&[&matmul_tiled(
+        gpu, tiling, &c_gpu, &a_gpu, &b_gpu, layout, shape, &epilogue,
+    )?])?;
 
     let mut expected = check::to_f64(&c_start);
     let bias64 = check::to_f64(&bias);
@@ -402,7 +438,8 @@ pub const ODD_SHAPES: [(usize, usize, usize); 6] = [
     (1, 130, 1),
 ];
 
-/// Every layout on odd and real shapes, each epilogue, accumulation, and batches against the CPU twin.
+/// Every layout on odd and real shapes, each epilogue, accumulation, and batches against the CPU twin, for both
+/// kernel variants.
 pub fn checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     let mut add = |layout: Layout,
@@ -411,10 +448,15 @@ pub fn checks() -> Vec<KernelCheck> {
                    activation: Option<Activation>,
                    accumulate: bool,
                    label: String| {
-        let seed = checks.len() as u64 + 1;
-        checks.push(KernelCheck::new(layout.entry().qualified_name(), label, move |gpu| {
-            run_check(gpu, layout, shape, bias, activation, accumulate, seed)
-        }));
+        for tiling in Tiling::ALL {
+            let seed = checks.len() as u64 + 1;
+            let label = label.clone();
+            checks.push(KernelCheck::new(
+                layout.entry(tiling).qualified_name(),
+                label,
+                move |gpu| run_check(gpu, tiling, layout, shape, bias, activation, accumulate, seed),
+            ));
+        }
     };
     for layout in Layout::ALL {
         for (m, n, k) in ODD_SHAPES {

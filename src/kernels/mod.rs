@@ -11,6 +11,7 @@ pub mod arith;
 pub mod batchnorm;
 pub mod concat;
 pub mod conv2d;
+pub mod conv_registers;
 pub mod conv_transpose2d;
 pub mod diffusion;
 pub mod groupnorm;

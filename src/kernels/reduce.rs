@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
 use crate::shaders::reduce as wgsl;
 
 /// Keep in sync with `struct Params` in shaders/reduce.wgsl.
@@ -37,10 +37,25 @@ fn params(gpu: &Gpu, label: &str, rows: usize, cols: usize, n: usize) -> Result<
     gpu.uniform(label, &p)
 }
 
-/// out (C) = sum over r of x (R, C): one workgroup per column.
+/// out (C) = sum over r of x (R, C): one workgroup per column, or on CPU adapters one thread per column.
 pub fn sum_rows(gpu: &Gpu, out: &GpuBuffer, x: &GpuBuffer, rows: usize, cols: usize) -> Result<Dispatch, GpuError> {
+    sum_rows_tiled(gpu, gpu.tiling, out, x, rows, cols)
+}
+
+/// [`sum_rows`] with a chosen kernel variant (the checks run both).
+pub fn sum_rows_tiled(
+    gpu: &Gpu,
+    tiling: Tiling,
+    out: &GpuBuffer,
+    x: &GpuBuffer,
+    rows: usize,
+    cols: usize,
+) -> Result<Dispatch, GpuError> {
     let params = params(gpu, "sum_rows", rows, cols, rows * cols)?;
-    gpu.dispatch_1d(&wgsl::SUM_ROWS, &[&params, out, x], cols as u64 * 256)
+    match tiling {
+        Tiling::Workgroup => gpu.dispatch_1d(&wgsl::SUM_ROWS, &[&params, out, x], cols as u64 * 256),
+        Tiling::Registers => gpu.dispatch_1d(&wgsl::SUM_ROWS_REGISTERS, &[&params, out, x], cols as u64),
+    }
 }
 
 /// out (R) = sum over c of x (R, C): one workgroup per row.
@@ -79,21 +94,27 @@ pub fn checks() -> Vec<KernelCheck> {
     let matrices = [(1, 1), (7, 33), (129, 7), (33, 129), (1000, 3), (128, 400), (128, 6272)];
     for (rows, cols) in matrices {
         let input = move || TestRng::new((rows * cols) as u64).uniform_vec(rows * cols, -1.0, 1.0);
-        checks.push(KernelCheck::new(
-            wgsl::SUM_ROWS.qualified_name(),
-            format!("R={rows} C={cols}"),
-            move |gpu| {
-                let x = input();
-                let out = check::poisoned(gpu, "out", cols)?;
-                gpu.run(&[&sum_rows(gpu, &out, &check::upload(gpu, "x", &x)?, rows, cols)?])?;
-                let expected = cpu::reduce::sum_rows(&check::to_f64(&x), rows, cols);
-                Ok(check::compare(
-                    &check::download(gpu, &out, cols)?,
-                    &expected,
-                    Tolerance::ACCUMULATED,
-                ))
-            },
-        ));
+        for (tiling, entry) in [
+            (Tiling::Workgroup, &wgsl::SUM_ROWS),
+            (Tiling::Registers, &wgsl::SUM_ROWS_REGISTERS),
+        ] {
+            checks.push(KernelCheck::new(
+                entry.qualified_name(),
+                format!("R={rows} C={cols}"),
+                move |gpu| {
+                    let x = input();
+                    let out = check::poisoned(gpu, "out", cols)?;
+                    let x_gpu = check::upload(gpu, "x", &x)?;
+                    gpu.run(&[&sum_rows_tiled(gpu, tiling, &out, &x_gpu, rows, cols)?])?;
+                    let expected = cpu::reduce::sum_rows(&check::to_f64(&x), rows, cols);
+                    Ok(check::compare(
+                        &check::download(gpu, &out, cols)?,
+                        &expected,
+                        Tolerance::ACCUMULATED,
+                    ))
+                },
+            ));
+        }
         checks.push(KernelCheck::new(
             "reduce::sum_cols",
             format!("R={rows} C={cols}"),

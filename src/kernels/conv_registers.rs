@@ -1,0 +1,192 @@
+//! Register-tiled convolutions (`shaders/conv_registers.wgsl`) for CPU adapters ([`Tiling::Registers`]): the
+//! Conv2d and ConvTranspose2d launchers in [`conv2d`](super::conv2d) and
+//! [`conv_transpose2d`](super::conv_transpose2d) call these when the adapter runs register-tiled kernels.
+//!
+//! Three kernels cover the six convolution passes, by the role each image plays:
+//!
+//! | pass                         | kernel            | src | dst (or grad)  |
+//! | ---------------------------- | ----------------- | --- | -------------- |
+//! | Conv2d forward               | `dense_gather`    | x   | y              |
+//! | Conv2d input gradient        | `strided_gather`  | dy  | dx             |
+//! | Conv2d weight gradient       | `weight_gradient` | x   | dy (grad)      |
+//! | ConvTranspose2d forward      | `strided_gather`  | x   | y              |
+//! | ConvTranspose2d input grad.  | `dense_gather`    | dy  | dx             |
+//! | ConvTranspose2d weight grad. | `weight_gradient` | dy  | x (grad)       |
+//!
+//! Conv2d's weight [Co, Ci, KH, KW] and ConvTranspose2d's [Ci, Co, KH, KW] are both [dst channel, src channel]
+//! for the dense gather and [src channel, dst channel] for the strided one, so no pass needs a transposed copy.
+//!
+//! [`Tiling::Registers`]: crate::gpu::Tiling::Registers
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
+use crate::shaders::conv_registers as wgsl;
+use crate::shaders::EntryPoint;
+
+/// Keep in sync with `struct Params` in shaders/conv_registers.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ConvRegistersParams {
+    pub batch: u32,
+    pub src_channels: u32,
+    pub src_height: u32,
+    pub src_width: u32,
+    pub dst_channels: u32,
+    pub dst_height: u32,
+    pub dst_width: u32,
+    pub kernel_h: u32,
+    pub kernel_w: u32,
+    pub stride: u32,
+    pub padding: u32,
+    pub has_bias: u32,
+}
+
+/// Pixels one gather workgroup computes, and the channels (or weight-gradient rows) and weight-gradient columns.
+const PIXELS: usize = 512;
+const CHANNELS: usize = 8;
+const COLUMNS: usize = 512;
+
+/// The images of one pass by role: `src` is read at `dst position * stride - padding + tap`; `dst` is written
+/// by the gathers and is the `grad` image of the weight gradient. Sizes are (channels, height, width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    pub batch: usize,
+    pub src: [usize; 3],
+    pub dst: [usize; 3],
+    pub kernel: [usize; 2],
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Roles {
+    /// src and dst exchanged: the other passes of the same layer.
+    pub fn swapped(self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            ..self
+        }
+    }
+
+    fn params(&self, has_bias: bool) -> ConvRegistersParams {
+        ConvRegistersParams {
+            batch: self.batch as u32,
+            src_channels: self.src[0] as u32,
+            src_height: self.src[1] as u32,
+            src_width: self.src[2] as u32,
+            dst_channels: self.dst[0] as u32,
+            dst_height: self.dst[1] as u32,
+            dst_width: self.dst[2] as u32,
+            kernel_h: self.kernel[0] as u32,
+            kernel_w: self.kernel[1] as u32,
+            stride: self.stride as u32,
+            padding: self.padding as u32,
+            has_bias: has_bias as u32,
+        }
+    }
+
+    fn grid(&self, entry: &EntryPoint, gpu: &Gpu, grid: [usize; 3]) -> Result<[u32; 3], GpuError> {
+        let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        if grid.iter().any(|&g| g > max) {
+            return Err(GpuError::Validation {
+                context: entry.qualified_name(),
+                message: format!(
+                    "{self:?} needs {grid:?} workgroups, over the adapter's {max} per dimension: use a smaller batch"
+                ),
+            });
+        }
+        Ok(grid.map(|g| g.max(1) as u32))
+    }
+}
+
+/// The gathers' dispatch: the bias binding holds `bias`, or a one-word placeholder the shader does not read.
+fn gather(
+    gpu: &Gpu,
+    entry: &'static EntryPoint,
+    buffers: [&GpuBuffer; 4],
+    bias: Option<&GpuBuffer>,
+    grid: [u32; 3],
+) -> Result<Dispatch, GpuError> {
+    let placeholder;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            placeholder = gpu.buffer("conv no bias", BufferRole::Scratch, 4)?;
+            &placeholder
+        }
+    };
+    let [params, dst, src, weight] = buffers;
+    gpu.dispatch(entry, &[params, dst, src, weight, bias], grid)
+}
+
+/// dst[n, c, h, w] = bias[c] + sum_{s, kh, kw} src[n, s, h*S - P + kh, w*S - P + kw] * weight[c, s, kh, kw].
+pub fn dense_gather(
+    gpu: &Gpu,
+    dst: &GpuBuffer,
+    src: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    roles: &Roles,
+) -> Result<Dispatch, GpuError> {
+    let entry = &wgsl::DENSE_GATHER;
+    let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
+    let pixels = roles.batch * roles.dst[1] * roles.dst[2];
+    let grid = roles.grid(
+        entry,
+        gpu,
+        [pixels.div_ceil(PIXELS), roles.dst[0].div_ceil(CHANNELS), 1],
+    )?;
+    gather(gpu, entry, [&params, dst, src, weight], bias, grid)
+}
+
+/// dst[n, c, h, w] = bias[c] + sum of src[n, s, i, j] * weight[s, c, kh, kw] over i*S - P + kh = h and
+/// j*S - P + kw = w: one workgroup layer (z) per phase (h mod S, w mod S).
+pub fn strided_gather(
+    gpu: &Gpu,
+    dst: &GpuBuffer,
+    src: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    roles: &Roles,
+) -> Result<Dispatch, GpuError> {
+    let entry = &wgsl::STRIDED_GATHER;
+    let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
+    let s = roles.stride;
+    let phase_pixels = roles.batch * roles.dst[1].div_ceil(s) * roles.dst[2].div_ceil(s);
+    let grid = roles.grid(
+        entry,
+        gpu,
+        [phase_pixels.div_ceil(PIXELS), roles.dst[0].div_ceil(CHANNELS), s * s],
+    )?;
+    gather(gpu, entry, [&params, dst, src, weight], bias, grid)
+}
+
+/// dst[c, s, kh, kw] = sum_{n, i, j} grad[n, c, i, j] * src[n, s, i*S - P + kh, j*S - P + kw]; grad has the
+/// `dst` sizes of `roles`. Overwrites dst.
+pub fn weight_gradient(
+    gpu: &Gpu,
+    dst: &GpuBuffer,
+    src: &GpuBuffer,
+    grad: &GpuBuffer,
+    roles: &Roles,
+) -> Result<Dispatch, GpuError> {
+    let entry = &wgsl::WEIGHT_GRADIENT;
+    let params = gpu.uniform(entry.name, &roles.params(false))?;
+    let columns = roles.src[0] * roles.kernel[0] * roles.kernel[1];
+    let grid = roles.grid(
+        entry,
+        gpu,
+        [columns.div_ceil(COLUMNS), roles.dst[0].div_ceil(CHANNELS), 1],
+    )?;
+    gpu.dispatch(entry, &[&params, dst, src, grad], grid)
+}
+
+/// The name a check of a convolution pass goes by: the workgroup-tiled entry point, or the register-tiled one
+/// with the pass it stands in for ("conv_registers::dense_gather as conv2d_forward").
+pub fn check_name(tiling: Tiling, workgroup: &EntryPoint, registers: &EntryPoint) -> String {
+    match tiling {
+        Tiling::Workgroup => workgroup.qualified_name(),
+        Tiling::Registers => format!("{} as {}", registers.qualified_name(), workgroup.name),
+    }
+}
