@@ -49,21 +49,32 @@ fn gradient_twin_matches_finite_differences() {
     }
 }
 
-/// Two 1-D samples per set, C = 2: with z = (0, 1), p = (0, 3):
-/// k(z0, z1) = 2/3, k(p0, p1) = 2/11; cross: k(0,0) = 1, k(0,3) = 2/11, k(1,0) = 2/3, k(1,3) = 1/3.
-/// MMD = (2·2/11 + 2·2/3) / 2 - 2/4 (1 + 2/11 + 2/3 + 1/3) = 2/11 + 2/3 - 12/11 = -8/33 (an unbiased estimate
-/// can be negative). d/dz0: within 2/2 · g(0, 1) = -2(0 - 1)(2/3)²/2 = 4/9; across -2/4 (g(0,0) + g(0,3)) =
-/// -1/2 · (0 + 2·3·(2/11)²/2) = -1/2 · 12/121 = -6/121. So dz0 = 4/9 - 6/121.
+/// Two 1-D samples per set, C = 2, written out term by term with k_s(d²) = sC / (sC + d²) summed over the scales:
+/// z = (0, 1), p = (0, 3): within the codes d² = 1, within the prior d² = 9; across d² = 0, 9, 1, 4.
+/// MMD = (2 k(1) + 2 k(9)) / 2 - 2/4 (k(0) + k(9) + k(1) + k(4)) = k(1)/2 + k(9)/2 - k(0)/2 - k(4)/2.
+/// d/dz0 = 2/2 g(z0, z1) - 2/4 (g(z0, p0) + g(z0, p1)), g(a, b) = -2 (a - b) Σ_s sC / (sC + d²)²:
+/// g(0, 1) = 2 slope(1), g(0, 0) = 0, g(0, 3) = 6 slope(9); dz0 = 2 slope(1) - 3 slope(9).
 #[test]
 fn hand_derived_case() {
     let z = [0.0, 1.0];
     let prior = [0.0, 3.0];
     let c = imq_scale(1);
     assert_eq!(c, 2.0);
+    let k = |squared: f64| twin::SCALES.iter().map(|s| s * c / (s * c + squared)).sum::<f64>();
+    let slope = |squared: f64| {
+        twin::SCALES
+            .iter()
+            .map(|s| s * c / (s * c + squared).powi(2))
+            .sum::<f64>()
+    };
     let value = twin::mmd(&z, &prior, 2, 1, c, 1.0);
-    assert!((value - (-8.0 / 33.0)).abs() < 1e-12, "MMD {value}");
+    let expected = (k(1.0) + k(9.0) - k(0.0) - k(4.0)) / 2.0;
+    assert!((value - expected).abs() < 1e-12, "MMD {value} vs {expected}");
+    // With the single scale s = 1 this is 2/3 / 2 + 2/11 / 2 - 1/2 - 1/3 / 2 = -8/33.
+    assert!(((2.0 / 3.0 + 2.0 / 11.0 - 1.0 - 1.0 / 3.0) / 2.0 - (-8.0 / 33.0) as f64).abs() < 1e-15);
     let dz = twin::mmd_backward(&z, &prior, 2, 1, c, 1.0);
-    assert!((dz[0] - (4.0 / 9.0 - 6.0 / 121.0)).abs() < 1e-12, "dz0 {}", dz[0]);
+    let expected = 2.0 * slope(1.0) - 3.0 * slope(9.0);
+    assert!((dz[0] - expected).abs() < 1e-12, "dz0 {} vs {expected}", dz[0]);
 }
 
 /// On the GPU: near 0 for codes drawn from the prior itself, and growing as the codes move away from it.
@@ -89,8 +100,8 @@ fn mmd_is_small_for_the_same_distribution_and_grows_with_a_shift() {
         gpu.run(&[&a, &b]).unwrap();
         let value = check::download(gpu, &slots, 1).unwrap()[0] as f64;
         if shift == 0.0 {
-            // The estimate's standard deviation at B = 128 is about 1e-3 here.
-            assert!(value.abs() < 5e-3, "MMD of two samples of N(0, I): {value}");
+            // The estimate's standard deviation at B = 128 is about 1e-2 here (7 scales; one gave 1e-3).
+            assert!(value.abs() < 3e-2, "MMD of two samples of N(0, I): {value}");
         } else {
             assert!(
                 value > previous + 1e-3,

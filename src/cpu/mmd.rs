@@ -1,5 +1,9 @@
 //! CPU twin of `shaders/mmd.wgsl`: the unbiased MMD between codes z (B, D) and prior samples p (B, D) with the
-//! inverse multiquadratic kernel k(a, b) = C / (C + |a - b|²), its per-sample shares, and its gradient in z.
+//! inverse multiquadratic kernel summed over scales, k(a, b) = Σ_s sC / (sC + |a - b|²), its per-sample shares,
+//! and its gradient in z.
+
+/// The scale factors s of the kernel's terms (the WAE authors' code).
+pub const SCALES: [f64; 7] = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 
 fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
@@ -10,9 +14,16 @@ fn row(values: &[f64], i: usize, dim: usize) -> &[f64] {
     &values[i * dim..(i + 1) * dim]
 }
 
-/// k(a, b) = C / (C + |a - b|²)
+/// k(a, b) = Σ_s sC / (sC + |a - b|²)
 pub fn imq(a: &[f64], b: &[f64], c: f64) -> f64 {
-    c / (c + squared_distance(a, b))
+    let squared = squared_distance(a, b);
+    SCALES.iter().map(|s| s * c / (s * c + squared)).sum()
+}
+
+/// -dk/d|a - b|² = Σ_s sC / (sC + |a - b|²)²
+fn imq_slope(a: &[f64], b: &[f64], c: f64) -> f64 {
+    let squared = squared_distance(a, b);
+    SCALES.iter().map(|s| s * c / (s * c + squared).powi(2)).sum()
 }
 
 /// per_sample[i] = weight · B · share_i, with
@@ -40,7 +51,7 @@ pub fn mmd(z: &[f64], prior: &[f64], batch: usize, dim: usize, c: f64, weight: f
 }
 
 /// d (weight · MMD) / dz_i = weight · (2/(B(B-1)) Σ_{j≠i} g(z_i, z_j) - 2/B² Σ_j g(z_i, p_j)),
-/// g(a, b) = ∂k(a, b)/∂a = -2 (a - b) k(a, b)² / C.
+/// g(a, b) = ∂k(a, b)/∂a = -2 (a - b) Σ_s sC / (sC + |a - b|²)².
 pub fn mmd_backward(z: &[f64], prior: &[f64], batch: usize, dim: usize, c: f64, weight: f64) -> Vec<f64> {
     let n = batch as f64;
     let mut dz = vec![0.0; batch * dim];
@@ -48,14 +59,14 @@ pub fn mmd_backward(z: &[f64], prior: &[f64], batch: usize, dim: usize, c: f64, 
         let zi = &z[i * dim..(i + 1) * dim];
         for j in 0..batch {
             let (zj, pj) = (&z[j * dim..(j + 1) * dim], &prior[j * dim..(j + 1) * dim]);
-            let k_zz = imq(zi, zj, c);
-            let k_zp = imq(zi, pj, c);
+            let slope_zz = imq_slope(zi, zj, c);
+            let slope_zp = imq_slope(zi, pj, c);
             for d in 0..dim {
                 let mut g = 0.0;
                 if j != i {
-                    g += 2.0 / (n * (n - 1.0)) * (-2.0 * (zi[d] - zj[d]) * k_zz * k_zz / c);
+                    g += 2.0 / (n * (n - 1.0)) * (-2.0 * (zi[d] - zj[d]) * slope_zz);
                 }
-                g -= 2.0 / (n * n) * (-2.0 * (zi[d] - pj[d]) * k_zp * k_zp / c);
+                g -= 2.0 / (n * n) * (-2.0 * (zi[d] - pj[d]) * slope_zp);
                 dz[i * dim + d] += weight * g;
             }
         }

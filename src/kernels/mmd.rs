@@ -1,9 +1,11 @@
 //! The WAE's latent regulariser (`shaders/mmd.wgsl`): the unbiased maximum mean discrepancy between a batch of
 //! codes z (B, D) and as many prior samples (B, D), with the inverse multiquadratic kernel
-//! k(a, b) = C / (C + |a - b|²), C = 2 D σ², σ² = 1 (Tolstikhin et al. 2018).
+//! k(a, b) = Σ_s sC / (sC + |a - b|²), C = 2 D σ², σ² = 1 (Tolstikhin et al. 2018).
 //!
-//! The WAE paper's code sums k over the scales C · {0.1, 0.2, 0.5, 1, 2, 5, 10}; latent uses the single scale
-//! C = 2 D, the one the paper's text gives, which is enough for an 8-dimensional latent.
+//! The paper's text gives the single scale C; its code sums over s in {0.1, 0.2, 0.5, 1, 2, 5, 10}, and so does
+//! latent: with the single scale, codes that drift far from the prior (the reconstruction cost pushes them
+//! apart) get a gradient falling as |z - p|^-3 and are never pulled back; a first mnist-10k run with it decoded
+//! prior codes into grey blobs.
 //!
 //! Like the losses, the forward is per-sample values (each sample's share of weight · MMD, times B) and their
 //! mean into a loss slot; the backward writes (or adds) weight · dMMD/dz. Prior samples get no gradient.
@@ -30,7 +32,7 @@ pub struct MmdParams {
     pub _pad2: u32,
 }
 
-/// The kernel's scale C = 2 D σ² for the N(0, I) prior (σ² = 1).
+/// The kernel's base scale C = 2 D σ² for the N(0, I) prior (σ² = 1).
 pub fn imq_scale(dim: usize) -> f64 {
     2.0 * dim as f64
 }

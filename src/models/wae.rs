@@ -5,8 +5,9 @@
 //! dec.0 ... dec.5   the ae's decoder, x̂ = sigmoid(logits)
 //! cost = |x - x̂|² summed over the 784 pixels, mean over the batch
 //! prior N(0, I_8); the latent regulariser (--regularizer) pulls the codes' distribution Q_Z towards it:
-//!   mmd          loss = cost + λ MMD(Q_Z, P_Z), λ = 10, the inverse multiquadratic kernel with C = 2 · 8 · 1
-//!                (WAE-MMD, Algorithm 2 of the paper); prior samples drawn on the GPU every step
+//!   mmd          loss = cost + λ MMD(Q_Z, P_Z), λ = 10, the inverse multiquadratic kernel with C = 2 · 8 · 1,
+//!                summed over the scales sC, s in {0.1, ..., 10}, as the authors' code does (WAE-MMD,
+//!                Algorithm 2 of the paper); prior samples drawn on the GPU every step
 //!   adversarial  a latent discriminator D, an MLP 8 -> 512 -> 512 -> 1 with ReLU (the adversarial
 //!                autoencoder of Makhzani et al. 2016, whose MNIST nets are two layers of 1000 units; 512 keeps a
 //!                step cheap), two plans per step as the GAN's:
