@@ -41,7 +41,7 @@ fn sorted_projection(points: &[f32], dim: usize, direction: &[f64]) -> Vec<f64> 
 /// If the sets differ in size or are empty (the caller draws as many samples as real images).
 pub fn sliced_wasserstein(a: &[f32], b: &[f32], dim: usize, projections: usize, seed: u64) -> f64 {
     assert!(
-        !a.is_empty() && a.len() == b.len() && a.len() % dim == 0,
+        !a.is_empty() && a.len() == b.len() && a.len().is_multiple_of(dim),
         "sliced Wasserstein needs two non-empty sets of the same size: {} and {} values of {dim}",
         a.len(),
         b.len()
