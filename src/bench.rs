@@ -101,6 +101,13 @@ impl Workload {
                 workload.add_input(&o.graph, 0, o.x, Fill::Uniform(-1.0, 1.0), &mut rng);
                 workload.add_input(&o.graph, 0, o.t, Fill::Below(1000), &mut rng);
             }
+            ModelKind::Wae => {
+                // The default regulariser, mmd: one plan.
+                let o = crate::models::wae::objective(batch, crate::models::wae::Regularizer::Mmd)?;
+                let adam = crate::models::wae::optimizer(model.learning_rate());
+                workload.add_plan(gpu, "wae", &o.graph, adam, seed)?;
+                workload.add_input(&o.graph, 0, o.x, Fill::Uniform(0.0, 1.0), &mut rng);
+            }
         }
         workload.write_inputs(gpu)?;
         Ok(workload)

@@ -316,6 +316,7 @@ pub fn all_checks() -> Vec<KernelCheck> {
     checks.extend(crate::kernels::resample::checks());
     checks.extend(crate::kernels::concat::checks());
     checks.extend(crate::kernels::loss::checks());
+    checks.extend(crate::kernels::mmd::checks());
     checks.extend(crate::kernels::optim::checks());
     checks.extend(crate::kernels::batchnorm::checks());
     checks.extend(crate::kernels::groupnorm::checks());

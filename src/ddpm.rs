@@ -198,6 +198,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
                 adapter: gpu.describe(),
                 latent_version: env!("CARGO_PKG_VERSION").into(),
                 ddpm: Some(ddpm),
+                wae: None,
             };
             (RunDir::create(&path)?, config, None)
         }

@@ -346,6 +346,8 @@ pub struct FidOptions {
     pub n: usize,
     /// The classifier run giving the features; None: the cached one, trained on first use.
     pub classifier: Option<PathBuf>,
+    /// Random directions of the sliced Wasserstein distance reported beside FID; 0 skips it.
+    pub projections: usize,
 }
 
 /// Loads a GAN run's evaluation plans.
@@ -380,7 +382,9 @@ pub fn evaluate(gpu: &Gpu, run: &LoadedRun, options: &FidOptions) -> Result<serd
     Ok(report)
 }
 
-/// Adds FID, its floor and the samples' class histogram to `report`, for `samples` (N, 784) in [0, 1].
+/// Adds FID, its floor and the samples' class histogram to `report`, for `samples` (N, 784) in [0, 1], and the
+/// sliced Wasserstein distance (`crate::swd`) between the samples and N test images, with its floor (N real
+/// training images against the same test images).
 pub fn add_fid(
     gpu: &Gpu,
     report: &mut serde_json::Value,
@@ -403,6 +407,30 @@ pub fn add_fid(
         for (key, value) in map {
             report[key] = value.clone();
         }
+    }
+    if options.projections > 0 {
+        // As many test images as samples (all of them when there are fewer).
+        let count = n.min(splits.test.len());
+        let test = fid::real_subset(&splits.test, count, run.config.seed);
+        let real = fid::real_subset(&splits.train, count, run.config.seed);
+        let seed = run.config.seed;
+        let samples = &samples[..count * 784];
+        report["swd"] = json!(crate::swd::sliced_wasserstein(
+            samples,
+            &test,
+            784,
+            options.projections,
+            seed
+        ));
+        report["swd_floor"] = json!(crate::swd::sliced_wasserstein(
+            &real,
+            &test,
+            784,
+            options.projections,
+            seed
+        ));
+        report["swd_n"] = json!(count);
+        report["swd_projections"] = json!(options.projections);
     }
     Ok(())
 }

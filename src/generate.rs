@@ -112,6 +112,11 @@ fn encoder_graph(model: ModelKind, batch: usize) -> Result<(Graph, TensorId, Ten
             let z = models::ae::encode(&mut g, x)?;
             (g, x, z, None)
         }
+        ModelKind::Wae => {
+            let x = g.input("x", &[batch, 1, 28, 28]);
+            let z = models::ae::encode_to(&mut g, x, models::wae::LATENT)?;
+            (g, x, z, None)
+        }
         ModelKind::Classifier | ModelKind::Gan | ModelKind::Ddpm => unreachable!("callers check the model first"),
     })
 }
@@ -120,6 +125,7 @@ fn latent_dim(model: ModelKind) -> usize {
     match model {
         ModelKind::Vae => models::vae::LATENT,
         ModelKind::Gan => models::gan::LATENT,
+        ModelKind::Wae => models::wae::LATENT,
         _ => models::ae::LATENT,
     }
 }
@@ -128,12 +134,13 @@ fn decoder_graph(model: ModelKind, batch: usize) -> Result<(Graph, TensorId, Ten
     Ok(match model {
         ModelKind::Vae => models::vae::sampler(batch)?,
         ModelKind::Gan => models::gan::sampler(batch)?,
+        ModelKind::Wae => models::wae::sampler(batch)?,
         _ => models::ae::sampler(batch)?,
     })
 }
 
 /// The first `count` test images, (count, 784) in [0, 1].
-fn test_images(dataset: &Dataset, count: usize) -> Vec<f32> {
+pub(crate) fn test_images(dataset: &Dataset, count: usize) -> Vec<f32> {
     let indices: Vec<usize> = (0..count.min(dataset.len())).collect();
     let mut images = vec![0.0f32; indices.len() * dataset.shape().numel()];
     dataset.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
@@ -141,7 +148,7 @@ fn test_images(dataset: &Dataset, count: usize) -> Vec<f32> {
 }
 
 /// Latent codes of `images` (the posterior means for the vae).
-fn encode(gpu: &Gpu, run: &LoadedRun, images: &[f32]) -> Result<Vec<f32>, TrainError> {
+pub(crate) fn encode(gpu: &Gpu, run: &LoadedRun, images: &[f32]) -> Result<Vec<f32>, TrainError> {
     let batch = 64;
     let (graph, x, code, _) = encoder_graph(run.model, batch)?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "encode")?;
@@ -174,7 +181,7 @@ fn out_dir(run: &LoadedRun, out: Option<&Path>) -> Result<PathBuf, TrainError> {
 /// The random stream of sampling (kept apart from training's streams).
 const SAMPLE_STREAM: u32 = 2000;
 
-/// `latent sample`: n images from the model. The vae decodes z ~ N(0, I); a plain autoencoder has no prior, so
+/// `latent sample`: n images from the model. The vae and the wae decode z ~ N(0, I), their prior; a plain autoencoder has no prior, so
 /// its codes are drawn from a diagonal Gaussian fitted to the test set's codes. Writes grid.png and samples.npy
 /// (float32, [N, 1, 28, 28], values in [0, 1]).
 pub fn sample(
@@ -185,7 +192,10 @@ pub fn sample(
     out: Option<&Path>,
 ) -> Result<serde_json::Value, TrainError> {
     let run = LoadedRun::open(path)?;
-    run.require(&[ModelKind::Vae, ModelKind::Ae, ModelKind::Gan], "sample")?;
+    run.require(
+        &[ModelKind::Vae, ModelKind::Ae, ModelKind::Gan, ModelKind::Wae],
+        "sample",
+    )?;
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
@@ -235,7 +245,7 @@ fn diagonal_gaussian(codes: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
 /// `latent reconstruct`: test images (odd rows) above their reconstructions (even rows): reconstruct.png.
 pub fn reconstruct(gpu: &Gpu, path: &Path, n: usize, out: Option<&Path>) -> Result<serde_json::Value, TrainError> {
     let run = LoadedRun::open(path)?;
-    run.require(&[ModelKind::Vae, ModelKind::Ae], "reconstruct")?;
+    run.require(&[ModelKind::Vae, ModelKind::Ae, ModelKind::Wae], "reconstruct")?;
     let test = run.test_set()?;
     let images = test_images(&test, n.max(1));
     let reconstructions = decode(gpu, &run, &encode(gpu, &run, &images)?)?;
@@ -255,7 +265,10 @@ pub fn interpolate(
     out: Option<&Path>,
 ) -> Result<serde_json::Value, TrainError> {
     let run = LoadedRun::open(path)?;
-    run.require(&[ModelKind::Vae, ModelKind::Ae, ModelKind::Gan], "interpolate")?;
+    run.require(
+        &[ModelKind::Vae, ModelKind::Ae, ModelKind::Gan, ModelKind::Wae],
+        "interpolate",
+    )?;
     let steps = steps.max(2);
     if run.model == ModelKind::Gan {
         return interpolate_prior(gpu, &run, pairs.max(1), steps, out);
@@ -318,11 +331,11 @@ fn interpolate_prior(
     Ok(json!({ "image": file, "pairs": pairs, "steps": steps }))
 }
 
-/// `n` generated images (N, 784) in [0, 1] from a run of a model that generates (vae, gan; ddpm adds its
-/// sampler here): what FID measures.
+/// `n` generated images (N, 784) in [0, 1] from a run of a model that generates (vae, gan, wae: the decoder on
+/// prior codes; ddpm: its DDIM sampler): what FID and the sliced Wasserstein distance measure.
 pub fn generated_images(gpu: &Gpu, run: &LoadedRun, n: usize, seed: u64) -> Result<Vec<f32>, TrainError> {
     match run.model {
-        ModelKind::Vae | ModelKind::Gan => {
+        ModelKind::Vae | ModelKind::Gan | ModelKind::Wae => {
             let codes = train::gpu_normals(gpu, n * latent_dim(run.model), seed, SAMPLE_STREAM + 3)?;
             decode(gpu, run, &codes)
         }
@@ -352,6 +365,9 @@ pub fn evaluate_with(
     }
     if run.model == ModelKind::Ddpm {
         return crate::ddpm::evaluate(gpu, &run);
+    }
+    if run.model == ModelKind::Wae {
+        return crate::wae::evaluate(gpu, &run, fid);
     }
     let test = run.test_set()?;
     let batch = run.config.batch;
@@ -388,7 +404,7 @@ pub fn evaluate_with(
         ModelKind::Ae => {
             report["bce_nats"] = metrics["bce"].clone();
         }
-        ModelKind::Gan | ModelKind::Ddpm => unreachable!("evaluated above"),
+        ModelKind::Gan | ModelKind::Ddpm | ModelKind::Wae => unreachable!("evaluated above"),
         ModelKind::Classifier => {
             report["cross_entropy"] = metrics["cross_entropy"].clone();
             report["accuracy"] = metrics["accuracy"].clone();

@@ -228,6 +228,21 @@ pub enum Op {
         target: TensorId,
         loss: TensorId,
     },
+    /// Per image: the squared L2 distance sum over its values of (prediction - target)²; loss (1) = mean over the
+    /// batch (the WAE's reconstruction cost)
+    SquaredError {
+        prediction: TensorId,
+        target: TensorId,
+        loss: TensorId,
+    },
+    /// loss (1) = weight · MMD(z, prior), the unbiased maximum mean discrepancy with the inverse multiquadratic
+    /// kernel between codes z (N, D) and prior samples (N, D) (the WAE-MMD regulariser). No gradient reaches prior.
+    Mmd {
+        z: TensorId,
+        prior: TensorId,
+        weight: f32,
+        loss: TensorId,
+    },
     /// loss (1) = mean over the batch of -log softmax(logits)[label]
     CrossEntropy {
         logits: TensorId,
@@ -259,6 +274,8 @@ impl Op {
             | Op::BceWithLogitsConstant { loss, .. }
             | Op::GaussianKl { loss, .. }
             | Op::MeanSquaredError { loss, .. }
+            | Op::SquaredError { loss, .. }
+            | Op::Mmd { loss, .. }
             | Op::CrossEntropy { loss, .. } => loss,
         }
     }
@@ -282,7 +299,10 @@ impl Op {
             Op::BceWithLogits { logits, target, .. } => vec![logits, target],
             Op::BceWithLogitsConstant { logits, .. } => vec![logits],
             Op::GaussianKl { mu, logvar, .. } => vec![mu, logvar],
-            Op::MeanSquaredError { prediction, target, .. } => vec![prediction, target],
+            Op::MeanSquaredError { prediction, target, .. } | Op::SquaredError { prediction, target, .. } => {
+                vec![prediction, target]
+            }
+            Op::Mmd { z, prior, .. } => vec![z, prior],
             Op::CrossEntropy { logits, labels, .. } => vec![logits, labels],
         }
     }
@@ -294,6 +314,8 @@ impl Op {
                 | Op::BceWithLogitsConstant { .. }
                 | Op::GaussianKl { .. }
                 | Op::MeanSquaredError { .. }
+                | Op::SquaredError { .. }
+                | Op::Mmd { .. }
                 | Op::CrossEntropy { .. }
         )
     }
@@ -320,6 +342,8 @@ impl Op {
             Op::BceWithLogitsConstant { .. } => "bce_with_logits_constant",
             Op::GaussianKl { .. } => "gaussian_kl",
             Op::MeanSquaredError { .. } => "mse",
+            Op::SquaredError { .. } => "squared_error",
+            Op::Mmd { .. } => "mmd",
             Op::CrossEntropy { .. } => "cross_entropy",
         }
     }
@@ -795,6 +819,34 @@ impl Graph {
             target,
             loss,
         }))
+    }
+
+    /// Per image: the sum of squared differences over its elements; the loss is the batch mean.
+    pub fn squared_error(&mut self, prediction: TensorId, target: TensorId) -> Result<TensorId, GraphError> {
+        self.same_shape("squared_error", prediction, target)?;
+        let loss = self.loss_tensor("reconstruction");
+        Ok(self.push(Op::SquaredError {
+            prediction,
+            target,
+            loss,
+        }))
+    }
+
+    /// weight · MMD between codes z (N, D) and prior samples (N, D), N >= 2.
+    pub fn mmd(&mut self, z: TensorId, prior: TensorId, weight: f32) -> Result<TensorId, GraphError> {
+        let shape = self.shape(z).to_vec();
+        if shape.len() != 2 || self.shape(prior) != shape.as_slice() || shape[0] < 2 {
+            return Err(shape_error(
+                "mmd",
+                "",
+                format!(
+                    "codes {shape:?} and prior samples {:?} must both be (N, D) with N >= 2",
+                    self.shape(prior)
+                ),
+            ));
+        }
+        let loss = self.loss_tensor("mmd");
+        Ok(self.push(Op::Mmd { z, prior, weight, loss }))
     }
 
     /// Softmax cross-entropy of logits (N, K) against u32 labels (N); the loss is the batch mean.

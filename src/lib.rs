@@ -26,4 +26,6 @@ pub mod plan;
 pub mod profile;
 pub mod run;
 pub mod shaders;
+pub mod swd;
 pub mod train;
+pub mod wae;

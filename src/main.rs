@@ -49,20 +49,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train a model (ae, vae, classifier, gan) with the defaults of models.md on the embedded data unless --data.
-    /// Train a model (ae, vae, classifier, ddpm) with the defaults of models.md on the embedded data unless --data.
+    /// Train a model (ae, vae, classifier, gan, ddpm, wae) with the defaults of models.md on the embedded data
+    /// unless --data.
     Train(TrainArgs),
-    /// A run's metrics on the whole test set (losses, likelihood bounds).
+    /// A run's metrics on the whole test set (losses, likelihood bounds; FID and the sliced Wasserstein distance of
+    /// samples for the models that generate).
     Eval {
         #[arg(long)]
         run: PathBuf,
         /// Samples per image of the importance-weighted likelihood bound (vae); 0 skips it.
         #[arg(long, default_value_t = 100)]
         iwae_k: usize,
-        /// Generated images for FID (gan, vae), against the test set, with the floor of as many real training
-        /// images beside it; 0 skips FID.
+        /// Generated images for FID and the sliced Wasserstein distance (gan, vae, wae), against the test set,
+        /// with the floor of as many real training images beside each; 0 skips both.
         #[arg(long, default_value_t = 1000)]
         fid_n: usize,
+        /// Random directions of the sliced Wasserstein distance (SW_2 in pixel space); 0 skips it.
+        #[arg(long, default_value_t = 512)]
+        projections: usize,
         /// The classifier run whose features FID uses (default: one trained once per dataset and cached under
         /// $LATENT_CACHE, $XDG_CACHE_HOME/latent or ~/.cache/latent).
         #[arg(long)]
@@ -123,7 +127,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Test images beside their reconstructions: reconstruct.png.
+    /// Test images beside their reconstructions (ae, vae, wae): reconstruct.png.
     Reconstruct {
         #[arg(long)]
         run: PathBuf,
@@ -134,7 +138,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Straight walks in latent space between pairs of test images: interpolate.png.
+    /// Straight walks in latent space between pairs of test images (ae, vae, wae; the gan between prior codes):
+    /// interpolate.png.
     Interpolate {
         #[arg(long)]
         run: PathBuf,
@@ -158,7 +163,7 @@ enum Command {
     },
     /// Time every kernel of MODEL's training step with GPU timestamps: a table per kernel and per op.
     Profile {
-        /// ae, vae or classifier
+        /// ae, vae, classifier, gan, ddpm or wae (the wae's default regulariser, mmd)
         model: String,
         /// Timed training steps (after the warm-up).
         #[arg(long, default_value_t = 5)]
@@ -237,8 +242,7 @@ struct SamplerArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// The model: ae, vae, classifier or gan.
-    /// The model: ae, vae, classifier or ddpm.
+    /// The model: ae, vae, classifier, gan, ddpm or wae.
     model: ModelKind,
     /// Total epochs of the run (default: models.md's recipe).
     #[arg(long, value_parser = at_least_one_u64)]
@@ -282,6 +286,10 @@ struct TrainArgs {
     /// Periodic checkpoints to keep.
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     keep: usize,
+    /// wae: the latent regulariser, `mmd` (maximum mean discrepancy, the default) or `adversarial` (a latent
+    /// discriminator).
+    #[arg(long)]
+    regularizer: Option<latent::models::wae::Regularizer>,
     /// ddpm: the noise schedule, `linear` (models.md) or `cosine`.
     #[arg(long)]
     schedule: Option<latent::models::ddpm::ScheduleKind>,
@@ -368,6 +376,7 @@ fn main() -> ExitCode {
             run,
             iwae_k,
             fid_n,
+            projections,
             classifier,
             json,
         } => with_gpu(
@@ -376,6 +385,7 @@ fn main() -> ExitCode {
                 let fid = latent::gan::FidOptions {
                     n: *fid_n,
                     classifier: classifier.clone(),
+                    projections: *projections,
                 };
                 Ok(generate::evaluate_with(gpu, run, *iwae_k, &fid)?)
             },
@@ -668,6 +678,7 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
         interrupt: Some(interrupt),
         profile: args.profile,
         trace: args.trace.clone(),
+        regularizer: args.regularizer,
         ..TrainRequest::new(args.model)
     };
     let outcome = if args.model == ModelKind::Ddpm {
@@ -741,6 +752,10 @@ fn print_eval(report: &serde_json::Value) {
         ("iwae_nll_nats", "IWAE negative log-likelihood (nats/image)"),
         ("iwae_nll_bits_per_dim", "  in bits/dim"),
         ("bce_nats", "test BCE (nats/image)"),
+        ("reconstruction_l2", "test reconstruction cost |x - x̂|² per image"),
+        ("lambda_mmd_batch", "  λ MMD within test batches"),
+        ("adversarial", "  adversarial term BCE(D(z), 1)"),
+        ("test_mmd", "MMD(test codes, prior samples)"),
         ("cross_entropy", "test cross-entropy"),
         ("accuracy", "test accuracy"),
         ("d_x", "mean D(x) on the test set"),
@@ -748,6 +763,8 @@ fn print_eval(report: &serde_json::Value) {
         ("jsd_nats", "Jensen-Shannon estimate (nats)"),
         ("fid", "FID against the test set"),
         ("fid_floor", "  floor (real training images)"),
+        ("swd", "sliced Wasserstein distance SW_2 to the test set"),
+        ("swd_floor", "  floor (real training images)"),
         ("class_entropy_nats", "class entropy of the samples (nats)"),
         ("test_mse_ema", "test epsilon-MSE, EMA weights"),
         ("test_mse", "test epsilon-MSE, trained weights"),
@@ -757,6 +774,12 @@ fn print_eval(report: &serde_json::Value) {
             println!("{label:<44} {value:.4}");
         }
     }
+    if let Some(block) = report["mmd_block"].as_u64() {
+        println!(
+            "(the {} run's test MMD: inverse multiquadratic kernel, mean over blocks of {block} codes)",
+            report["regularizer"]
+        );
+    }
     if let Some(k) = report["iwae_k"].as_u64() {
         println!("(IWAE with k = {k} samples per image)");
     }
@@ -765,6 +788,9 @@ fn print_eval(report: &serde_json::Value) {
             "(FID over {n} samples and {n} real images, features of {}; class histogram {})",
             report["fid_classifier"], report["class_histogram"]
         );
+    }
+    if let (Some(n), Some(l)) = (report["swd_n"].as_u64(), report["swd_projections"].as_u64()) {
+        println!("(SW_2 over {n} samples and {n} test images, {l} random directions, pixels in [0, 1])");
     }
 }
 

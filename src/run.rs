@@ -55,6 +55,9 @@ pub struct RunConfig {
     /// The ddpm's U-Net size and noise schedule (absent for other models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ddpm: Option<crate::models::ddpm::DdpmConfig>,
+    /// The wae's latent regulariser (absent for other models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wae: Option<crate::models::wae::WaeConfig>,
 }
 
 /// An existing or new run directory.

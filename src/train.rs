@@ -144,6 +144,7 @@ pub fn train_graph(model: ModelKind, batch: usize) -> Result<TrainGraph, GraphEr
                 class_logits: Some(o.logits),
             }
         }
+        ModelKind::Wae => wae_train_graph(batch, models::wae::Regularizer::Mmd)?,
         // The discriminator step (it holds both nets; `latent train gan` compiles the generator step beside it).
         ModelKind::Gan => {
             let o = models::gan::discriminator_step(batch)?;
@@ -155,6 +156,23 @@ pub fn train_graph(model: ModelKind, batch: usize) -> Result<TrainGraph, GraphEr
                 class_logits: None,
             }
         }
+    })
+}
+
+/// The wae's autoencoder step with `regularizer`: the reconstruction cost and the regulariser's term (λ MMD, or
+/// the encoder's adversarial loss; the adversarial discriminator step is compiled beside it by `crate::wae`).
+pub fn wae_train_graph(batch: usize, regularizer: models::wae::Regularizer) -> Result<TrainGraph, GraphError> {
+    let o = models::wae::objective(batch, regularizer)?;
+    let term = match regularizer {
+        models::wae::Regularizer::Mmd => "mmd",
+        models::wae::Regularizer::Adversarial => "adversarial",
+    };
+    Ok(TrainGraph {
+        graph: o.graph,
+        x: o.x,
+        labels: None,
+        losses: vec![("reconstruction", o.reconstruction), (term, o.regularizer)],
+        class_logits: None,
     })
 }
 
@@ -189,6 +207,8 @@ pub struct TrainRequest {
     pub profile: bool,
     /// With `profile`, also write a Chrome trace (Perfetto) to this file.
     pub trace: Option<PathBuf>,
+    /// wae: the latent regulariser of a new run (default mmd).
+    pub regularizer: Option<models::wae::Regularizer>,
 }
 
 impl TrainRequest {
@@ -212,6 +232,7 @@ impl TrainRequest {
             interrupt: None,
             profile: false,
             trace: None,
+            regularizer: None,
         }
     }
 }
@@ -219,7 +240,7 @@ impl TrainRequest {
 /// The default number of epochs per model (models.md's recipes).
 pub fn default_epochs(model: ModelKind) -> u64 {
     match model {
-        ModelKind::Ae | ModelKind::Vae => 20,
+        ModelKind::Ae | ModelKind::Vae | ModelKind::Wae => 20,
         ModelKind::Classifier => 10,
         ModelKind::Gan => 30,
         ModelKind::Ddpm => 60,
@@ -324,6 +345,11 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     if model == ModelKind::Ddpm {
         return crate::ddpm::train(gpu, request, &Default::default());
     }
+    if request.regularizer.is_some() && model != ModelKind::Wae {
+        return Err(TrainError::Config(format!(
+            "--regularizer is for the wae; {model} has no latent regulariser"
+        )));
+    }
     // The run: a new one, or the one being resumed with its saved configuration.
     let (run, mut config, resume_from) = match &request.resume {
         Some(dir) => {
@@ -366,6 +392,9 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                 adapter: gpu.describe(),
                 latent_version: env!("CARGO_PKG_VERSION").into(),
                 ddpm: None,
+                wae: (model == ModelKind::Wae).then(|| models::wae::WaeConfig {
+                    regularizer: request.regularizer.unwrap_or_default(),
+                }),
             };
             (RunDir::create(&path)?, config, None)
         }
@@ -391,6 +420,20 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     if config.batch == 0 {
         return Err(TrainError::Config("--batch must be at least 1".into()));
     }
+    let regularizer = config.wae.map(|w| w.regularizer);
+    if let (Some(asked), Some(saved)) = (request.regularizer, regularizer) {
+        if asked != saved {
+            return Err(TrainError::Config(format!(
+                "{} was trained with --regularizer {saved}; resume it without --regularizer, or start a new run",
+                run.path.display()
+            )));
+        }
+    }
+    if model == ModelKind::Wae && config.batch < 2 {
+        return Err(TrainError::Config(
+            "the wae's regulariser compares codes within a batch: --batch must be at least 2".into(),
+        ));
+    }
     if !(config.lr > 0.0 && config.lr.is_finite()) {
         return Err(TrainError::Config(format!(
             "--lr must be a positive number, got {}",
@@ -399,7 +442,10 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     }
 
     // Refuse a batch the adapter cannot hold before loading data or allocating anything.
-    let tg = train_graph(model, config.batch)?;
+    let tg = match regularizer {
+        Some(regularizer) => wae_train_graph(config.batch, regularizer)?,
+        None => train_graph(model, config.batch)?,
+    };
     plan::check_batch_fits(gpu, &tg.graph, config.batch)?;
 
     let splits = load_data(config.data.as_ref())?;
@@ -412,10 +458,17 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     if model == ModelKind::Gan {
         return crate::gan::train(gpu, request, run, config, resume_from, &splits, batcher);
     }
+    if regularizer == Some(models::wae::Regularizer::Adversarial) {
+        return crate::wae::train(gpu, request, run, config, resume_from, &splits, batcher);
+    }
 
     let mut store = ParamStore::new(config.seed);
+    let optimizer = match model {
+        ModelKind::Wae => models::wae::optimizer(config.lr),
+        _ => Optimizer::adam(config.lr),
+    };
     let train_options = TrainOptions {
-        optimizer: Optimizer::adam(config.lr),
+        optimizer,
         update_prefixes: vec![],
     };
     let options = PlanOptions {
@@ -701,8 +754,8 @@ pub fn plot_run(run: &RunDir, model: ModelKind) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// What each epoch's picture shows: samples from the prior (vae), reconstructions of test images (ae).
-enum Preview {
+/// What each epoch's picture shows: samples from the prior (vae, wae), reconstructions of test images (ae).
+pub(crate) enum Preview {
     /// The decoder on fixed latent codes.
     Samples {
         plan: Plan,
@@ -729,7 +782,7 @@ pub fn gpu_normals(gpu: &Gpu, n: usize, seed: u64, stream: u32) -> Result<Vec<f3
 const PREVIEW_STREAM: u32 = 1000;
 
 impl Preview {
-    fn new(
+    pub(crate) fn new(
         gpu: &Gpu,
         model: ModelKind,
         store: &mut ParamStore,
@@ -757,12 +810,25 @@ impl Preview {
                 )?;
                 Preview::Samples { plan, output, count }
             }
+            ModelKind::Wae => {
+                let count = 64;
+                let (graph, z, output) = models::wae::sampler(count)?;
+                let options = PlanOptions {
+                    name: "wae preview".into(),
+                    train: None,
+                    seed,
+                };
+                let plan = plan::compile(gpu, &graph, store, &options)?;
+                let codes = gpu_normals(gpu, count * models::wae::LATENT, seed, PREVIEW_STREAM)?;
+                plan.write_input(gpu, z, &codes)?;
+                Preview::Samples { plan, output, count }
+            }
             ModelKind::Ae => Preview::Reconstructions,
             ModelKind::Classifier | ModelKind::Gan | ModelKind::Ddpm => Preview::None,
         })
     }
 
-    fn render(
+    pub(crate) fn render(
         &self,
         gpu: &Gpu,
         eval: &Plan,

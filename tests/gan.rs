@@ -410,7 +410,16 @@ fn gan_command_line_end_to_end_on_a_tiny_dataset() {
         "--json",
     ]);
     let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
-    for key in ["fid", "fid_floor", "jsd_nats", "d_x", "d_g_z", "class_entropy_nats"] {
+    for key in [
+        "fid",
+        "fid_floor",
+        "swd",
+        "swd_floor",
+        "jsd_nats",
+        "d_x",
+        "d_g_z",
+        "class_entropy_nats",
+    ] {
         let value = report[key].as_f64().unwrap_or(f64::NAN);
         assert!(value.is_finite(), "{key} in {report}");
     }
@@ -443,5 +452,6 @@ fn gan_command_line_end_to_end_on_a_tiny_dataset() {
     ]);
     let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert!(report["fid"].as_f64().unwrap().is_finite(), "{report}");
+    assert!(report["swd"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["negative_elbo_nats"].as_f64().unwrap().is_finite(), "{report}");
 }

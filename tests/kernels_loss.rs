@@ -59,6 +59,9 @@ fn loss_gradient_twins_match_finite_differences() {
     let numeric = finite_difference_gradient(&x, 1e-6, |x| twin::mse(x, &y, batch, features));
     assert_gradient("mse", &twin::mse_backward(&x, &y, batch, features), &numeric);
 
+    let numeric = finite_difference_gradient(&x, 1e-6, |x| twin::squared_error(x, &y, batch, features));
+    assert_gradient("squared_error", &twin::squared_error_backward(&x, &y, batch), &numeric);
+
     let numeric = finite_difference_gradient(&x, 1e-6, |x| twin::bce_with_logits(x, &y, batch, features));
     assert_gradient("bce", &twin::bce_with_logits_backward(&x, &y, batch), &numeric);
 

@@ -31,6 +31,22 @@ fn spec(model: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
             ("dec.5.weight", vec![32, 1, 4, 4]),
             ("dec.5.bias", vec![1]),
         ],
+        // The ae's layers with an 8-dimensional code (the mmd regulariser has no parameters; the adversarial
+        // one's discriminator is checked in tests/wae.rs).
+        ModelKind::Wae => vec![
+            ("enc.0.weight", vec![32, 1, 4, 4]),
+            ("enc.0.bias", vec![32]),
+            ("enc.2.weight", vec![64, 32, 4, 4]),
+            ("enc.2.bias", vec![64]),
+            ("enc.5.weight", vec![8, 3136]),
+            ("enc.5.bias", vec![8]),
+            ("dec.0.weight", vec![3136, 8]),
+            ("dec.0.bias", vec![3136]),
+            ("dec.3.weight", vec![64, 32, 4, 4]),
+            ("dec.3.bias", vec![32]),
+            ("dec.5.weight", vec![32, 1, 4, 4]),
+            ("dec.5.bias", vec![1]),
+        ],
         ModelKind::Vae => vec![
             ("fc1.weight", vec![400, 784]),
             ("fc1.bias", vec![400]),
@@ -124,6 +140,7 @@ fn parameter_counts_match_models_md() {
         (ModelKind::Classifier, 421_642),
         (ModelKind::Gan, 679_042),
         (ModelKind::Ddpm, 1_965_121),
+        (ModelKind::Wae, 120_009),
     ] {
         let tg = train::train_graph(model, 2).unwrap();
         assert_eq!(tg.graph.parameter_count(), count, "{model}");

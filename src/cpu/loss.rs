@@ -37,6 +37,16 @@ pub fn mse_backward(x: &[f64], y: &[f64], batch: usize, features: usize) -> Vec<
     x.iter().zip(y).map(|(x, y)| 2.0 * (x - y) * scale).collect()
 }
 
+/// Squared L2 distance per sample, mean over the batch (the WAE's reconstruction cost).
+pub fn squared_error(x: &[f64], y: &[f64], batch: usize, features: usize) -> f64 {
+    mean(&mse_per_sample(x, y, batch, features), 1.0 / batch as f64)
+}
+
+/// d squared_error / dx = 2 (x - y) / B
+pub fn squared_error_backward(x: &[f64], y: &[f64], batch: usize) -> Vec<f64> {
+    x.iter().zip(y).map(|(x, y)| 2.0 * (x - y) / batch as f64).collect()
+}
+
 /// per_sample[b] = sum over p of max(x, 0) - x y + log(1 + exp(-|x|))
 pub fn bce_with_logits_per_sample(x: &[f64], y: &[f64], batch: usize, features: usize) -> Vec<f64> {
     (0..batch)

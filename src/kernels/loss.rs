@@ -87,7 +87,7 @@ fn elementwise_dispatch(
 }
 
 /// loss[slot] = scale * sum over b of per_sample (B).
-fn mean_dispatch(
+pub(crate) fn mean_dispatch(
     gpu: &Gpu,
     loss: &LossSlot,
     per_sample: &GpuBuffer,
@@ -110,6 +110,27 @@ fn mean_dispatch(
     gpu.dispatch(&wgsl::LOSS_MEAN, &[&params, loss.buffer, per_sample], [1, 1, 1])
 }
 
+/// Squared error per sample, then `scale` times their sum: per_sample (B) = sum over p of
+/// (prediction - target)², loss[slot] = scale * sum.
+#[allow(clippy::too_many_arguments)]
+fn squared_difference_forward(
+    gpu: &Gpu,
+    loss: &LossSlot,
+    per_sample: &GpuBuffer,
+    prediction: &GpuBuffer,
+    target: &GpuBuffer,
+    batch: usize,
+    features: usize,
+    scale: f64,
+    context: &str,
+) -> Result<[Dispatch; 2], GpuError> {
+    let p = params(batch, features, 0.0, false, context)?;
+    Ok([
+        per_sample_dispatch(gpu, &wgsl::MSE_FORWARD, &p, &[per_sample, prediction, target])?,
+        mean_dispatch(gpu, loss, per_sample, batch, scale)?,
+    ])
+}
+
 /// Mean squared error over all B P values (the ddpm loss): per_sample (B) = sum over p of (prediction - target)²,
 /// loss[slot] = sum / (B P).
 pub fn mse_forward(
@@ -121,12 +142,18 @@ pub fn mse_forward(
     batch: usize,
     features: usize,
 ) -> Result<[Dispatch; 2], GpuError> {
-    let p = params(batch, features, 0.0, false, "loss::mse_forward")?;
     let scale = 1.0 / (batch * features) as f64;
-    Ok([
-        per_sample_dispatch(gpu, &wgsl::MSE_FORWARD, &p, &[per_sample, prediction, target])?,
-        mean_dispatch(gpu, loss, per_sample, batch, scale)?,
-    ])
+    squared_difference_forward(
+        gpu,
+        loss,
+        per_sample,
+        prediction,
+        target,
+        batch,
+        features,
+        scale,
+        "loss::mse_forward",
+    )
 }
 
 /// dprediction (B, P) = 2 (prediction - target) / (B P), or += with `accumulate`.
@@ -141,6 +168,50 @@ pub fn mse_backward(
 ) -> Result<Dispatch, GpuError> {
     let scale = 1.0 / (batch * features) as f64;
     let p = params(batch, features, scale, accumulate, "loss::mse_backward")?;
+    elementwise_dispatch(gpu, &wgsl::MSE_BACKWARD, &p, &[dprediction, prediction, target])
+}
+
+/// The squared L2 distance per image, mean over the batch (the WAE's reconstruction cost |x - x̂|²): the same
+/// kernels as mse with scale 1 / B. per_sample (B) = sum over p of (prediction - target)², loss[slot] = sum / B.
+pub fn squared_error_forward(
+    gpu: &Gpu,
+    loss: &LossSlot,
+    per_sample: &GpuBuffer,
+    prediction: &GpuBuffer,
+    target: &GpuBuffer,
+    batch: usize,
+    features: usize,
+) -> Result<[Dispatch; 2], GpuError> {
+    squared_difference_forward(
+        gpu,
+        loss,
+        per_sample,
+        prediction,
+        target,
+        batch,
+        features,
+        1.0 / batch as f64,
+        "loss::squared_error_forward",
+    )
+}
+
+/// dprediction (B, P) = 2 (prediction - target) / B, or += with `accumulate`.
+pub fn squared_error_backward(
+    gpu: &Gpu,
+    dprediction: &GpuBuffer,
+    prediction: &GpuBuffer,
+    target: &GpuBuffer,
+    accumulate: bool,
+    batch: usize,
+    features: usize,
+) -> Result<Dispatch, GpuError> {
+    let p = params(
+        batch,
+        features,
+        1.0 / batch as f64,
+        accumulate,
+        "loss::squared_error_backward",
+    )?;
     elementwise_dispatch(gpu, &wgsl::MSE_BACKWARD, &p, &[dprediction, prediction, target])
 }
 
@@ -273,6 +344,8 @@ pub fn cross_entropy_backward(
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LossKind {
     Mse,
+    /// Squared L2 per sample, mean over the batch.
+    SquaredError,
     /// BCE-with-logits with targets in [0, 1], or one constant target.
     Bce(Option<f32>),
     Kl,
@@ -283,6 +356,7 @@ impl LossKind {
     fn name(self) -> &'static str {
         match self {
             Self::Mse => "mse",
+            Self::SquaredError => "squared_error",
             Self::Bce(_) => "bce_with_logits",
             Self::Kl => "kl",
             Self::CrossEntropy => "cross_entropy",
@@ -302,7 +376,7 @@ impl LossInputs {
         let n = batch * features;
         let mut rng = TestRng::new(seed);
         let (x, y) = match kind {
-            LossKind::Mse => (rng.uniform_vec(n, -2.0, 2.0), rng.uniform_vec(n, -2.0, 2.0)),
+            LossKind::Mse | LossKind::SquaredError => (rng.uniform_vec(n, -2.0, 2.0), rng.uniform_vec(n, -2.0, 2.0)),
             LossKind::Bce(None) => (rng.uniform_vec(n, -8.0, 8.0), rng.uniform_vec(n, 0.0, 1.0)),
             LossKind::Bce(Some(value)) => (rng.uniform_vec(n, -8.0, 8.0), vec![value; n]),
             LossKind::Kl => (rng.uniform_vec(n, -2.0, 2.0), rng.uniform_vec(n, -4.0, 2.0)),
@@ -320,6 +394,7 @@ impl LossInputs {
                 cpu::loss::mse_per_sample(&x, &y, batch, features),
                 1.0 / (batch * features) as f64,
             ),
+            LossKind::SquaredError => (cpu::loss::mse_per_sample(&x, &y, batch, features), 1.0 / batch as f64),
             LossKind::Bce(_) => (
                 cpu::loss::bce_with_logits_per_sample(&x, &y, batch, features),
                 1.0 / batch as f64,
@@ -337,6 +412,7 @@ impl LossInputs {
         let (x, y) = (check::to_f64(&self.x), check::to_f64(&self.y));
         match kind {
             LossKind::Mse => cpu::loss::mse_backward(&x, &y, batch, features),
+            LossKind::SquaredError => cpu::loss::squared_error_backward(&x, &y, batch),
             LossKind::Bce(_) => cpu::loss::bce_with_logits_backward(&x, &y, batch),
             LossKind::Kl => {
                 let (dmu, dlogvar) = cpu::loss::kl_backward(&x, &y, batch);
@@ -371,6 +447,7 @@ pub fn run_forward_check(
     let labels = gpu.buffer_from("labels", BufferRole::Scratch, &inputs.labels)?;
     let [first, second] = match kind {
         LossKind::Mse => mse_forward(gpu, &loss, &per_sample, &x, &y, batch, features)?,
+        LossKind::SquaredError => squared_error_forward(gpu, &loss, &per_sample, &x, &y, batch, features)?,
         LossKind::Bce(constant) => {
             let target = constant.map_or(Target::Values(&y), Target::Constant);
             bce_with_logits_forward(gpu, &loss, &per_sample, &x, target, batch, features)?
@@ -411,6 +488,7 @@ pub fn run_backward_check(
     let labels = gpu.buffer_from("labels", BufferRole::Scratch, &inputs.labels)?;
     let dispatch = match kind {
         LossKind::Mse => mse_backward(gpu, &dx, &x, &y, accumulate, batch, features)?,
+        LossKind::SquaredError => squared_error_backward(gpu, &dx, &x, &y, accumulate, batch, features)?,
         LossKind::Bce(constant) => {
             let target = constant.map_or(Target::Values(&y), Target::Constant);
             bce_with_logits_backward(gpu, &dx, &x, target, accumulate, batch, features)?
@@ -436,9 +514,11 @@ pub fn run_backward_check(
 pub fn checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     let odd = [(1, 1), (7, 33), (3, 300), (129, 7)];
-    let cases: [(LossKind, &[(usize, usize)]); 6] = [
+    let cases: [(LossKind, &[(usize, usize)]); 7] = [
         // ddpm: 128 x 1 x 28 x 28
         (LossKind::Mse, &[(128, 784)]),
+        // the wae's reconstruction cost
+        (LossKind::SquaredError, &[(128, 784)]),
         // ae / vae reconstruction
         (LossKind::Bce(None), &[(128, 784)]),
         // the GAN's one logit per image against 1 (real) and 0 (fake)

@@ -17,6 +17,7 @@ pub mod diffusion;
 pub mod groupnorm;
 pub mod loss;
 pub mod matmul;
+pub mod mmd;
 pub mod optim;
 pub mod reduce;
 pub mod reparam;

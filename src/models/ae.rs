@@ -22,16 +22,21 @@ const DOWN: ConvGeometry = ConvGeometry {
 
 /// x (N, 1, 28, 28) -> z (N, 16).
 pub fn encode(g: &mut Graph, x: TensorId) -> Result<TensorId, GraphError> {
+    encode_to(g, x, LATENT)
+}
+
+/// The encoder with a `latent`-dimensional code (the wae uses 8): x (N, 1, 28, 28) -> z (N, latent).
+pub fn encode_to(g: &mut Graph, x: TensorId, latent: usize) -> Result<TensorId, GraphError> {
     let batch = g.shape(x)[0];
     let h = g.conv2d("enc.0", x, 32, DOWN)?;
     let h = g.activation(Activation::Relu, h);
     let h = g.conv2d("enc.2", h, 64, DOWN)?;
     let h = g.activation(Activation::Relu, h);
     let h = g.reshape(h, &[batch, 64 * 7 * 7])?;
-    g.linear("enc.5", h, LATENT)
+    g.linear("enc.5", h, latent)
 }
 
-/// z (N, 16) -> logits (N, 1, 28, 28).
+/// z (N, latent) -> logits (N, 1, 28, 28) (the latent size is z's width: 16 for the ae, 8 for the wae).
 pub fn decode(g: &mut Graph, z: TensorId) -> Result<TensorId, GraphError> {
     let batch = g.shape(z)[0];
     let h = g.linear("dec.0", z, 64 * 7 * 7)?;

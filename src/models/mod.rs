@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod ddpm;
 pub mod gan;
 pub mod vae;
+pub mod wae;
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,10 +23,11 @@ pub enum ModelKind {
     Classifier,
     Gan,
     Ddpm,
+    Wae,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 5] = [Self::Ae, Self::Vae, Self::Classifier, Self::Gan, Self::Ddpm];
+    pub const ALL: [ModelKind; 6] = [Self::Ae, Self::Vae, Self::Classifier, Self::Gan, Self::Ddpm, Self::Wae];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -34,13 +36,14 @@ impl ModelKind {
             Self::Classifier => "classifier",
             Self::Gan => "gan",
             Self::Ddpm => "ddpm",
+            Self::Wae => "wae",
         }
     }
 
     /// The pixel range the model's data is scaled to.
     pub fn range(self) -> PixelRange {
         match self {
-            Self::Ae | Self::Vae | Self::Classifier => PixelRange::ZeroToOne,
+            Self::Ae | Self::Vae | Self::Classifier | Self::Wae => PixelRange::ZeroToOne,
             Self::Gan => PixelRange::MinusOneToOne,
             Self::Ddpm => PixelRange::MinusOneToOne,
         }
@@ -52,6 +55,7 @@ impl ModelKind {
             Self::Ae | Self::Vae | Self::Classifier => 1e-3,
             Self::Gan => 2e-4,
             Self::Ddpm => ddpm::LEARNING_RATE,
+            Self::Wae => wae::LEARNING_RATE,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
 use crate::graph::{ConvGeometry, Graph, NormMode, Op, TensorId, TensorKind};
 use crate::kernels::loss::{self, LossSlot, Target};
 use crate::kernels::{
-    activation, arith, batchnorm, concat, conv2d, conv_transpose2d, diffusion, groupnorm, matmul, reduce, reparam,
+    activation, arith, batchnorm, concat, conv2d, conv_transpose2d, diffusion, groupnorm, matmul, mmd, reduce, reparam,
     resample, rng,
 };
 use crate::optim::Optimizer;
@@ -722,6 +722,49 @@ impl Builder<'_> {
                 )?;
                 self.push_all(&label, dispatches);
             }
+            Op::SquaredError {
+                prediction,
+                target,
+                loss,
+            } => {
+                let (batch, features) = per_sample(self.graph, prediction);
+                let samples = self.per_sample_buffer(loss, batch)?;
+                let slot = LossSlot {
+                    buffer: &self.buf(loss),
+                    slot: 0,
+                    accumulate: false,
+                };
+                let dispatches = loss::squared_error_forward(
+                    gpu,
+                    &slot,
+                    &samples,
+                    &self.buf(prediction),
+                    &self.buf(target),
+                    batch,
+                    features,
+                )?;
+                self.push_all(&label, dispatches);
+            }
+            Op::Mmd { z, prior, weight, loss } => {
+                let (batch, dim) = per_sample(self.graph, z);
+                let samples = self.per_sample_buffer(loss, batch)?;
+                let slot = LossSlot {
+                    buffer: &self.buf(loss),
+                    slot: 0,
+                    accumulate: false,
+                };
+                let dispatches = mmd::mmd_forward(
+                    gpu,
+                    &slot,
+                    &samples,
+                    &self.buf(z),
+                    &self.buf(prior),
+                    batch,
+                    dim,
+                    weight as f64,
+                )?;
+                self.push_all(&label, dispatches);
+            }
             Op::CrossEntropy { logits, labels, loss } => {
                 let (batch, classes) = per_sample(self.graph, logits);
                 let samples = self.per_sample_buffer(loss, batch)?;
@@ -838,6 +881,39 @@ impl Builder<'_> {
                         features,
                     )?;
                     self.push(format!("{label} dprediction"), d, 0);
+                }
+            }
+            Op::SquaredError { prediction, target, .. } => {
+                let (batch, features) = per_sample(self.graph, prediction);
+                if self.needs(prediction) {
+                    let (dprediction, accumulate) = self.grad_target(prediction)?;
+                    let d = loss::squared_error_backward(
+                        gpu,
+                        &dprediction,
+                        &self.buf(prediction),
+                        &self.buf(target),
+                        accumulate,
+                        batch,
+                        features,
+                    )?;
+                    self.push(format!("{label} dprediction"), d, 0);
+                }
+            }
+            Op::Mmd { z, prior, weight, .. } => {
+                let (batch, dim) = per_sample(self.graph, z);
+                if self.needs(z) {
+                    let (dz, accumulate) = self.grad_target(z)?;
+                    let d = mmd::mmd_backward(
+                        gpu,
+                        &dz,
+                        &self.buf(z),
+                        &self.buf(prior),
+                        accumulate,
+                        batch,
+                        dim,
+                        weight as f64,
+                    )?;
+                    self.push(format!("{label} dz"), d, 0);
                 }
             }
             Op::CrossEntropy { logits, labels, .. } => {

@@ -215,6 +215,27 @@ impl<'g> Reference<'g> {
                     features,
                 )]
             }
+            Op::SquaredError { prediction, target, .. } => {
+                let (batch, features) = per_sample(g, prediction);
+                vec![cpu::loss::squared_error(
+                    self.value(prediction),
+                    self.value(target),
+                    batch,
+                    features,
+                )]
+            }
+            Op::Mmd { z, prior, weight, .. } => {
+                let (batch, dim) = per_sample(g, z);
+                let c = crate::kernels::mmd::imq_scale(dim);
+                vec![cpu::mmd::mmd(
+                    self.value(z),
+                    self.value(prior),
+                    batch,
+                    dim,
+                    c,
+                    weight as f64,
+                )]
+            }
             Op::CrossEntropy { logits, labels, .. } => {
                 let (batch, classes) = per_sample(g, logits);
                 let labels: Vec<u32> = self.value(labels).iter().map(|&l| l as u32).collect();
@@ -327,6 +348,17 @@ impl<'g> Reference<'g> {
                 let (batch, features) = per_sample(g, prediction);
                 let d = cpu::loss::mse_backward(self.value(prediction), self.value(target), batch, features);
                 self.accumulate(prediction, d);
+            }
+            Op::SquaredError { prediction, target, .. } => {
+                let batch = g.shape(prediction)[0];
+                let d = cpu::loss::squared_error_backward(self.value(prediction), self.value(target), batch);
+                self.accumulate(prediction, d);
+            }
+            Op::Mmd { z, prior, weight, .. } => {
+                let (batch, dim) = per_sample(g, z);
+                let c = crate::kernels::mmd::imq_scale(dim);
+                let d = cpu::mmd::mmd_backward(self.value(z), self.value(prior), batch, dim, c, weight as f64);
+                self.accumulate(z, d);
             }
             Op::CrossEntropy { logits, labels, .. } => {
                 let (batch, classes) = per_sample(g, logits);
