@@ -364,7 +364,14 @@ pub fn evaluate_with(
         return crate::gan::evaluate(gpu, &run, fid);
     }
     if run.model == ModelKind::Ddpm {
-        return crate::ddpm::evaluate(gpu, &run);
+        let mut report = crate::ddpm::evaluate(gpu, &run)?;
+        if fid.n > 0 {
+            // DDIM with 50 steps from the EMA weights, as the per-epoch grids.
+            let samples = generated_images(gpu, &run, fid.n, run.config.seed)?;
+            let splits = train::load_data(run.config.data.as_ref())?;
+            crate::gan::add_fid(gpu, &mut report, &samples, &splits, &run, fid)?;
+        }
+        return Ok(report);
     }
     if run.model == ModelKind::Wae {
         return crate::wae::evaluate(gpu, &run, fid);

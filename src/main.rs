@@ -60,8 +60,9 @@ enum Command {
         /// Samples per image of the importance-weighted likelihood bound (vae); 0 skips it.
         #[arg(long, default_value_t = 100)]
         iwae_k: usize,
-        /// Generated images for FID and the sliced Wasserstein distance (gan, vae, wae), against the test set,
-        /// with the floor of as many real training images beside each; 0 skips both.
+        /// Generated images for FID and the sliced Wasserstein distance (gan, vae, wae, ddpm: 50 DDIM steps
+        /// each), against the test set, with the floor of as many real training images beside each; 0 skips
+        /// both.
         #[arg(long, default_value_t = 1000)]
         fid_n: usize,
         /// Random directions of the sliced Wasserstein distance (SW_2 in pixel space); 0 skips it.

@@ -382,7 +382,9 @@ fn command_line_end_to_end_with_a_small_unet() {
     for file in ["grid.png", "samples.npy", "diffuse.png", "inpaint.png", "inpainted.npy"] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
-    let eval = latent(&["eval", "--run", run_s, "--json"]);
+    // FID and SWD of ddpm samples go through the same code as the gan's and vae's (tests/gan.rs, tests/wae.rs);
+    // 50 DDIM steps per sample would only slow this test down.
+    let eval = latent(&["eval", "--run", run_s, "--fid-n", "0", "--json"]);
     let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     let (mse, mse_ema) = (
         eval["test_mse"].as_f64().unwrap(),
