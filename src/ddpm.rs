@@ -322,14 +322,14 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
         let seconds = epoch_start.elapsed().as_secs_f64();
         let test = test_mse(gpu, &eval_plan, &objective, &splits.test, config.seed)?;
         let epoch_number = epoch + 1;
-        let record = json!({
-            "epoch": epoch_number,
-            "step": step,
-            "train": { "mse": train_mse, "loss": train_mse },
-            "test": { "mse": test, "loss": test },
-            "seconds": seconds,
-            "images_per_second": steps_done as f64 * config.batch as f64 / seconds,
-        });
+        let record = train::epoch_record(
+            epoch_number as u64,
+            step as u64,
+            json!({ "mse": train_mse, "loss": train_mse }),
+            json!({ "mse": test, "loss": test }),
+            seconds,
+            steps_done as f64 * config.batch as f64,
+        );
         train::save_checkpoint(gpu, &run, &store, kind, &config, step)?;
         gpu.run(&preview_copy.iter().collect::<Vec<_>>())?;
         let samples = preview.sample(gpu, &ProgressBar::hidden())?;
@@ -343,11 +343,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
             "epoch {epoch_number}/{total_epochs}: train mse {train_mse:.4}, test mse {test:.4}, {:.1} img/s, {seconds:.1} s",
             record["images_per_second"].as_f64().unwrap_or(0.0),
         );
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
+        train::print_epoch_line(&bar, line);
         last_metrics = record;
     }
     bar.finish_and_clear();

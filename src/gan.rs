@@ -274,14 +274,15 @@ pub(crate) fn train(
         });
         let (test_metrics, _) = eval.critic_metrics(gpu, &splits.test, config.seed)?;
         let epoch_number = epoch + 1;
-        let record = json!({
-            "epoch": epoch_number,
-            "step": step,
-            "train": train_metrics,
-            "test": test_metrics,
-            "seconds": seconds,
-            "images_per_second": steps_done * config.batch as f64 / seconds,
-        });
+        let images = steps_done * config.batch as f64;
+        let record = train::epoch_record(
+            epoch_number as u64,
+            step as u64,
+            train_metrics,
+            test_metrics,
+            seconds,
+            images,
+        );
         train::save_checkpoint(gpu, &run, &plans.store, model, &config, step)?;
         let grid = to_unit(&eval.generate(gpu, &preview_codes)?);
         run::save_png(
@@ -300,11 +301,7 @@ pub(crate) fn train(
             record["test"]["jsd_nats"].as_f64().unwrap_or(f64::NAN),
             record["images_per_second"].as_f64().unwrap_or(0.0),
         );
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
+        train::print_epoch_line(&bar, line);
         last_metrics = record;
     }
     bar.finish_and_clear();

@@ -582,14 +582,15 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
             train_metrics.insert("loss".into(), json!(total / steps_done as f64));
             let test_metrics = evaluate(gpu, &eval_plan, &tg, &splits.test, config.batch, model.range())?;
             let epoch_number = epoch + 1;
-            let record = json!({
-                "epoch": epoch_number,
-                "step": step,
-                "train": train_metrics,
-                "test": test_metrics,
-                "seconds": seconds,
-                "images_per_second": steps_done as f64 * config.batch as f64 / seconds,
-            });
+            let images = steps_done as f64 * config.batch as f64;
+            let record = epoch_record(
+                epoch_number as u64,
+                step as u64,
+                train_metrics,
+                test_metrics,
+                seconds,
+                images,
+            );
             save(&store, step)?;
             if let Some(grid) = preview.render(gpu, &eval_plan, &tg, &splits)? {
                 run::save_png(&run.sample_path(epoch_number), &grid)?;
@@ -606,11 +607,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                     .unwrap_or_default(),
                 record["images_per_second"].as_f64().unwrap_or(0.0),
             );
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
-            }
+            print_epoch_line(&bar, line);
             last_metrics = record;
         }
         Ok(())
@@ -884,4 +881,32 @@ pub fn pairs_grid(originals: &[f32], reconstructions: &[f32], count: usize) -> i
     }
     let n = interleaved.len() / 784;
     run::image_grid(&interleaved, [n, 1, 28, 28], 8)
+}
+
+/// One epoch's line of metrics.jsonl: its number, the step reached, train and test metrics, time and throughput.
+pub fn epoch_record(
+    epoch: u64,
+    step: u64,
+    train: impl Into<serde_json::Value>,
+    test: impl Into<serde_json::Value>,
+    seconds: f64,
+    images: f64,
+) -> serde_json::Value {
+    json!({
+        "epoch": epoch,
+        "step": step,
+        "train": train.into(),
+        "test": test.into(),
+        "seconds": seconds,
+        "images_per_second": images / seconds,
+    })
+}
+
+/// An epoch's summary line: above the progress bar, or on stderr when the bar is hidden (not a terminal).
+pub fn print_epoch_line(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }

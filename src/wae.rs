@@ -177,14 +177,15 @@ pub(crate) fn train(
         });
         let test_metrics = train::evaluate(gpu, &eval_plan, &tg, &splits.test, config.batch, model.range())?;
         let epoch_number = epoch + 1;
-        let record = json!({
-            "epoch": epoch_number,
-            "step": step,
-            "train": train_metrics,
-            "test": test_metrics,
-            "seconds": seconds,
-            "images_per_second": steps_done * config.batch as f64 / seconds,
-        });
+        let images = steps_done * config.batch as f64;
+        let record = train::epoch_record(
+            epoch_number as u64,
+            step as u64,
+            train_metrics,
+            test_metrics,
+            seconds,
+            images,
+        );
         train::save_checkpoint(gpu, &run, &plans.store, model, &config, step)?;
         if let Some(grid) = preview.render(gpu, &eval_plan, &tg, splits)? {
             run::save_png(&run.sample_path(epoch_number), &grid)?;
@@ -200,11 +201,7 @@ pub(crate) fn train(
             record["test"]["reconstruction"].as_f64().unwrap_or(f64::NAN),
             record["images_per_second"].as_f64().unwrap_or(0.0),
         );
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
+        train::print_epoch_line(&bar, line);
         last_metrics = record;
     }
     bar.finish_and_clear();
