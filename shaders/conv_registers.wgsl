@@ -52,7 +52,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> grad: array<f32>;    // weight_gradient
 
 const BLOCK: u32 = 8u;      // pixels (or rows) and channels (or columns) per thread
-const PIXELS: u32 = 512u;   // pixels of one gather workgroup: 8 threads along y, 64 pixels each
+const SPAN: u32 = 64u;       // pixels (or columns) of the 8 threads along x: local.x + 8 r, r = 0..7
 
 // The 8 values of src at element offsets `at`, 0 where `inside` is false (the offset is then not read).
 fn load_src(at_lo: vec4<u32>, at_hi: vec4<u32>, in_lo: vec4<bool>, in_hi: vec4<bool>) -> array<vec4<f32>, 2> {
@@ -126,7 +126,7 @@ fn store_block(pixels: array<vec4<u32>, 2>, c0: u32, acc: array<vec4<f32>, 16>) 
     store_pixel(pixels[1].w, c0, acc[14], acc[15]);
 }
 
-// The thread's 8 pixel indices local.x + 8 r within block `block` of 64.
+// The thread's 8 indices first, first + 8, ..., first + 56 (first = the span's start + local.x).
 fn block_indices(first: u32) -> array<vec4<u32>, 2> {
     return array<vec4<u32>, 2>(
         vec4<u32>(first) + vec4<u32>(0u, 8u, 16u, 24u),
@@ -148,7 +148,7 @@ fn channel_offsets(c0: u32, step: u32) -> array<vec4<u32>, 2> {
 fn dense_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
     let plane = params.dst_height * params.dst_width;
     let count = params.batch * plane;
-    let pixels = block_indices((group.x * BLOCK + local.y) * 64u + local.x);
+    let pixels = block_indices((group.x * BLOCK + local.y) * SPAN + local.x);
     if pixels[0].x >= count {
         return;
     }
@@ -211,7 +211,7 @@ fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoca
     let rows = (params.dst_height - rh + stride - 1u) / stride;   // values of a
     let cols = (params.dst_width - rw + stride - 1u) / stride;    // values of b
     let count = params.batch * rows * cols;
-    let members = block_indices((group.x * BLOCK + local.y) * 64u + local.x);
+    let members = block_indices((group.x * BLOCK + local.y) * SPAN + local.x);
     if members[0].x >= count {
         return;
     }
@@ -290,7 +290,7 @@ fn phase_pixel(m: vec4<u32>, count: u32, per_image: u32, cols: u32, rh: u32, rw:
 fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
     let taps = params.kernel_h * params.kernel_w;
     let columns = params.src_channels * taps;   // (s, kh, kw)
-    let col0 = (group.x * BLOCK + local.y) * 64u + local.x;
+    let col0 = (group.x * BLOCK + local.y) * SPAN + local.x;
     if col0 >= columns {
         return;
     }
