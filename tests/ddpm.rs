@@ -2,8 +2,10 @@
 //! embedding, GroupNorm, SiLU, conv, concat, upsample, EMA), q_sample's statistics through the graph op,
 //! sampling and inpainting on the GPU, and the command line end to end on a tiny dataset.
 
+mod common;
+use common::{latent, tiny_mnist};
+
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use latent::check::{self, TestRng};
@@ -259,33 +261,6 @@ fn ddim_steps_walk_down_to_clean_data() {
     assert_eq!(steps.len(), 20);
     assert_eq!(steps[0].t, 950);
     assert_eq!(steps.last().unwrap().t_prev, -1);
-}
-
-/// Writes the first `train` and `test` embedded digits as raw IDX files.
-fn tiny_mnist(dir: &Path, train: usize, test: usize) {
-    let splits = latent::data::embedded::mnist_10k().unwrap();
-    for (prefix, dataset, count) in [("train", &splits.train, train), ("t10k", &splits.test, test)] {
-        let mut images = vec![0, 0, 8, 3];
-        for dim in [count as u32, 28, 28] {
-            images.extend_from_slice(&dim.to_be_bytes());
-        }
-        images.extend_from_slice(&dataset.pixels()[..count * 784]);
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-        let mut labels = vec![0, 0, 8, 1];
-        labels.extend_from_slice(&(count as u32).to_be_bytes());
-        labels.extend(dataset.labels().unwrap()[..count].iter().map(|&l| l as u8));
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
-    }
-}
-
-fn latent(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_latent")).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "latent {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn npy_values(path: &Path, shape: &str) -> Vec<f32> {

@@ -2,8 +2,8 @@
 //! only their own net, the discriminator step against the CPU reference, the JSD and FID formulas, and the
 //! command line end to end on a tiny dataset.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+use common::{latent, tiny_mnist};
 
 use latent::check::{self, TestRng};
 use latent::fid;
@@ -298,33 +298,6 @@ fn fid_is_zero_against_itself_grows_with_noise_and_matches_a_closed_form() {
     // Entropy of a uniform histogram over 10 classes: log 10.
     assert!((fid::entropy(&[3; 10]) - 10f64.ln()).abs() < 1e-12);
     assert_eq!(fid::entropy(&[0, 5, 0]), 0.0);
-}
-
-/// Writes the first `train` and `test` embedded digits as raw IDX files: a tiny dataset for end-to-end tests.
-fn tiny_mnist(dir: &Path, train: usize, test: usize) {
-    let splits = latent::data::embedded::mnist_10k().unwrap();
-    for (prefix, dataset, count) in [("train", &splits.train, train), ("t10k", &splits.test, test)] {
-        let mut images = vec![0, 0, 8, 3];
-        for dim in [count as u32, 28, 28] {
-            images.extend_from_slice(&dim.to_be_bytes());
-        }
-        images.extend_from_slice(&dataset.pixels()[..count * 784]);
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-        let mut labels = vec![0, 0, 8, 1];
-        labels.extend_from_slice(&(count as u32).to_be_bytes());
-        labels.extend(dataset.labels().unwrap()[..count].iter().map(|&l| l as u8));
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
-    }
-}
-
-fn latent(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_latent")).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "latent {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// `latent train gan`, `sample`, `interpolate` and `eval` (FID with a tiny classifier run, JSD, class entropy) on

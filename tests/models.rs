@@ -12,7 +12,7 @@ use latent::plan::{self, ParamStore, PlanOptions, TrainOptions};
 use latent::train::{self, TrainRequest};
 
 mod common;
-use common::tiny_mnist;
+use common::{latent, tiny_mnist};
 
 /// (name, shape) of every tensor of models.md, in PyTorch's layouts.
 fn spec(model: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
@@ -284,16 +284,6 @@ fn a_short_vae_run_lowers_its_loss() {
     );
     let test: Vec<f64> = metrics.iter().map(|m| m["test"]["loss"].as_f64().unwrap()).collect();
     assert!(test[2] < test[0], "the test loss must fall too: {test:?}");
-}
-
-fn latent(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_latent")).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "latent {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// `latent train`, `eval`, `sample`, `reconstruct`, `interpolate` on a tiny dataset write every promised file,

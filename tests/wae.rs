@@ -13,7 +13,7 @@ use latent::swd::sliced_wasserstein;
 use latent::train::{self, TrainRequest};
 
 mod common;
-use common::tiny_mnist;
+use common::{latent, tiny_mnist};
 
 #[test]
 fn parameters_are_the_ae_with_an_8_dimensional_code_and_the_latent_discriminator() {
@@ -120,16 +120,6 @@ fn a_short_run_lowers_its_loss() {
         losses[2] < losses[0] - 5.0,
         "the training loss must fall over 3 epochs: {losses:?}"
     );
-}
-
-fn latent(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_latent")).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "latent {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// `latent train wae` with each regulariser, `sample`, `reconstruct`, `interpolate` and `eval` (FID and the

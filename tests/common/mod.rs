@@ -21,6 +21,17 @@ pub fn tiny_mnist(dir: &Path, train: usize, test: usize) {
     }
 }
 
+/// Runs the `latent` binary and returns its output, failing the test with its stderr unless it succeeded.
+pub fn latent(args: &[&str]) -> Output {
+    let output = latent_command(args);
+    assert!(
+        output.status.success(),
+        "latent {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// Runs the `latent` binary and returns its output (whatever the status).
 pub fn latent_command(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_latent"))
