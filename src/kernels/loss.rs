@@ -36,6 +36,17 @@ pub struct LossSlot<'a> {
     pub accumulate: bool,
 }
 
+impl<'a> LossSlot<'a> {
+    /// `buffer[0]`, overwritten: a loss tensor of its own.
+    pub fn first(buffer: &'a GpuBuffer) -> Self {
+        Self {
+            buffer,
+            slot: 0,
+            accumulate: false,
+        }
+    }
+}
+
 /// The targets of a BCE: a tensor like the logits, or one value for every logit (the GAN's 1 and 0).
 #[derive(Clone, Copy, Debug)]
 pub enum Target<'a> {

@@ -651,11 +651,8 @@ impl Builder<'_> {
             Op::BceWithLogits { logits, target, loss } => {
                 let (batch, features) = per_sample(self.graph, logits);
                 let samples = self.per_sample_buffer(loss, batch)?;
-                let slot = LossSlot {
-                    buffer: &self.buf(loss),
-                    slot: 0,
-                    accumulate: false,
-                };
+                let loss_buffer = self.buf(loss);
+                let slot = LossSlot::first(&loss_buffer);
                 let target = self.buf(target);
                 let dispatches = loss::bce_with_logits_forward(
                     gpu,
@@ -671,11 +668,8 @@ impl Builder<'_> {
             Op::BceWithLogitsConstant { logits, target, loss } => {
                 let (batch, features) = per_sample(self.graph, logits);
                 let samples = self.per_sample_buffer(loss, batch)?;
-                let slot = LossSlot {
-                    buffer: &self.buf(loss),
-                    slot: 0,
-                    accumulate: false,
-                };
+                let loss_buffer = self.buf(loss);
+                let slot = LossSlot::first(&loss_buffer);
                 let dispatches = loss::bce_with_logits_forward(
                     gpu,
                     &slot,
@@ -690,11 +684,8 @@ impl Builder<'_> {
             Op::GaussianKl { mu, logvar, loss } => {
                 let (batch, latent) = per_sample(self.graph, mu);
                 let samples = self.per_sample_buffer(loss, batch)?;
-                let slot = LossSlot {
-                    buffer: &self.buf(loss),
-                    slot: 0,
-                    accumulate: false,
-                };
+                let loss_buffer = self.buf(loss);
+                let slot = LossSlot::first(&loss_buffer);
                 let dispatches =
                     loss::kl_forward(gpu, &slot, &samples, &self.buf(mu), &self.buf(logvar), batch, latent)?;
                 self.push_all(&label, dispatches);
@@ -706,11 +697,8 @@ impl Builder<'_> {
             } => {
                 let (batch, features) = per_sample(self.graph, prediction);
                 let samples = self.per_sample_buffer(loss, batch)?;
-                let slot = LossSlot {
-                    buffer: &self.buf(loss),
-                    slot: 0,
-                    accumulate: false,
-                };
+                let loss_buffer = self.buf(loss);
+                let slot = LossSlot::first(&loss_buffer);
                 let dispatches = loss::mse_forward(
                     gpu,
                     &slot,
@@ -729,11 +717,8 @@ impl Builder<'_> {
             } => {
                 let (batch, features) = per_sample(self.graph, prediction);
                 let samples = self.per_sample_buffer(loss, batch)?;
-                let slot = LossSlot {
-                    buffer: &self.buf(loss),
-                    slot: 0,
-                    accumulate: false,
-                };
+                let loss_buffer = self.buf(loss);
+                let slot = LossSlot::first(&loss_buffer);
                 let dispatches = loss::squared_error_forward(
                     gpu,
                     &slot,
@@ -748,11 +733,8 @@ impl Builder<'_> {
             Op::Mmd { z, prior, weight, loss } => {
                 let (batch, dim) = per_sample(self.graph, z);
                 let samples = self.per_sample_buffer(loss, batch)?;
-                let slot = LossSlot {
-                    buffer: &self.buf(loss),
-                    slot: 0,
-                    accumulate: false,
-                };
+                let loss_buffer = self.buf(loss);
+                let slot = LossSlot::first(&loss_buffer);
                 let dispatches = mmd::mmd_forward(
                     gpu,
                     &slot,
@@ -768,11 +750,8 @@ impl Builder<'_> {
             Op::CrossEntropy { logits, labels, loss } => {
                 let (batch, classes) = per_sample(self.graph, logits);
                 let samples = self.per_sample_buffer(loss, batch)?;
-                let slot = LossSlot {
-                    buffer: &self.buf(loss),
-                    slot: 0,
-                    accumulate: false,
-                };
+                let loss_buffer = self.buf(loss);
+                let slot = LossSlot::first(&loss_buffer);
                 let dispatches = loss::cross_entropy_forward(
                     gpu,
                     &slot,
