@@ -154,7 +154,8 @@ fn progress_bar(total: u64, enabled: bool, unit: &str) -> ProgressBar {
 /// metrics.jsonl with train and test MSE, samples/epoch-NNN.png from the EMA weights by DDIM, loss.png).
 pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result<TrainSummary, TrainError> {
     let kind = ModelKind::Ddpm;
-    let (run, mut config, resume_from) = match &request.resume {
+    // As in train::train: a new run's directory is made only once the configuration is known to be good.
+    let (existing, path, mut config, resume_from) = match &request.resume {
         Some(dir) => {
             let run = RunDir::open(dir)?;
             let config = run.config()?;
@@ -169,7 +170,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
             }
             let checkpoint = Checkpoint::load(&run.checkpoint())?;
             checkpoint.expect_model(kind.name())?;
-            (run, config, Some(checkpoint))
+            (Some(run), dir.clone(), config, Some(checkpoint))
         }
         None => {
             let path = request.run.clone().unwrap_or_else(|| RunDir::default_path(kind.name()));
@@ -200,7 +201,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
                 ddpm: Some(ddpm),
                 wae: None,
             };
-            (RunDir::create(&path)?, config, None)
+            (None, path, config, None)
         }
     };
     if let Some(epochs) = request.epochs {
@@ -227,6 +228,10 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
     let steps_per_epoch = batcher.steps_per_epoch() as u64;
     let total_steps = config.steps.unwrap_or(config.epochs * steps_per_epoch);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
+    let run = match existing {
+        Some(run) => run,
+        None => RunDir::create(&path)?,
+    };
     run.write_config(&config)?;
 
     let objective = model::objective(&ddpm, config.batch, IMAGE)?;

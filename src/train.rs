@@ -351,7 +351,9 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         )));
     }
     // The run: a new one, or the one being resumed with its saved configuration.
-    let (run, mut config, resume_from) = match &request.resume {
+    // A new run's directory is only made once the configuration is known to be good, so a refused command
+    // leaves nothing behind.
+    let (existing, path, mut config, resume_from) = match &request.resume {
         Some(dir) => {
             let run = RunDir::open(dir)?;
             let config = run.config()?;
@@ -367,7 +369,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
             }
             let checkpoint = Checkpoint::load(&run.checkpoint())?;
             checkpoint.expect_model(model.name())?;
-            (run, config, Some(checkpoint))
+            (Some(run), dir.clone(), config, Some(checkpoint))
         }
         None => {
             let path = request
@@ -396,7 +398,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                     regularizer: request.regularizer.unwrap_or_default(),
                 }),
             };
-            (RunDir::create(&path)?, config, None)
+            (None, path, config, None)
         }
     };
     if let Some(epochs) = request.epochs {
@@ -425,7 +427,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         if asked != saved {
             return Err(TrainError::Config(format!(
                 "{} was trained with --regularizer {saved}; resume it without --regularizer, or start a new run",
-                run.path.display()
+                path.display()
             )));
         }
     }
@@ -454,6 +456,10 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     let steps_per_epoch = batcher.steps_per_epoch() as u64;
     let total_steps = config.steps.unwrap_or(config.epochs * steps_per_epoch);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
+    let run = match existing {
+        Some(run) => run,
+        None => RunDir::create(&path)?,
+    };
     run.write_config(&config)?;
     if model == ModelKind::Gan {
         return crate::gan::train(gpu, request, run, config, resume_from, &splits, batcher);

@@ -240,8 +240,20 @@ fn an_oversized_batch_is_refused_with_a_batch_that_fits() {
         .min(gpu.limits.max_buffer_size);
     // The ae's largest activation is (N, 32, 14, 14): 25,088 bytes per image.
     let batch = (limit / 25_088 + 1) as usize;
-    let output = latent_command(&["train", "ae", "--batch", &batch.to_string(), "--steps", "1"]);
+    let directory = tempfile::tempdir().unwrap();
+    let refused = directory.path().join("refused");
+    let output = latent_command(&[
+        "train",
+        "ae",
+        "--batch",
+        &batch.to_string(),
+        "--steps",
+        "1",
+        "--run",
+        refused.to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
+    assert!(!refused.exists(), "a refused command leaves no run directory behind");
     let message = stderr(&output);
     assert!(message.contains(&format!("batch {batch} does not fit")), "{message}");
     assert!(
