@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::checkpoint::Checkpoint;
 use crate::data::{Batcher, Dataset, PixelRange, Splits};
 use crate::fid::{self, FeatureNet};
-use crate::generate::LoadedRun;
+use crate::generate::{run_batched, LoadedRun};
 use crate::gpu::Gpu;
 use crate::graph::TensorId;
 use crate::models::gan::{self, DISCRIMINATOR, GENERATOR, LATENT};
@@ -94,34 +94,6 @@ pub fn mean_probability(logits: &[f32]) -> f64 {
     logits.iter().map(|&l| 1.0 / (1.0 + (-l as f64).exp())).sum::<f64>() / logits.len().max(1) as f64
 }
 
-/// Runs a forward plan over `rows` (each `input_len` values) in batches of `batch`, padding the last.
-fn batched(
-    gpu: &Gpu,
-    plan: &Plan,
-    input: TensorId,
-    output: TensorId,
-    rows: &[f32],
-    input_len: usize,
-    batch: usize,
-) -> Result<Vec<f32>, TrainError> {
-    let count = rows.len() / input_len;
-    let mut outputs = Vec::new();
-    let mut staging = vec![0.0f32; batch * input_len];
-    for start in (0..count).step_by(batch) {
-        let valid = batch.min(count - start);
-        for i in 0..batch {
-            let source = (start + i.min(valid - 1)) * input_len;
-            staging[i * input_len..(i + 1) * input_len].copy_from_slice(&rows[source..source + input_len]);
-        }
-        plan.write_input(gpu, input, &staging)?;
-        plan.run(gpu, 0);
-        let values = plan.read(gpu, output)?;
-        let per_row = values.len() / batch;
-        outputs.extend_from_slice(&values[..valid * per_row]);
-    }
-    Ok(outputs)
-}
-
 /// Evaluation-mode forward plans (running statistics) over a store: G's sampler and D alone.
 pub struct GanEval {
     sampler: Plan,
@@ -157,12 +129,12 @@ impl GanEval {
 
     /// G(z) for codes (N, 64): images (N, 1, 28, 28) in [-1, 1].
     pub fn generate(&self, gpu: &Gpu, codes: &[f32]) -> Result<Vec<f32>, TrainError> {
-        batched(gpu, &self.sampler, self.z, self.images, codes, LATENT, self.batch)
+        run_batched(gpu, &self.sampler, self.z, self.images, codes, LATENT, self.batch)
     }
 
     /// D's logits (N) for images (N, 784) in [-1, 1].
     pub fn critic(&self, gpu: &Gpu, images: &[f32]) -> Result<Vec<f32>, TrainError> {
-        batched(gpu, &self.critic, self.x, self.logits, images, 784, self.batch)
+        run_batched(gpu, &self.critic, self.x, self.logits, images, 784, self.batch)
     }
 
     /// Over the test set and as many samples from z ~ N(0, I): mean D(x), mean D(G(z)) and the JSD estimate.

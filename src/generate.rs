@@ -71,7 +71,7 @@ impl LoadedRun {
 
 /// Runs a forward plan over `rows` inputs of `input_len` values in batches of the plan's size (the last one
 /// padded), returning `output_len` values per input row.
-fn run_batched(
+pub(crate) fn run_batched(
     gpu: &Gpu,
     plan: &Plan,
     input: TensorId,
