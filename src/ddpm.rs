@@ -31,7 +31,7 @@ use crate::models::ModelKind;
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Phase, Plan, PlanOptions, Step, StepWrite, TrainOptions};
 use crate::run::{self, RunConfig, RunDir};
-use crate::train::{self, TrainError, TrainRequest, TrainSummary};
+use crate::train::{self, RunSetup, TrainError, TrainRequest, TrainSummary};
 
 /// The image size of the command line's runs (the datasets are checked to be 1x28x28).
 pub const IMAGE: (usize, usize) = (28, 28);
@@ -155,71 +155,33 @@ fn progress_bar(total: u64, enabled: bool, unit: &str) -> ProgressBar {
 pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result<TrainSummary, TrainError> {
     let kind = ModelKind::Ddpm;
     // As in train::train: a new run's directory is made only once the configuration is known to be good.
-    let (existing, path, mut config, resume_from) = match &request.resume {
-        Some(dir) => {
-            let run = RunDir::open(dir)?;
-            let config = run.config()?;
-            if config.model != kind.name() {
-                return Err(TrainError::Config(format!(
-                    "{} is a run of model {:?}, not \"ddpm\"; use `latent train {} --resume {}`",
-                    dir.display(),
-                    config.model,
-                    config.model,
-                    dir.display()
-                )));
-            }
-            let checkpoint = Checkpoint::load(&run.checkpoint())?;
-            checkpoint.expect_model(kind.name())?;
-            (Some(run), dir.clone(), config, Some(checkpoint))
-        }
-        None => {
-            let path = request.run.clone().unwrap_or_else(|| RunDir::default_path(kind.name()));
-            if path.join(run::CHECKPOINT).exists() {
-                return Err(TrainError::Config(format!(
-                    "{} already holds a run; continue it with --resume {}, or choose another --run directory",
-                    path.display(),
-                    path.display()
-                )));
-            }
-            let defaults = DdpmConfig::default();
-            let ddpm = DdpmConfig {
-                width: options.width.unwrap_or(defaults.width),
-                groups: options.groups.unwrap_or(defaults.groups),
-                schedule: options.schedule.unwrap_or(defaults.schedule),
-            };
-            ddpm.validate().map_err(TrainError::Config)?;
-            let config = RunConfig {
-                model: kind.name().into(),
-                epochs: train::default_epochs(kind),
-                steps: None,
-                batch: request.batch.unwrap_or(128),
-                lr: request.lr.unwrap_or(model::LEARNING_RATE),
-                seed: request.seed.unwrap_or(0),
-                data: request.data.clone(),
-                adapter: gpu.describe(),
-                latent_version: env!("CARGO_PKG_VERSION").into(),
-                ddpm: Some(ddpm),
-                wae: None,
-            };
-            (None, path, config, None)
-        }
-    };
-    if let Some(epochs) = request.epochs {
-        config.epochs = epochs;
-        config.steps = None;
-    }
-    if request.steps.is_some() {
-        config.steps = request.steps;
-    }
-    if config.batch == 0 {
-        return Err(TrainError::Config("--batch must be at least 1".into()));
-    }
-    if !(config.lr > 0.0 && config.lr.is_finite()) {
-        return Err(TrainError::Config(format!(
-            "--lr must be a positive number, got {}",
-            config.lr
-        )));
-    }
+    let RunSetup {
+        existing,
+        path,
+        config,
+        resume_from,
+    } = train::setup_run(request, kind, || {
+        let defaults = DdpmConfig::default();
+        let ddpm = DdpmConfig {
+            width: options.width.unwrap_or(defaults.width),
+            groups: options.groups.unwrap_or(defaults.groups),
+            schedule: options.schedule.unwrap_or(defaults.schedule),
+        };
+        ddpm.validate().map_err(TrainError::Config)?;
+        Ok(RunConfig {
+            model: kind.name().into(),
+            epochs: train::default_epochs(kind),
+            steps: None,
+            batch: 128,
+            lr: model::LEARNING_RATE,
+            seed: 0,
+            data: request.data.clone(),
+            adapter: gpu.describe(),
+            latent_version: env!("CARGO_PKG_VERSION").into(),
+            ddpm: Some(ddpm),
+            wae: None,
+        })
+    })?;
     let ddpm = config.ddpm.unwrap_or_default();
 
     let splits = train::load_data(config.data.as_ref())?;

@@ -339,20 +339,26 @@ pub(crate) fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
     bar
 }
 
-/// Trains `request.model` and writes its run directory.
-pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainError> {
-    let model = request.model;
-    if model == ModelKind::Ddpm {
-        return crate::ddpm::train(gpu, request, &Default::default());
-    }
-    if request.regularizer.is_some() && model != ModelKind::Wae {
-        return Err(TrainError::Config(format!(
-            "--regularizer is for the wae; {model} has no latent regulariser"
-        )));
-    }
-    // The run: a new one, or the one being resumed with its saved configuration.
-    // A new run's directory is only made once the configuration is known to be good, so a refused command
-    // leaves nothing behind.
+/// The run a `latent train` command trains: the one being resumed, or a new one whose directory is not made yet.
+pub struct RunSetup {
+    /// The run directory when resuming.
+    pub existing: Option<RunDir>,
+    pub path: PathBuf,
+    pub config: RunConfig,
+    /// The checkpoint to continue from when resuming.
+    pub resume_from: Option<Checkpoint>,
+}
+
+/// Opens the run `--resume` names (it must be a run of `model`) or, for a new run, takes the `--run` path (or
+/// the default), refuses one that already holds a run, and asks `new_config` for the defaults. Then applies the
+/// command line: `--epochs` and `--steps` always, `--batch`, `--lr` and `--seed` only to a new run (a resumed
+/// run keeps its own), and checks the batch and the learning rate. Makes nothing on disk, so that a refused
+/// command leaves nothing behind: the caller creates a new run's directory once everything else checks out.
+pub fn setup_run(
+    request: &TrainRequest,
+    model: ModelKind,
+    new_config: impl FnOnce() -> Result<RunConfig, TrainError>,
+) -> Result<RunSetup, TrainError> {
     let (existing, path, mut config, resume_from) = match &request.resume {
         Some(dir) => {
             let run = RunDir::open(dir)?;
@@ -383,22 +389,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                     path.display()
                 )));
             }
-            let config = RunConfig {
-                model: model.name().into(),
-                epochs: default_epochs(model),
-                steps: None,
-                batch: 128,
-                lr: model.learning_rate(),
-                seed: 0,
-                data: request.data.clone(),
-                adapter: gpu.describe(),
-                latent_version: env!("CARGO_PKG_VERSION").into(),
-                ddpm: None,
-                wae: (model == ModelKind::Wae).then(|| models::wae::WaeConfig {
-                    regularizer: request.regularizer.unwrap_or_default(),
-                }),
-            };
-            (None, path, config, None)
+            (None, path, new_config()?, None)
         }
     };
     if let Some(epochs) = request.epochs {
@@ -422,6 +413,53 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     if config.batch == 0 {
         return Err(TrainError::Config("--batch must be at least 1".into()));
     }
+    if !(config.lr > 0.0 && config.lr.is_finite()) {
+        return Err(TrainError::Config(format!(
+            "--lr must be a positive number, got {}",
+            config.lr
+        )));
+    }
+    Ok(RunSetup {
+        existing,
+        path,
+        config,
+        resume_from,
+    })
+}
+
+/// Trains `request.model` and writes its run directory.
+pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainError> {
+    let model = request.model;
+    if model == ModelKind::Ddpm {
+        return crate::ddpm::train(gpu, request, &Default::default());
+    }
+    if request.regularizer.is_some() && model != ModelKind::Wae {
+        return Err(TrainError::Config(format!(
+            "--regularizer is for the wae; {model} has no latent regulariser"
+        )));
+    }
+    let RunSetup {
+        existing,
+        path,
+        config,
+        resume_from,
+    } = setup_run(request, model, || {
+        Ok(RunConfig {
+            model: model.name().into(),
+            epochs: default_epochs(model),
+            steps: None,
+            batch: 128,
+            lr: model.learning_rate(),
+            seed: 0,
+            data: request.data.clone(),
+            adapter: gpu.describe(),
+            latent_version: env!("CARGO_PKG_VERSION").into(),
+            ddpm: None,
+            wae: (model == ModelKind::Wae).then(|| models::wae::WaeConfig {
+                regularizer: request.regularizer.unwrap_or_default(),
+            }),
+        })
+    })?;
     let regularizer = config.wae.map(|w| w.regularizer);
     if let (Some(asked), Some(saved)) = (request.regularizer, regularizer) {
         if asked != saved {
@@ -436,13 +474,6 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
             "the wae's regulariser compares codes within a batch: --batch must be at least 2".into(),
         ));
     }
-    if !(config.lr > 0.0 && config.lr.is_finite()) {
-        return Err(TrainError::Config(format!(
-            "--lr must be a positive number, got {}",
-            config.lr
-        )));
-    }
-
     // Refuse a batch the adapter cannot hold before loading data or allocating anything.
     let tg = match regularizer {
         Some(regularizer) => wae_train_graph(config.batch, regularizer)?,
