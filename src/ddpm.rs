@@ -30,7 +30,7 @@ use crate::models::ddpm::{self as model, DdpmConfig, ScheduleKind};
 use crate::models::ModelKind;
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Phase, Plan, PlanOptions, Step, StepWrite, TrainOptions};
-use crate::run::{self, RunConfig, RunDir};
+use crate::run::{self, RunConfig};
 use crate::train::{self, RunSetup, TrainError, TrainRequest, TrainSummary};
 
 /// The image size of the command line's runs (the datasets are checked to be 1x28x28).
@@ -154,10 +154,9 @@ fn progress_bar(total: u64, enabled: bool, unit: &str) -> ProgressBar {
 /// metrics.jsonl with train and test MSE, samples/epoch-NNN.png from the EMA weights by DDIM, loss.png).
 pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result<TrainSummary, TrainError> {
     let kind = ModelKind::Ddpm;
-    // As in train::train: a new run's directory is made only once the configuration is known to be good.
+    // As in train::train, a new run's directory is made (place.into_dir) only once the data has checked out.
     let RunSetup {
-        existing,
-        path,
+        place,
         config,
         resume_from,
     } = train::setup_run(request, kind, || {
@@ -190,10 +189,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
     let steps_per_epoch = batcher.steps_per_epoch() as u64;
     let total_steps = config.steps.unwrap_or(config.epochs * steps_per_epoch);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
-    let run = match existing {
-        Some(run) => run,
-        None => RunDir::create(&path)?,
-    };
+    let run = place.into_dir()?;
     run.write_config(&config)?;
 
     let objective = model::objective(&ddpm, config.batch, IMAGE)?;
@@ -290,8 +286,8 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
         let test = test_mse(gpu, &eval_plan, &objective, &splits.test, config.seed)?;
         let epoch_number = epoch + 1;
         let record = train::epoch_record(
-            epoch_number as u64,
-            step as u64,
+            epoch_number,
+            step,
             json!({ "mse": train_mse, "loss": train_mse }),
             json!({ "mse": test, "loss": test }),
             seconds,

@@ -247,14 +247,7 @@ pub(crate) fn train(
         let (test_metrics, _) = eval.critic_metrics(gpu, &splits.test, config.seed)?;
         let epoch_number = epoch + 1;
         let images = steps_done * config.batch as f64;
-        let record = train::epoch_record(
-            epoch_number as u64,
-            step as u64,
-            train_metrics,
-            test_metrics,
-            seconds,
-            images,
-        );
+        let record = train::epoch_record(epoch_number, step, train_metrics, test_metrics, seconds, images);
         train::save_checkpoint(gpu, &run, &plans.store, model, &config, step)?;
         let grid = to_unit(&eval.generate(gpu, &preview_codes)?);
         run::save_png(

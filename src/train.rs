@@ -339,11 +339,32 @@ pub(crate) fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
     bar
 }
 
-/// The run a `latent train` command trains: the one being resumed, or a new one whose directory is not made yet.
+/// Where a `latent train` command writes: the run being resumed, or a new run's directory, not made yet.
+pub enum RunPlace {
+    Resumed(RunDir),
+    New(PathBuf),
+}
+
+impl RunPlace {
+    pub fn path(&self) -> &Path {
+        match self {
+            RunPlace::Resumed(run) => &run.path,
+            RunPlace::New(path) => path,
+        }
+    }
+
+    /// The run directory, made now for a new run: call it once everything else has checked out.
+    pub fn into_dir(self) -> Result<RunDir, TrainError> {
+        Ok(match self {
+            RunPlace::Resumed(run) => run,
+            RunPlace::New(path) => RunDir::create(&path)?,
+        })
+    }
+}
+
+/// The run a `latent train` command trains, with the configuration the saved run and the command line give.
 pub struct RunSetup {
-    /// The run directory when resuming.
-    pub existing: Option<RunDir>,
-    pub path: PathBuf,
+    pub place: RunPlace,
     pub config: RunConfig,
     /// The checkpoint to continue from when resuming.
     pub resume_from: Option<Checkpoint>,
@@ -359,7 +380,7 @@ pub fn setup_run(
     model: ModelKind,
     new_config: impl FnOnce() -> Result<RunConfig, TrainError>,
 ) -> Result<RunSetup, TrainError> {
-    let (existing, path, mut config, resume_from) = match &request.resume {
+    let (place, mut config, resume_from) = match &request.resume {
         Some(dir) => {
             let run = RunDir::open(dir)?;
             let config = run.config()?;
@@ -375,7 +396,7 @@ pub fn setup_run(
             }
             let checkpoint = Checkpoint::load(&run.checkpoint())?;
             checkpoint.expect_model(model.name())?;
-            (Some(run), dir.clone(), config, Some(checkpoint))
+            (RunPlace::Resumed(run), config, Some(checkpoint))
         }
         None => {
             let path = request
@@ -389,7 +410,7 @@ pub fn setup_run(
                     path.display()
                 )));
             }
-            (None, path, new_config()?, None)
+            (RunPlace::New(path), new_config()?, None)
         }
     };
     if let Some(epochs) = request.epochs {
@@ -420,8 +441,7 @@ pub fn setup_run(
         )));
     }
     Ok(RunSetup {
-        existing,
-        path,
+        place,
         config,
         resume_from,
     })
@@ -439,8 +459,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         )));
     }
     let RunSetup {
-        existing,
-        path,
+        place,
         config,
         resume_from,
     } = setup_run(request, model, || {
@@ -465,7 +484,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         if asked != saved {
             return Err(TrainError::Config(format!(
                 "{} was trained with --regularizer {saved}; resume it without --regularizer, or start a new run",
-                path.display()
+                place.path().display()
             )));
         }
     }
@@ -487,10 +506,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     let steps_per_epoch = batcher.steps_per_epoch() as u64;
     let total_steps = config.steps.unwrap_or(config.epochs * steps_per_epoch);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
-    let run = match existing {
-        Some(run) => run,
-        None => RunDir::create(&path)?,
-    };
+    let run = place.into_dir()?;
     run.write_config(&config)?;
     if model == ModelKind::Gan {
         return crate::gan::train(gpu, request, run, config, resume_from, &splits, batcher);
@@ -620,14 +636,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
             let test_metrics = evaluate(gpu, &eval_plan, &tg, &splits.test, config.batch, model.range())?;
             let epoch_number = epoch + 1;
             let images = steps_done as f64 * config.batch as f64;
-            let record = epoch_record(
-                epoch_number as u64,
-                step as u64,
-                train_metrics,
-                test_metrics,
-                seconds,
-                images,
-            );
+            let record = epoch_record(epoch_number, step, train_metrics, test_metrics, seconds, images);
             save(&store, step)?;
             if let Some(grid) = preview.render(gpu, &eval_plan, &tg, &splits)? {
                 run::save_png(&run.sample_path(epoch_number), &grid)?;

@@ -178,14 +178,7 @@ pub(crate) fn train(
         let test_metrics = train::evaluate(gpu, &eval_plan, &tg, &splits.test, config.batch, model.range())?;
         let epoch_number = epoch + 1;
         let images = steps_done * config.batch as f64;
-        let record = train::epoch_record(
-            epoch_number as u64,
-            step as u64,
-            train_metrics,
-            test_metrics,
-            seconds,
-            images,
-        );
+        let record = train::epoch_record(epoch_number, step, train_metrics, test_metrics, seconds, images);
         train::save_checkpoint(gpu, &run, &plans.store, model, &config, step)?;
         if let Some(grid) = preview.render(gpu, &eval_plan, &tg, splits)? {
             run::save_png(&run.sample_path(epoch_number), &grid)?;
