@@ -9,14 +9,16 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::check::TestRng;
+use crate::data::PixelRange;
+use crate::error::TrainError;
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer};
-use crate::graph::{Graph, TensorId};
 use crate::kernels::conv2d::{self, Conv2dShape};
 use crate::kernels::matmul::{self, Epilogue, Layout, MatmulShape};
-use crate::models::{ae, classifier, vae, ModelKind};
-use crate::optim::Optimizer;
-use crate::plan::{self, ParamStore, Plan, PlanOptions, TrainOptions};
+use crate::models::ModelKind;
+use crate::plan::Plan;
 use crate::profile::{median, time_dispatch, ProfileError};
+use crate::recipe::{Batch, ModelOptions, Training};
+use crate::run::RunConfig;
 
 /// Whether the adapter is a CPU driver (lavapipe, WARP): benchmarks then default to smaller sizes.
 pub fn is_cpu_adapter(gpu: &Gpu) -> bool {
@@ -27,168 +29,78 @@ pub fn is_cpu_adapter(gpu: &Gpu) -> bool {
 // Training workloads: a model's training plans with random inputs of the right shapes.
 // ---------------------------------------------------------------------------------------------------------
 
-/// Host data for one input tensor of one plan.
-#[derive(Clone, Debug)]
-enum InputData {
-    /// Pixels in [0, 1).
-    Values(Vec<f32>),
-    /// Labels (or timesteps) in 0..n.
-    Integers(Vec<u32>),
-}
-
-/// What to put in an input: the model's data range, or integers below a bound.
-#[derive(Clone, Copy, Debug)]
-pub enum Fill {
-    /// Uniform in [lo, hi).
-    Uniform(f32, f32),
-    /// Uniform integers in 0..n (class labels, diffusion timesteps).
-    Below(u32),
-}
-
-/// A model's training step, compiled, with random inputs: what `latent profile` and `latent bench train` run.
+/// A model's training step compiled through its recipe with the defaults of models.md, and a random batch of
+/// the right shape in the model's range: what `latent profile` and `latent bench train` run.
 pub struct Workload {
     pub model: ModelKind,
     pub batch: usize,
-    pub store: ParamStore,
-    /// Run in order every step (one for most models; the GAN's discriminator and generator steps later).
-    pub plans: Vec<Plan>,
-    inputs: Vec<(usize, TensorId, InputData)>,
+    pub training: Box<dyn Training>,
+    images: Vec<f32>,
+    labels: Vec<u32>,
 }
 
 impl Workload {
-    /// Compiles `model`'s training step at `batch` with the defaults of models.md and makes random inputs.
-    /// A new model slots in as a match arm: its graph(s), optimizer, and how to fill each input.
     pub fn new(gpu: &Gpu, model: ModelKind, batch: usize, seed: u64) -> Result<Self, ProfileError> {
-        let mut workload = Self {
+        let recipe = model.recipe();
+        let defaults = recipe.defaults();
+        let options = ModelOptions::default();
+        let model_error = |e: TrainError| ProfileError::Model(e.to_string());
+        let mut config = RunConfig {
+            model: model.name().into(),
+            epochs: 1,
+            steps: None,
+            batch,
+            lr: defaults.lr,
+            seed,
+            data: None,
+            adapter: gpu.describe(),
+            latent_version: env!("CARGO_PKG_VERSION").into(),
+            sections: Default::default(),
+        };
+        if let Some(own) = recipe.configure(&options).map_err(model_error)? {
+            config.sections.insert(model.name().into(), own);
+        }
+        let training = recipe.training(gpu, &config, &options).map_err(model_error)?;
+        let tg = recipe.train_graph(batch)?;
+        let (lo, hi) = match defaults.range {
+            PixelRange::ZeroToOne => (0.0, 1.0),
+            PixelRange::MinusOneToOne => (-1.0, 1.0),
+        };
+        let mut rng = TestRng::new(seed ^ 0x5eed);
+        let images = rng.uniform_vec(tg.graph.tensor(tg.x).len(), lo, hi);
+        let labels = (0..batch).map(|_| (rng.next_u64() % 10) as u32).collect();
+        Ok(Self {
             model,
             batch,
-            store: ParamStore::new(seed),
-            plans: Vec::new(),
-            inputs: Vec::new(),
-        };
-        let adam = Optimizer::adam(model.learning_rate());
-        let mut rng = TestRng::new(seed ^ 0x5eed);
-        match model {
-            ModelKind::Ae => {
-                let o = ae::objective(batch)?;
-                workload.add_plan(gpu, "ae", &o.graph, adam, seed)?;
-                workload.add_input(&o.graph, 0, o.x, Fill::Uniform(0.0, 1.0), &mut rng);
-            }
-            ModelKind::Vae => {
-                let o = vae::objective(batch)?;
-                workload.add_plan(gpu, "vae", &o.graph, adam, seed)?;
-                workload.add_input(&o.graph, 0, o.x, Fill::Uniform(0.0, 1.0), &mut rng);
-            }
-            ModelKind::Classifier => {
-                let o = classifier::objective(batch)?;
-                workload.add_plan(gpu, "classifier", &o.graph, adam, seed)?;
-                workload.add_input(&o.graph, 0, o.x, Fill::Uniform(0.0, 1.0), &mut rng);
-                workload.add_input(&o.graph, 0, o.labels, Fill::Below(10), &mut rng);
-            }
-            ModelKind::Gan => {
-                // One step is the discriminator's plan, then the generator's, as in training.
-                let adam = Optimizer::adam_betas(model.learning_rate(), 0.5, 0.999);
-                let d = crate::models::gan::discriminator_step(batch)?;
-                workload.add_plan_updating(gpu, "gan discriminator", &d.graph, adam.clone(), seed, "discriminator.")?;
-                workload.add_input(&d.graph, 0, d.x, Fill::Uniform(-1.0, 1.0), &mut rng);
-                let g = crate::models::gan::generator_step(batch)?;
-                workload.add_plan_updating(gpu, "gan generator", &g.graph, adam, seed, "generator.")?;
-            }
-            ModelKind::Ddpm => {
-                let config = crate::models::ddpm::DdpmConfig::default();
-                let o = crate::models::ddpm::objective(&config, batch, (28, 28))?;
-                workload.add_plan(gpu, "ddpm", &o.graph, adam, seed)?;
-                workload.add_input(&o.graph, 0, o.x, Fill::Uniform(-1.0, 1.0), &mut rng);
-                workload.add_input(&o.graph, 0, o.t, Fill::Below(1000), &mut rng);
-            }
-            ModelKind::Wae => {
-                // The default regulariser, mmd: one plan.
-                let o = crate::models::wae::objective(batch, crate::models::wae::Regularizer::Mmd)?;
-                let adam = crate::models::wae::optimizer(model.learning_rate());
-                workload.add_plan(gpu, "wae", &o.graph, adam, seed)?;
-                workload.add_input(&o.graph, 0, o.x, Fill::Uniform(0.0, 1.0), &mut rng);
-            }
-        }
-        workload.write_inputs(gpu)?;
-        Ok(workload)
+            training,
+            images,
+            labels,
+        })
     }
 
-    /// Compiles `graph` as a training plan over this workload's parameter store (Adam on every parameter).
-    pub fn add_plan(
-        &mut self,
-        gpu: &Gpu,
-        name: &str,
-        graph: &Graph,
-        optimizer: Optimizer,
-        seed: u64,
-    ) -> Result<(), ProfileError> {
-        self.add_plan_updating(gpu, name, graph, optimizer, seed, "")
-    }
-
-    /// Like [`add_plan`](Self::add_plan), updating only the parameters whose names start with `prefix`.
-    pub fn add_plan_updating(
-        &mut self,
-        gpu: &Gpu,
-        name: &str,
-        graph: &Graph,
-        optimizer: Optimizer,
-        seed: u64,
-        prefix: &str,
-    ) -> Result<(), ProfileError> {
-        let update_prefixes = if prefix.is_empty() {
-            vec![]
-        } else {
-            vec![prefix.to_string()]
-        };
-        let options = PlanOptions {
-            name: name.to_string(),
-            train: Some(TrainOptions {
-                optimizer,
-                update_prefixes,
-            }),
-            seed,
-        };
-        self.plans.push(plan::compile(gpu, graph, &mut self.store, &options)?);
-        Ok(())
-    }
-
-    /// Random data for input `id` of plan `plan`, written by [`write_inputs`](Self::write_inputs).
-    pub fn add_input(&mut self, graph: &Graph, plan: usize, id: TensorId, fill: Fill, rng: &mut TestRng) {
-        let len = graph.tensor(id).len();
-        let data = match fill {
-            Fill::Uniform(lo, hi) => InputData::Values(rng.uniform_vec(len, lo, hi)),
-            Fill::Below(n) => InputData::Integers((0..len).map(|_| (rng.next_u64() % n as u64) as u32).collect()),
-        };
-        self.inputs.push((plan, id, data));
-    }
-
-    /// Uploads every input (a training loop uploads a batch every step; so does [`step`](Self::step)).
-    pub fn write_inputs(&self, gpu: &Gpu) -> Result<(), ProfileError> {
-        for (plan, id, data) in &self.inputs {
-            match data {
-                InputData::Values(v) => self.plans[*plan].write_input(gpu, *id, v)?,
-                InputData::Integers(v) => self.plans[*plan].write_input(gpu, *id, v)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Uploads the inputs and submits every plan for global step `step`. Does not wait.
+    /// Uploads the batch and submits every plan for global step `step`. Does not wait.
     pub fn step(&self, gpu: &Gpu, step: u64) -> Result<(), ProfileError> {
-        self.write_inputs(gpu)?;
-        for plan in &self.plans {
-            plan.run(gpu, step);
+        let batch = Batch {
+            images: &self.images,
+            labels: self.training.uses_labels().then_some(&self.labels[..]),
+        };
+        self.training
+            .write_batch(gpu, &batch, step)
+            .map_err(|e| ProfileError::Model(e.to_string()))?;
+        for step_plan in self.training.plans() {
+            step_plan.plan.run(gpu, step);
         }
         Ok(())
     }
 
+    /// The plans of one step, in order.
     pub fn plan_refs(&self) -> Vec<&Plan> {
-        self.plans.iter().collect()
+        self.training.plans().iter().map(|p| &p.plan).collect()
     }
 
     /// Dispatches of one training step, all plans together.
     pub fn dispatches_per_step(&self) -> usize {
-        self.plans.iter().map(|p| p.steps.len()).sum()
+        self.plan_refs().iter().map(|p| p.steps.len()).sum()
     }
 }
 

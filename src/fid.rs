@@ -20,6 +20,7 @@ use crate::gpu::Gpu;
 use crate::graph::{Graph, TensorId};
 use crate::models::{classifier, ModelKind};
 use crate::plan::{ParamStore, Plan};
+use crate::recipe::{load_data, EvalOptions};
 use crate::train::{self, TrainError, TrainRequest};
 
 /// Mean and covariance of a set of feature vectors.
@@ -107,11 +108,11 @@ impl FeatureNet {
 
     pub fn load(gpu: &Gpu, path: &Path) -> Result<Self, TrainError> {
         let run = LoadedRun::open(path)?;
-        if run.model != ModelKind::Classifier {
+        if run.config.model != ModelKind::Classifier.name() {
             return Err(TrainError::Config(format!(
                 "--classifier {} is a {} run; give a run of `latent train classifier`",
                 path.display(),
-                run.model
+                run.config.model
             )));
         }
         let batch = Self::BATCH;
@@ -197,7 +198,7 @@ pub fn classifier_run(gpu: &Gpu, given: Option<&Path>, data: Option<&PathBuf>) -
     if let Some(path) = given {
         return Ok(path.to_path_buf());
     }
-    let splits = train::load_data(data)?;
+    let splits = load_data(data)?;
     let dir = cache_root().join(format!("classifier-{:016x}", data_hash(&splits)));
     let finished = LoadedRun::open(&dir).ok().is_some_and(|run| {
         let metrics = run.dir.metrics().map(|m| m.len() as u64).unwrap_or(0);
@@ -268,4 +269,45 @@ pub fn fid_report(
         "class_histogram": histogram,
         "class_entropy_nats": entropy(&histogram),
     }))
+}
+
+/// Adds FID, its floor and the samples' class histogram to `report`, for `samples` (N, 784) in [0, 1], and the
+/// sliced Wasserstein distance (`crate::swd`) between the samples and N test images, with its floor (N real
+/// training images against the same test images).
+pub fn add_fid(
+    gpu: &Gpu,
+    report: &mut serde_json::Value,
+    samples: &[f32],
+    splits: &Splits,
+    run: &LoadedRun,
+    options: &EvalOptions,
+) -> Result<(), TrainError> {
+    let n = samples.len() / 784;
+    if n < 2 || splits.train.len() < n {
+        return Err(TrainError::Config(format!(
+            "--fid-n {n}: FID needs at least 2 samples and no more than the {} training images of the floor",
+            splits.train.len()
+        )));
+    }
+    let classifier = classifier_run(gpu, options.classifier.as_deref(), run.config.data.as_ref())?;
+    let net = FeatureNet::load(gpu, &classifier)?;
+    let fid = fid_report(gpu, &net, samples, splits, run.config.seed)?;
+    if let Some(map) = fid.as_object() {
+        for (key, value) in map {
+            report[key] = value.clone();
+        }
+    }
+    if options.projections > 0 {
+        // As many test images as samples (all of them when there are fewer).
+        let count = n.min(splits.test.len());
+        let test = real_subset(&splits.test, count, run.config.seed);
+        let real = real_subset(&splits.train, count, run.config.seed);
+        let (seed, projections) = (run.config.seed, options.projections);
+        let samples = &samples[..count * 784];
+        report["swd"] = json!(crate::swd::sliced_wasserstein(samples, &test, 784, projections, seed));
+        report["swd_floor"] = json!(crate::swd::sliced_wasserstein(&real, &test, 784, projections, seed));
+        report["swd_n"] = json!(count);
+        report["swd_projections"] = json!(projections);
+    }
+    Ok(())
 }

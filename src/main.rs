@@ -8,10 +8,11 @@ use serde::Serialize;
 
 use latent::bench::{self, KernelBenchOptions, TrainBenchOptions, Workload};
 use latent::check::{self, CheckOutcome};
-use latent::generate;
+use latent::commands;
 use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
 use latent::models::ModelKind;
 use latent::profile::{self, ProfileOptions};
+use latent::recipe::{DiffusionOptions, EvalOptions, InpaintRequest, InpaintSource, ModelOptions, SampleRequest};
 use latent::train::{self, TrainRequest};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -232,7 +233,7 @@ enum BenchCommand {
 struct SamplerArgs {
     /// ddpm: `ancestral` (all 1000 timesteps) or `ddim` (eta = 0, --steps timesteps).
     #[arg(long, default_value = "ddim")]
-    sampler: latent::ddpm::Sampler,
+    sampler: String,
     /// ddpm: DDIM's number of steps.
     #[arg(long, default_value_t = 50)]
     steps: usize,
@@ -287,25 +288,61 @@ struct TrainArgs {
     /// Periodic checkpoints to keep.
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     keep: usize,
-    /// wae: the latent regulariser, `mmd` (maximum mean discrepancy, the default) or `adversarial` (a latent
-    /// discriminator).
-    #[arg(long)]
-    regularizer: Option<latent::models::wae::Regularizer>,
-    /// ddpm: the noise schedule, `linear` (models.md) or `cosine`.
-    #[arg(long)]
-    schedule: Option<latent::models::ddpm::ScheduleKind>,
-    /// ddpm: the U-Net's base width (64; smaller nets train faster).
-    #[arg(long)]
-    width: Option<usize>,
-    /// ddpm: GroupNorm groups (8; must divide --width).
-    #[arg(long)]
-    groups: Option<usize>,
-    /// ddpm: DDIM steps of each epoch's sample grid (20).
-    #[arg(long)]
-    preview_steps: Option<usize>,
+    #[command(flatten)]
+    model_flags: ModelFlags,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     json: bool,
+}
+
+impl SamplerArgs {
+    fn options(&self) -> DiffusionOptions {
+        DiffusionOptions {
+            sampler: self.sampler.clone(),
+            steps: self.steps,
+            ema: !self.no_ema,
+        }
+    }
+}
+
+/// The flags of `latent train` that belong to some models, collected from the registry: each model declares its
+/// own (`Recipe::flags`) and parses their values.
+struct ModelFlags(ModelOptions);
+
+impl clap::FromArgMatches for ModelFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
+        let mut options = ModelOptions::default();
+        for (flag, _) in ModelKind::all_flags() {
+            if let Some(value) = matches.get_one::<String>(flag.name) {
+                options.set(flag.name, value);
+            }
+        }
+        Ok(Self(options))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> std::result::Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for ModelFlags {
+    fn augment_args(mut command: clap::Command) -> clap::Command {
+        for (flag, owners) in ModelKind::all_flags() {
+            command = command.arg(
+                clap::Arg::new(flag.name)
+                    .long(flag.name)
+                    .value_name(flag.value)
+                    .allow_negative_numbers(true)
+                    .help(format!("{}: {}", owners.join(", "), flag.help)),
+            );
+        }
+        command
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 /// A count that must be at least 1 (batch sizes, sample counts).
@@ -383,12 +420,13 @@ fn main() -> ExitCode {
         } => with_gpu(
             &cli.device,
             |gpu| {
-                let fid = latent::gan::FidOptions {
-                    n: *fid_n,
+                let options = EvalOptions {
+                    iwae_k: *iwae_k,
+                    fid_n: *fid_n,
                     classifier: classifier.clone(),
                     projections: *projections,
                 };
-                Ok(generate::evaluate_with(gpu, run, *iwae_k, &fid)?)
+                Ok(commands::evaluate(gpu, run, &options)?)
             },
             *json,
             print_eval,
@@ -403,27 +441,21 @@ fn main() -> ExitCode {
         } => with_gpu(
             &cli.device,
             |gpu| {
-                if is_ddpm_run(run) {
-                    return Ok(latent::ddpm::sample(
-                        gpu,
-                        run,
-                        *n,
-                        diffusion.sampler,
-                        diffusion.steps,
-                        *seed,
-                        !diffusion.no_ema,
-                        out.as_deref(),
-                        std::io::stderr().is_terminal(),
-                    )?);
-                }
-                Ok(generate::sample(gpu, run, *n, *seed, out.as_deref())?)
+                let request = SampleRequest {
+                    n: *n,
+                    seed: *seed,
+                    out: out.clone(),
+                    diffusion: diffusion.options(),
+                    progress: std::io::stderr().is_terminal(),
+                };
+                Ok(commands::sample(gpu, run, &request)?)
             },
             *json,
             print_files,
         ),
         Command::Diffuse { run, n, out, json } => with_gpu(
             &cli.device,
-            |gpu| Ok(latent::ddpm::diffuse(gpu, run, *n, out.as_deref())?),
+            |gpu| Ok(commands::diffuse(gpu, run, *n, out.clone())?),
             *json,
             print_files,
         ),
@@ -441,30 +473,28 @@ fn main() -> ExitCode {
             &cli.device,
             |gpu| {
                 let source = match (image, mask, demo) {
-                    (Some(image), Some(mask), false) => latent::ddpm::InpaintSource::Files {
+                    (Some(image), Some(mask), false) => InpaintSource::Files {
                         image: image.clone(),
                         mask: mask.clone(),
                     },
-                    _ => latent::ddpm::InpaintSource::Demo { images: 4 },
+                    _ => InpaintSource::Demo { images: 4 },
                 };
-                Ok(latent::ddpm::inpaint(
-                    gpu,
-                    run,
-                    &source,
-                    *n,
-                    diffusion.sampler,
-                    diffusion.steps,
-                    *seed,
-                    out.as_deref(),
-                    std::io::stderr().is_terminal(),
-                )?)
+                let request = InpaintRequest {
+                    source,
+                    n: *n,
+                    seed: *seed,
+                    out: out.clone(),
+                    diffusion: diffusion.options(),
+                    progress: std::io::stderr().is_terminal(),
+                };
+                Ok(commands::inpaint(gpu, run, &request)?)
             },
             *json,
             print_files,
         ),
         Command::Reconstruct { run, n, out, json } => with_gpu(
             &cli.device,
-            |gpu| Ok(generate::reconstruct(gpu, run, *n, out.as_deref())?),
+            |gpu| Ok(commands::reconstruct(gpu, run, *n, out.clone())?),
             *json,
             print_files,
         ),
@@ -476,7 +506,7 @@ fn main() -> ExitCode {
             json,
         } => with_gpu(
             &cli.device,
-            |gpu| Ok(generate::interpolate(gpu, run, *pairs, *steps, out.as_deref())?),
+            |gpu| Ok(commands::interpolate(gpu, run, *pairs, *steps, out.clone())?),
             *json,
             print_files,
         ),
@@ -679,21 +709,10 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
         interrupt: Some(interrupt),
         profile: args.profile,
         trace: args.trace.clone(),
-        regularizer: args.regularizer,
+        options: args.model_flags.0.clone(),
         ..TrainRequest::new(args.model)
     };
-    let outcome = if args.model == ModelKind::Ddpm {
-        let options = latent::ddpm::DdpmOptions {
-            schedule: args.schedule,
-            width: args.width,
-            groups: args.groups,
-            preview_steps: args.preview_steps,
-        };
-        latent::ddpm::train(&gpu, &request, &options)
-    } else {
-        train::train(&gpu, &request)
-    };
-    let summary = match outcome {
+    let summary = match train::train(&gpu, &request) {
         Ok(summary) => summary,
         Err(error) => {
             eprintln!("error: {error}");
@@ -723,13 +742,6 @@ fn with_gpu(
         human(&result);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether `run` holds a ddpm run (its config.json says so); errors surface when the run is opened.
-fn is_ddpm_run(run: &std::path::Path) -> bool {
-    latent::run::RunDir::open(run)
-        .and_then(|dir| dir.config())
-        .is_ok_and(|config| config.model == ModelKind::Ddpm.name())
 }
 
 fn print_files(result: &serde_json::Value) {

@@ -34,6 +34,9 @@ pub enum ProfileError {
     #[error("building the model's graph failed: {0}")]
     Graph(#[from] GraphError),
 
+    #[error("{0}")]
+    Model(String),
+
     #[error("nothing to measure: ask for at least one step (--steps N with N >= 1)")]
     NoSteps,
 

@@ -52,12 +52,23 @@ pub struct RunConfig {
     pub data: Option<PathBuf>,
     pub adapter: String,
     pub latent_version: String,
-    /// The ddpm's U-Net size and noise schedule (absent for other models).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ddpm: Option<crate::models::ddpm::DdpmConfig>,
-    /// The wae's latent regulariser (absent for other models).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wae: Option<crate::models::wae::WaeConfig>,
+    /// Each model's own configuration under its name (`"ddpm": {width, groups, schedule}`, `"wae":
+    /// {regularizer}`), absent for models without one.
+    #[serde(flatten)]
+    pub sections: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RunConfig {
+    /// The run's model's own configuration (its defaults when config.json has none, as before the model had one).
+    pub fn model_config<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, RunError> {
+        match self.sections.get(&self.model) {
+            None => Ok(T::default()),
+            Some(value) => serde_json::from_value(value.clone()).map_err(|e| RunError::Invalid {
+                path: PathBuf::from(CONFIG),
+                message: format!("the {:?} section: {e}", self.model),
+            }),
+        }
+    }
 }
 
 /// An existing or new run directory.

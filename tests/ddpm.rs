@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use latent::check::{self, TestRng};
-use latent::ddpm::{self, ReversePlan, Sampler, TimestepPurpose};
+use latent::diffusion::{self, ReversePlan};
 use latent::graph::Graph;
 use latent::kernels::diffusion::Schedule;
-use latent::models::ddpm::{self as model, DdpmConfig, ScheduleKind};
+use latent::models::ddpm::{self as model, DdpmConfig, ScheduleKind, TimestepPurpose};
 use latent::optim::Optimizer;
 use latent::plan::reference::Reference;
 use latent::plan::{self, ParamStore, PlanOptions, TrainOptions};
@@ -77,7 +77,7 @@ fn a_small_unet_training_step_matches_the_cpu_reference() {
         seed: SEED,
     };
     let mut plan = plan::compile(gpu, &objective.graph, &mut store, &options).unwrap();
-    ddpm::attach_ema(gpu, &mut store, &mut plan, model::EMA_DECAY).unwrap();
+    model::attach_ema(gpu, &mut store, &mut plan, model::EMA_DECAY).unwrap();
     let mut reference = Reference::new(&objective.graph, SEED, train);
     let x = TestRng::new(3).uniform_vec(batch * 64, -1.0, 1.0);
     plan.write_input(gpu, objective.x, &x).unwrap();
@@ -207,10 +207,10 @@ fn q_sample_statistics_match_alpha_bar() {
 /// Host-drawn timesteps are uniform over 0..T and depend on (seed, step) only.
 #[test]
 fn timesteps_are_reproducible_and_cover_the_schedule() {
-    let a = ddpm::draw_timesteps(1, TimestepPurpose::Train, 5, 20_000, 1000);
-    assert_eq!(a, ddpm::draw_timesteps(1, TimestepPurpose::Train, 5, 20_000, 1000));
-    assert_ne!(a, ddpm::draw_timesteps(1, TimestepPurpose::Train, 6, 20_000, 1000));
-    assert_ne!(a, ddpm::draw_timesteps(1, TimestepPurpose::Test, 5, 20_000, 1000));
+    let a = model::draw_timesteps(1, TimestepPurpose::Train, 5, 20_000, 1000);
+    assert_eq!(a, model::draw_timesteps(1, TimestepPurpose::Train, 5, 20_000, 1000));
+    assert_ne!(a, model::draw_timesteps(1, TimestepPurpose::Train, 6, 20_000, 1000));
+    assert_ne!(a, model::draw_timesteps(1, TimestepPurpose::Test, 5, 20_000, 1000));
     assert!(a.iter().all(|&t| t < 1000));
     let mean = a.iter().map(|&t| t as f64).sum::<f64>() / a.len() as f64;
     assert!((mean - 499.5).abs() < 10.0, "mean timestep {mean}");
@@ -224,8 +224,13 @@ fn sampling_is_finite_and_clamped_and_inpainting_keeps_known_pixels() {
     let gpu = check::shared_gpu();
     let config = small();
     let (n, size) = (3, (8, 8));
-    for (sampler, steps) in [(Sampler::Ddim, 10), (Sampler::Ancestral, 0)] {
-        let reverse = ReversePlan::with_size(gpu, &config, n, sampler, steps, 1, false, size).unwrap();
+    let reverse_plan = |sampler: &str, steps: usize, seed: u64, inpaint: bool| {
+        let denoiser = model::denoiser(&config, n, size).unwrap();
+        let sampler = diffusion::sampler(sampler, steps).unwrap();
+        ReversePlan::new(gpu, denoiser, sampler, &config.schedule.schedule(), seed, inpaint).unwrap()
+    };
+    for (sampler, steps) in [("ddim", 10), ("ancestral", 0)] {
+        let reverse = reverse_plan(sampler, steps, 1, false);
         let samples = reverse.sample(gpu, &indicatif::ProgressBar::hidden()).unwrap();
         assert_eq!(samples.len(), n * 64);
         assert!(
@@ -235,7 +240,7 @@ fn sampling_is_finite_and_clamped_and_inpainting_keeps_known_pixels() {
         let spread = samples.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         assert!(spread > 0.0, "{sampler:?}: samples are all zero");
     }
-    let reverse = ReversePlan::with_size(gpu, &config, n, Sampler::Ddim, 8, 2, true, size).unwrap();
+    let reverse = reverse_plan("ddim", 8, 2, true);
     let known = TestRng::new(4).uniform_vec(n * 64, -1.0, 1.0);
     let mask: Vec<f32> = (0..n * 64).map(|i| if (i % 64) < 32 { 1.0 } else { 0.0 }).collect();
     let completed = reverse

@@ -7,8 +7,8 @@ use common::{latent, tiny_mnist};
 
 use latent::check::{self, TestRng};
 use latent::fid;
-use latent::gan;
 use latent::graph::Graph;
+use latent::models::gan;
 use latent::models::{self, ModelKind};
 use latent::plan::reference::Reference;
 use latent::plan::{self, ParamStore, PlanOptions, TrainOptions};

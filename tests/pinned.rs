@@ -21,7 +21,11 @@ const PINNED_ADAPTER: &str = "llvmpipe (LLVM 15.0.6, 256 bits) (vulkan, CPU, llv
 const RUNS: &[(&str, &[&str], u64)] = &[
     ("ae", &["ae", "--batch", "16", "--steps", "4"], 0x07e857317da4104b),
     ("vae", &["vae", "--batch", "16", "--steps", "4"], 0x116763ea34adfef6),
-    ("classifier", &["classifier", "--batch", "16", "--steps", "4"], 0x9f10546d746d2921),
+    (
+        "classifier",
+        &["classifier", "--batch", "16", "--steps", "4"],
+        0x9f10546d746d2921,
+    ),
     ("gan", &["gan", "--batch", "16", "--steps", "4"], 0x825188b8f59c592c),
     ("wae-mmd", &["wae", "--batch", "16", "--steps", "4"], 0xaa792b6dcb3ca6c2),
     (

@@ -24,7 +24,7 @@ fn vae_profile() -> (Workload, profile::Profile) {
 #[test]
 fn vae_table_lists_every_kernel_once_with_shares_summing_to_100() {
     let (workload, report) = vae_profile();
-    let plan = &workload.plans[0];
+    let plan = workload.plan_refs()[0];
     eprintln!("{}", report.table(true));
 
     let in_plan: BTreeSet<String> = plan.steps.iter().map(|s| s.dispatch.name()).collect();
@@ -73,7 +73,7 @@ fn trace_has_one_event_per_profiled_dispatch() {
     let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
     let events = trace["traceEvents"].as_array().expect("traceEvents is an array");
     let complete: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
-    assert_eq!(complete.len(), workload.plans[0].steps.len() * STEPS as usize);
+    assert_eq!(complete.len(), workload.plan_refs()[0].steps.len() * STEPS as usize);
     for event in &complete {
         for key in ["name", "cat", "ts", "dur", "pid", "tid", "args"] {
             assert!(event.get(key).is_some(), "event lacks {key}: {event}");
@@ -90,7 +90,7 @@ fn trace_has_one_event_per_profiled_dispatch() {
 fn every_timing_method_counts_the_same_dispatches() {
     let gpu = check::shared_gpu();
     let workload = Workload::new(gpu, ModelKind::Vae, 4, 1).unwrap();
-    let plan = &workload.plans[0];
+    let plan = workload.plan_refs()[0];
     for method in [TimingMethod::PassPerDispatch, TimingMethod::CpuWallClock] {
         let mut profiler = Profiler::with_method(gpu, method);
         profiler.run(gpu, plan, 0).unwrap();

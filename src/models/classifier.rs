@@ -7,8 +7,17 @@
 //! f2 Linear(128, 10)                                logits; loss cross-entropy
 //! ```
 
+use serde_json::Value;
+
+use crate::data::PixelRange;
+use crate::error::TrainError;
+use crate::generate::LoadedRun;
+use crate::gpu::Gpu;
 use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
+use crate::optim::Optimizer;
+use crate::recipe::{evaluate_run, Defaults, EvalOptions, ModelOptions, OnePlan, Recipe, TrainGraph, Training};
+use crate::run::RunConfig;
 
 pub const FEATURES: usize = 128;
 pub const CLASSES: usize = 10;
@@ -57,4 +66,52 @@ pub fn objective(batch: usize) -> Result<Objective, GraphError> {
         logits,
         loss,
     })
+}
+
+/// The recipe of models.md: 10 epochs, batch 128, Adam 1e-3.
+pub struct Classifier;
+
+impl Recipe for Classifier {
+    fn name(&self) -> &'static str {
+        "classifier"
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            epochs: 10,
+            batch: 128,
+            lr: 1e-3,
+            range: PixelRange::ZeroToOne,
+        }
+    }
+
+    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError> {
+        let o = objective(batch)?;
+        Ok(TrainGraph {
+            labels: Some(o.labels),
+            class_logits: Some(o.logits),
+            ..TrainGraph::new(o.graph, o.x, vec![("cross_entropy", o.loss)])
+        })
+    }
+
+    fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
+        let tg = self.train_graph(config.batch)?;
+        let optimizer = Optimizer::adam(config.lr);
+        Ok(Box::new(OnePlan::compile(
+            gpu,
+            "classifier",
+            tg,
+            optimizer,
+            config,
+            PixelRange::ZeroToOne,
+        )?))
+    }
+
+    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
+        let tg = self.train_graph(run.config.batch)?;
+        let (mut report, metrics, _) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
+        report["cross_entropy"] = metrics["cross_entropy"].clone();
+        report["accuracy"] = metrics["accuracy"].clone();
+        Ok(report)
+    }
 }

@@ -1,7 +1,8 @@
-//! The default models of `shared/spec/models.md`, as graph builders.
+//! The models, one module each, and the registry from model names to their recipes.
 //!
-//! Each model module builds the graphs its commands need (training, evaluation, sampling) over the same
-//! parameter names, so one parameter store serves all of them. The definitions follow models.md line by line.
+//! Each module builds the graphs its commands need (training, evaluation, sampling) over the same parameter
+//! names, so one parameter store serves all of them, and implements [`Recipe`]: the definitions follow models.md
+//! line by line. Adding a model is its module, and its line in [`ModelKind`] and in [`ModelKind::recipe`].
 
 pub mod ae;
 pub mod classifier;
@@ -14,6 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::data::PixelRange;
+use crate::recipe::{Flag, Recipe};
 
 /// A model the command line can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,34 +31,53 @@ pub enum ModelKind {
 impl ModelKind {
     pub const ALL: [ModelKind; 6] = [Self::Ae, Self::Vae, Self::Classifier, Self::Gan, Self::Ddpm, Self::Wae];
 
-    pub fn name(self) -> &'static str {
+    /// The registry: the one place a model's kind is matched.
+    pub fn recipe(self) -> &'static dyn Recipe {
         match self {
-            Self::Ae => "ae",
-            Self::Vae => "vae",
-            Self::Classifier => "classifier",
-            Self::Gan => "gan",
-            Self::Ddpm => "ddpm",
-            Self::Wae => "wae",
+            Self::Ae => &ae::Ae,
+            Self::Vae => &vae::Vae,
+            Self::Classifier => &classifier::Classifier,
+            Self::Gan => &gan::Gan,
+            Self::Ddpm => &ddpm::Ddpm,
+            Self::Wae => &wae::Wae,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.recipe().name()
     }
 
     /// The pixel range the model's data is scaled to.
     pub fn range(self) -> PixelRange {
-        match self {
-            Self::Ae | Self::Vae | Self::Classifier | Self::Wae => PixelRange::ZeroToOne,
-            Self::Gan => PixelRange::MinusOneToOne,
-            Self::Ddpm => PixelRange::MinusOneToOne,
-        }
+        self.recipe().defaults().range
     }
 
     /// Adam's learning rate in models.md.
     pub fn learning_rate(self) -> f64 {
-        match self {
-            Self::Ae | Self::Vae | Self::Classifier => 1e-3,
-            Self::Gan => 2e-4,
-            Self::Ddpm => ddpm::LEARNING_RATE,
-            Self::Wae => wae::LEARNING_RATE,
+        self.recipe().defaults().lr
+    }
+
+    /// The names of the models that take `--flag`.
+    pub fn owners_of(flag: &str) -> Vec<&'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(|m| m.recipe().flags().iter().any(|f| f.name == flag))
+            .map(ModelKind::name)
+            .collect()
+    }
+
+    /// Every model flag of `latent train`, each once, with the models that take it.
+    pub fn all_flags() -> Vec<(Flag, Vec<&'static str>)> {
+        let mut flags: Vec<(Flag, Vec<&'static str>)> = Vec::new();
+        for model in Self::ALL {
+            for flag in model.recipe().flags() {
+                match flags.iter_mut().find(|(f, _)| f.name == flag.name) {
+                    Some((_, owners)) => owners.push(model.name()),
+                    None => flags.push((*flag, vec![model.name()])),
+                }
+            }
         }
+        flags
     }
 }
 

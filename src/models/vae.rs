@@ -9,8 +9,23 @@
 //! loss = BCE-with-logits(logits, x) summed over pixels + KL(q(z|x) || N(0, I)), mean over the batch
 //! ```
 
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::cpu;
+use crate::data::{Dataset, PixelRange};
+use crate::error::TrainError;
+use crate::generate::{self, run_batched, Codec, LoadedRun, SAMPLE_STREAM};
+use crate::gpu::Gpu;
 use crate::graph::{Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
+use crate::kernels::rng::Draw;
+use crate::optim::Optimizer;
+use crate::recipe::{
+    evaluate_run, Command, Defaults, EvalOptions, ModelOptions, OnePlan, Recipe, SampleRequest, TrainGraph, Training,
+};
+use crate::run::RunConfig;
 
 pub const PIXELS: usize = 784;
 pub const HIDDEN: usize = 400;
@@ -72,4 +87,175 @@ pub fn sampler(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> 
     let logits = decode(&mut g, z)?;
     let probabilities = g.activation(Activation::Sigmoid, logits);
     Ok((g, z, probabilities))
+}
+
+/// The encoder alone: x (N, 784) -> (mu, logvar).
+fn encoder_graph(batch: usize) -> Result<(Graph, TensorId, TensorId, TensorId), GraphError> {
+    let mut g = Graph::new();
+    let x = g.input("x", &[batch, PIXELS]);
+    let (mu, logvar) = encode(&mut g, x)?;
+    Ok((g, x, mu, logvar))
+}
+
+/// The recipe of models.md: 20 epochs, batch 128, Adam 1e-3.
+pub struct Vae;
+
+impl Codec for Vae {
+    fn latent(&self) -> usize {
+        LATENT
+    }
+
+    fn encoder(&self, batch: usize) -> Option<Result<(Graph, TensorId, TensorId), GraphError>> {
+        Some(encoder_graph(batch).map(|(g, x, mu, _)| (g, x, mu)))
+    }
+
+    fn decoder(&self, batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+        sampler(batch)
+    }
+}
+
+impl Recipe for Vae {
+    fn name(&self) -> &'static str {
+        "vae"
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            epochs: 20,
+            batch: 128,
+            lr: 1e-3,
+            range: PixelRange::ZeroToOne,
+        }
+    }
+
+    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError> {
+        let o = objective(batch)?;
+        Ok(TrainGraph::new(
+            o.graph,
+            o.x,
+            vec![("bce", o.reconstruction), ("kl", o.kl)],
+        ))
+    }
+
+    fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
+        let tg = self.train_graph(config.batch)?;
+        let training = OnePlan::compile(
+            gpu,
+            "vae",
+            tg,
+            Optimizer::adam(config.lr),
+            config,
+            PixelRange::ZeroToOne,
+        )?;
+        Ok(Box::new(training.with_samples(
+            gpu,
+            sampler(64)?,
+            "vae preview",
+            config.seed,
+        )?))
+    }
+
+    /// The test negative ELBO and its terms, and the IWAE bound with `iwae_k` samples per image.
+    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, options: &EvalOptions) -> Result<Value, TrainError> {
+        let tg = self.train_graph(run.config.batch)?;
+        let (mut report, metrics, test) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
+        let dims = test.shape().numel() as f64;
+        let nelbo = metrics["loss"].as_f64().unwrap_or(f64::NAN);
+        report["negative_elbo_nats"] = json!(nelbo);
+        report["negative_elbo_bits_per_dim"] = json!(nelbo / (dims * std::f64::consts::LN_2));
+        report["reconstruction_nats"] = metrics["bce"].clone();
+        report["kl_nats"] = metrics["kl"].clone();
+        if options.iwae_k > 0 {
+            let nll = iwae(gpu, run, &test, options.iwae_k)?;
+            report["iwae_k"] = json!(options.iwae_k);
+            report["iwae_nll_nats"] = json!(nll);
+            report["iwae_nll_bits_per_dim"] = json!(nll / (dims * std::f64::consts::LN_2));
+        }
+        Ok(report)
+    }
+
+    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+        Some(generate::prior_samples(gpu, run, self, n, run.config.seed))
+    }
+
+    fn supports(&self, command: Command) -> bool {
+        matches!(command, Command::Sample | Command::Reconstruct | Command::Interpolate)
+    }
+
+    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
+        generate::sample(gpu, run, self, request.n, request.seed, request.out.as_deref())
+    }
+
+    fn reconstruct(&self, gpu: &Gpu, run: &LoadedRun, n: usize, out: Option<PathBuf>) -> Result<Value, TrainError> {
+        generate::reconstruct(gpu, run, self, n, out.as_deref())
+    }
+
+    fn interpolate(
+        &self,
+        gpu: &Gpu,
+        run: &LoadedRun,
+        pairs: usize,
+        steps: usize,
+        out: Option<PathBuf>,
+    ) -> Result<Value, TrainError> {
+        generate::interpolate(gpu, run, self, pairs, steps, out.as_deref())
+    }
+}
+
+/// The importance-weighted bound (Burda et al. 2016) on the test negative log-likelihood, nats per image:
+/// -log p(x) ≈ -log (1/k) Σ_j p(x | z_j) p(z_j) / q(z_j | x), z_j ~ q(z | x) = N(mu, exp(logvar)).
+/// The encoder and decoder run on the GPU; z and the Gaussian log-densities are computed on the host in f64.
+fn iwae(gpu: &Gpu, run: &LoadedRun, test: &Dataset, k: usize) -> Result<f64, TrainError> {
+    let dim = LATENT;
+    let images = generate::test_images(test, test.len());
+    // Posterior parameters of every test image.
+    let batch = 64;
+    let (graph, x, mu, logvar) = encoder_graph(batch)?;
+    let (plan, _store) = run.forward_plan(gpu, &graph, "iwae encode")?;
+    let mus = run_batched(gpu, &plan, x, mu, &images, 784, batch)?;
+    let logvars = run_batched(gpu, &plan, x, logvar, &images, 784, batch)?;
+
+    // The decoder and BCE on k codes of one image at a time: per-sample BCE = -log p(x | z_j).
+    let mut g = Graph::new();
+    let z = g.input("z", &[k, dim]);
+    let target = g.input("x", &[k, 784]);
+    let logits = decode(&mut g, z)?;
+    let bce = g.bce_with_logits(logits, target)?;
+    let (decoder, _store) = run.forward_plan(gpu, &g, "iwae decode")?;
+
+    let ln_2pi = (2.0 * std::f64::consts::PI).ln();
+    let mut total = 0.0;
+    let mut repeated = vec![0.0f32; k * 784];
+    for i in 0..test.len() {
+        let eps = cpu::rng::normal(Draw::new(run.config.seed, i as u64, SAMPLE_STREAM + 1), k * dim);
+        let (m, lv) = (&mus[i * dim..(i + 1) * dim], &logvars[i * dim..(i + 1) * dim]);
+        let mut codes = vec![0.0f32; k * dim];
+        let mut log_weights = vec![0.0f64; k];
+        for j in 0..k {
+            let mut log_prior = 0.0;
+            let mut log_posterior = 0.0;
+            for d in 0..dim {
+                let (mean, log_variance, e) = (m[d] as f64, lv[d] as f64, eps[j * dim + d]);
+                let zj = mean + (0.5 * log_variance).exp() * e;
+                codes[j * dim + d] = zj as f32;
+                log_prior += -0.5 * (ln_2pi + zj * zj);
+                log_posterior += -0.5 * (ln_2pi + log_variance + e * e);
+            }
+            log_weights[j] = log_prior - log_posterior;
+        }
+        for j in 0..k {
+            repeated[j * 784..(j + 1) * 784].copy_from_slice(&images[i * 784..(i + 1) * 784]);
+        }
+        decoder.write_input(gpu, z, &codes)?;
+        decoder.write_input(gpu, target, &repeated)?;
+        decoder.run(gpu, 0);
+        let reconstruction = decoder.read_per_sample(gpu, bce)?;
+        for j in 0..k {
+            log_weights[j] -= reconstruction[j] as f64;
+        }
+        let max = log_weights.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let log_mean = max + (log_weights.iter().map(|w| (w - max).exp()).sum::<f64>() / k as f64).ln();
+        total -= log_mean;
+    }
+    Ok(total / test.len() as f64)
 }

@@ -20,12 +20,27 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::cpu;
+use crate::data::{PixelRange, Splits};
+use crate::error::TrainError;
+use crate::generate::{self, gpu_normals, Codec, LoadedRun};
+use crate::gpu::Gpu;
 use crate::graph::{Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
+use crate::kernels::mmd::imq_scale;
 use crate::models::ae;
 use crate::optim::Optimizer;
+use crate::plan::{self, ParamStore, Plan};
+use crate::recipe::{
+    evaluate_losses, evaluate_run, forward_options, train_options, Batch, Command, Defaults, EvalOptions, Flag,
+    ModelOptions, OnePlan, Preview, Recipe, SampleRequest, StepPlan, TrainGraph, Training,
+};
+use crate::run::RunConfig;
 
 /// z (8)
 pub const LATENT: usize = 8;
@@ -178,4 +193,284 @@ pub fn sampler(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> 
     let logits = ae::decode(&mut g, z)?;
     let images = g.activation(Activation::Sigmoid, logits);
     Ok((g, z, images))
+}
+
+/// The autoencoder step's graph with `regularizer`: the reconstruction cost and the regulariser's term (λ MMD, or
+/// the encoder's adversarial loss).
+pub fn train_graph(batch: usize, regularizer: Regularizer) -> Result<TrainGraph, GraphError> {
+    let o = objective(batch, regularizer)?;
+    Ok(TrainGraph::new(
+        o.graph,
+        o.x,
+        vec![
+            ("reconstruction", o.reconstruction),
+            (regularizer.name(), o.regularizer),
+        ],
+    ))
+}
+
+/// The random stream of the prior samples the test MMD compares the codes with.
+const EVAL_STREAM: u32 = 2101;
+/// The test MMD is the mean of the unbiased estimate over blocks of this many codes (and as many prior samples).
+pub const MMD_BLOCK: usize = 1000;
+
+/// The mean over blocks of `MMD_BLOCK` codes of the unbiased MMD (λ = 1) between codes (N, D) and as many prior
+/// samples, on the host with the CPU twin of the training kernel.
+pub fn block_mmd(codes: &[f32], prior: &[f32], dim: usize) -> f64 {
+    let (codes, prior) = (crate::check::to_f64(codes), crate::check::to_f64(prior));
+    let count = codes.len() / dim;
+    let mut values = Vec::new();
+    for start in (0..count).step_by(MMD_BLOCK) {
+        let n = MMD_BLOCK.min(count - start);
+        if n < 2 {
+            break;
+        }
+        let range = start * dim..(start + n) * dim;
+        values.push(cpu::mmd::mmd(
+            &codes[range.clone()],
+            &prior[range],
+            n,
+            dim,
+            imq_scale(dim),
+            1.0,
+        ));
+    }
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// The adversarial wae's step: two plans over one store, replayed every step as the GAN's are: the latent
+/// discriminator's step (updates `disc.*`), then the autoencoder's step (cost + BCE(D(z), 1) through the
+/// updated D; updates `enc.*` and `dec.*`). Both see the same batch and the same prior samples.
+struct AdversarialTraining {
+    store: ParamStore,
+    plans: Vec<StepPlan>,
+    /// The batch, an input of each plan.
+    x: [TensorId; 2],
+    eval: Plan,
+    tg: TrainGraph,
+    batch: usize,
+    preview: Preview,
+}
+
+impl Training for AdversarialTraining {
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn plans(&self) -> &[StepPlan] {
+        &self.plans
+    }
+
+    fn write_batch(&self, gpu: &Gpu, batch: &Batch, _step: u64) -> Result<(), TrainError> {
+        for (step_plan, x) in self.plans.iter().zip(self.x) {
+            step_plan.plan.write_input(gpu, x, batch.images)?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "regularizer adversarial".into()
+    }
+
+    fn train_metrics(&self, sums: &[Vec<f32>], steps: u64) -> Map<String, Value> {
+        let mean = |sum: f32| sum as f64 / steps as f64;
+        // D plan: [d_prior, d_codes]; AE plan: [reconstruction, adversarial].
+        let (d, ae) = (&sums[0], &sums[1]);
+        let metrics = json!({
+            "reconstruction": mean(ae[0]),
+            "adversarial": mean(ae[1]),
+            "loss": mean(ae[0]) + mean(ae[1]),
+            "d_loss": mean(d[0]) + mean(d[1]),
+            "d_prior": mean(d[0]),
+            "d_codes": mean(d[1]),
+        });
+        metrics.as_object().cloned().unwrap_or_default()
+    }
+
+    fn test_metrics(&self, gpu: &Gpu, splits: &Splits) -> Result<Map<String, Value>, TrainError> {
+        evaluate_losses(
+            gpu,
+            &self.eval,
+            &self.tg,
+            &splits.test,
+            self.batch,
+            PixelRange::ZeroToOne,
+        )
+    }
+
+    fn preview(&self, gpu: &Gpu, splits: &Splits) -> Result<Option<image::RgbImage>, TrainError> {
+        self.preview.render(gpu, &self.eval, &self.tg, splits)
+    }
+
+    fn summary(&self, record: &Value) -> String {
+        format!(
+            "cost {:.4}, adversarial {:.4}, D loss {:.4}, test cost {:.4}",
+            record["train"]["reconstruction"].as_f64().unwrap_or(f64::NAN),
+            record["train"]["adversarial"].as_f64().unwrap_or(f64::NAN),
+            record["train"]["d_loss"].as_f64().unwrap_or(f64::NAN),
+            record["test"]["reconstruction"].as_f64().unwrap_or(f64::NAN),
+        )
+    }
+}
+
+/// The wae of models.md's section: 20 epochs, batch 128, Adam 1e-3 with betas (0.5, 0.999).
+pub struct Wae;
+
+const FLAGS: [Flag; 1] = [Flag {
+    name: "regularizer",
+    value: "mmd|adversarial",
+    help: "the latent regulariser, `mmd` (maximum mean discrepancy, the default) or `adversarial` (a latent \
+           discriminator)",
+}];
+
+/// The regulariser a wae run was trained with (mmd for a config.json without one).
+pub fn regularizer(config: &RunConfig) -> Result<Regularizer, TrainError> {
+    Ok(config.model_config::<WaeConfig>()?.regularizer)
+}
+
+impl Codec for Wae {
+    fn latent(&self) -> usize {
+        LATENT
+    }
+
+    fn encoder(&self, batch: usize) -> Option<Result<(Graph, TensorId, TensorId), GraphError>> {
+        Some(ae::encoder_graph(batch, LATENT))
+    }
+
+    fn decoder(&self, batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+        sampler(batch)
+    }
+}
+
+impl Recipe for Wae {
+    fn name(&self) -> &'static str {
+        "wae"
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            epochs: 20,
+            batch: 128,
+            lr: LEARNING_RATE,
+            range: PixelRange::ZeroToOne,
+        }
+    }
+
+    fn flags(&self) -> &'static [Flag] {
+        &FLAGS
+    }
+
+    fn configure(&self, options: &ModelOptions) -> Result<Option<Value>, TrainError> {
+        let regularizer = options.get("regularizer")?.unwrap_or_default();
+        Ok(Some(json!(WaeConfig { regularizer })))
+    }
+
+    fn check_resume(&self, options: &ModelOptions, config: &RunConfig) -> Result<(), TrainError> {
+        let saved = regularizer(config)?;
+        match options.get::<Regularizer>("regularizer")? {
+            Some(asked) if asked != saved => Err(TrainError::Config(format!(
+                "this run was trained with --regularizer {saved}; resume it without --regularizer, or start a new run"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError> {
+        train_graph(batch, Regularizer::Mmd)
+    }
+
+    fn check(&self, gpu: &Gpu, config: &RunConfig) -> Result<(), TrainError> {
+        if config.batch < 2 {
+            return Err(TrainError::Config(
+                "the wae's regulariser compares codes within a batch: --batch must be at least 2".into(),
+            ));
+        }
+        let tg = train_graph(config.batch, regularizer(config)?)?;
+        plan::check_batch_fits(gpu, &tg.graph, config.batch)?;
+        Ok(())
+    }
+
+    fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
+        let (batch, seed) = (config.batch, config.seed);
+        let regularizer = regularizer(config)?;
+        let tg = train_graph(batch, regularizer)?;
+        if regularizer == Regularizer::Mmd {
+            let training = OnePlan::compile(gpu, "wae", tg, optimizer(config.lr), config, PixelRange::ZeroToOne)?;
+            let training = training.with_samples(gpu, sampler(64)?, "wae preview", seed)?;
+            return Ok(Box::new(training.with_description("regularizer mmd".into())));
+        }
+        let d_step = discriminator_step(batch)?;
+        let mut store = ParamStore::new(seed);
+        let d_options = train_options("wae D step", optimizer(config.lr), &[DISCRIMINATOR], seed);
+        let discriminator = plan::compile(gpu, &d_step.graph, &mut store, &d_options)?;
+        let ae_options = train_options("wae AE step", optimizer(config.lr), &AUTOENCODER, seed);
+        let autoencoder = plan::compile(gpu, &tg.graph, &mut store, &ae_options)?;
+        let eval = plan::compile(gpu, &tg.graph, &mut store, &forward_options("wae eval", seed))?;
+        let preview = Preview::samples(gpu, &mut store, sampler(64)?, "wae preview", seed)?;
+        Ok(Box::new(AdversarialTraining {
+            store,
+            plans: vec![
+                StepPlan {
+                    plan: discriminator,
+                    losses: vec!["d_prior", "d_codes"],
+                },
+                StepPlan {
+                    plan: autoencoder,
+                    losses: tg.loss_names(),
+                },
+            ],
+            x: [d_step.x, tg.x],
+            eval,
+            tg,
+            batch,
+            preview,
+        }))
+    }
+
+    /// The test reconstruction cost and regulariser term (as in training), and the MMD between the test set's
+    /// codes and as many prior samples.
+    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
+        let regularizer = regularizer(&run.config)?;
+        let tg = train_graph(run.config.batch.max(2), regularizer)?;
+        let (mut report, metrics, test) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
+        let images = generate::test_images(&test, test.len());
+        let codes = generate::encode(gpu, run, self, &images)?;
+        let prior = gpu_normals(gpu, codes.len(), run.config.seed, EVAL_STREAM)?;
+        report["regularizer"] = json!(regularizer.name());
+        report["reconstruction_l2"] = metrics["reconstruction"].clone();
+        report["test_mmd"] = json!(block_mmd(&codes, &prior, LATENT));
+        report["mmd_block"] = json!(MMD_BLOCK.min(test.len()));
+        match regularizer {
+            Regularizer::Mmd => report["lambda_mmd_batch"] = metrics["mmd"].clone(),
+            Regularizer::Adversarial => report["adversarial"] = metrics["adversarial"].clone(),
+        }
+        Ok(report)
+    }
+
+    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+        Some(generate::prior_samples(gpu, run, self, n, run.config.seed))
+    }
+
+    fn supports(&self, command: Command) -> bool {
+        matches!(command, Command::Sample | Command::Reconstruct | Command::Interpolate)
+    }
+
+    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
+        generate::sample(gpu, run, self, request.n, request.seed, request.out.as_deref())
+    }
+
+    fn reconstruct(&self, gpu: &Gpu, run: &LoadedRun, n: usize, out: Option<PathBuf>) -> Result<Value, TrainError> {
+        generate::reconstruct(gpu, run, self, n, out.as_deref())
+    }
+
+    fn interpolate(
+        &self,
+        gpu: &Gpu,
+        run: &LoadedRun,
+        pairs: usize,
+        steps: usize,
+        out: Option<PathBuf>,
+    ) -> Result<Value, TrainError> {
+        generate::interpolate(gpu, run, self, pairs, steps, out.as_deref())
+    }
 }

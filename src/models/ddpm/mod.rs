@@ -21,13 +21,18 @@
 //! GroupNorm group count (8) are configurable; every other width follows from the base (128 = 2 base,
 //! 256 = 4 base), and the sinusoidal embedding stays 64 wide.
 
+mod recipe;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diffusion::Denoiser;
 use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
 use crate::kernels::diffusion::Schedule;
+
+pub use recipe::{attach_ema, demo_masks, draw_timesteps, test_mse, Ddpm, TimestepPurpose, DIFFUSE_TIMESTEPS};
 
 /// Width of the sinusoidal timestep embedding (32 frequencies).
 pub const EMBEDDING: usize = 64;
@@ -229,13 +234,6 @@ pub fn objective(config: &DdpmConfig, batch: usize, size: (usize, usize)) -> Res
 }
 
 /// The denoiser alone, for sampling: x_t (N, 1, H, W) and t (N) -> eps_theta (N, 1, H, W).
-pub struct Denoiser {
-    pub graph: Graph,
-    pub x: TensorId,
-    pub t: TensorId,
-    pub eps_theta: TensorId,
-}
-
 pub fn denoiser(config: &DdpmConfig, batch: usize, size: (usize, usize)) -> Result<Denoiser, GraphError> {
     let mut g = Graph::new();
     let x = g.input("x", &[batch, 1, size.0, size.1]);

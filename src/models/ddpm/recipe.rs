@@ -1,0 +1,522 @@
+//! The ddpm's recipe: training (Ho et al. 2020, Algorithm 1) and `sample`, `diffuse`, `inpaint`, `eval`.
+//!
+//! A training step replays one plan: the batch x0 and the timesteps t (N), drawn on the host from ChaCha8 keyed
+//! by (seed, step), are written as inputs; eps is drawn on the GPU from (seed, step, stream 0); q_sample, the
+//! U-Net, the MSE, its backward, Adam, and then the EMA update of every weight (`ema = 0.999 ema + 0.001 p`,
+//! dispatches appended to the training plan) run in one submit. Sampling is `crate::diffusion`'s.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Map, Value};
+
+use super::{denoiser, objective, DdpmConfig, Objective, EMA_DECAY, LEARNING_RATE, TIMESTEPS};
+use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
+use crate::diffusion::{self, ReversePlan};
+use crate::error::TrainError;
+use crate::generate::{progress_bar, to_unit, write_samples, LoadedRun};
+use crate::gpu::{Dispatch, Gpu, GpuError};
+use crate::graph::Graph;
+use crate::kernels::optim as optim_kernels;
+use crate::optim::Optimizer;
+use crate::plan::{self, ParamStore, Phase, Plan, Step};
+use crate::recipe::{
+    forward_options, train_options, Batch, Command, Defaults, DiffusionOptions, EvalOptions, Flag, InpaintRequest,
+    InpaintSource, ModelOptions, Recipe, SampleRequest, StepPlan, TrainGraph, Training,
+};
+use crate::run::{self, RunConfig};
+
+/// The image size of the command line's runs (the datasets are checked to be 1x28x28).
+pub const IMAGE: (usize, usize) = (28, 28);
+const PIXELS: usize = 28 * 28;
+/// Images in each epoch's preview grid, and DDIM steps to make them.
+const PREVIEW_COUNT: usize = 32;
+const PREVIEW_STEPS: usize = 20;
+/// The random stream of `latent diffuse`'s noise.
+const DIFFUSE_STREAM: u32 = 3003;
+
+/// What a stream of host-drawn timesteps is for: part of its generator's key, so streams never overlap.
+#[derive(Clone, Copy, Debug)]
+pub enum TimestepPurpose {
+    Train = 1,
+    Test = 2,
+}
+
+/// t (N) ~ U{0..T-1}, from ChaCha8 keyed by (seed, purpose, index): batch `index` gets the same timesteps on
+/// every run and every machine, so a resumed run continues exactly.
+pub fn draw_timesteps(seed: u64, purpose: TimestepPurpose, index: u64, n: usize, steps: usize) -> Vec<u32> {
+    let mut key = [0u8; 32];
+    key[0..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&(purpose as u64 + 0x7464_6470_6d00).to_le_bytes());
+    key[16..24].copy_from_slice(&index.to_le_bytes());
+    let mut rng = ChaCha8Rng::from_seed(key);
+    (0..n).map(|_| rng.random_range(0..steps as u32)).collect()
+}
+
+/// Gives every trainable parameter of `store` an EMA buffer starting as a copy of its value (unless it has one),
+/// and appends `ema = decay ema + (1 - decay) p` for each to `plan`, after its optimizer updates.
+pub fn attach_ema(gpu: &Gpu, store: &mut ParamStore, plan: &mut Plan, decay: f64) -> Result<(), GpuError> {
+    for entry in store.entries.iter_mut().filter(|e| e.trainable) {
+        let n = entry.len();
+        if entry.ema.is_none() {
+            let mut values: Vec<f32> = gpu.read(&entry.value)?;
+            values.truncate(n);
+            let label = format!("ema.{}", entry.name);
+            entry.ema = Some(Arc::new(gpu.buffer_from(
+                &label,
+                crate::gpu::BufferRole::OptimizerState,
+                &values,
+            )?));
+        }
+        let ema = entry.ema.as_ref().expect("made above");
+        let dispatch = optim_kernels::ema_update(gpu, ema, &entry.value, decay, 0, n)?;
+        plan.steps.push(Step {
+            label: format!("{} ema", entry.name),
+            phase: Phase::Optimizer,
+            bytes: dispatch.bytes,
+            dispatch,
+            flops: 2 * n as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The test epsilon-MSE (mean over elements) of `dataset` with the weights behind `plan` (a forward plan of the
+/// objective at batch `batch`): t uniform per image and eps fresh per batch, both from `seed`, so two calls
+/// agree. The last partial batch is padded with repeated images that are not counted.
+pub fn test_mse(
+    gpu: &Gpu,
+    plan: &Plan,
+    objective: &Objective,
+    dataset: &Dataset,
+    seed: u64,
+) -> Result<f64, TrainError> {
+    let shape = objective.graph.shape(objective.x).to_vec();
+    let (batch, per_image) = (shape[0], shape[1..].iter().product::<usize>());
+    let mut images = vec![0.0f32; batch * per_image];
+    let mut sum = 0.0f64;
+    for (index, start) in (0..dataset.len()).step_by(batch).enumerate() {
+        let indices: Vec<usize> = (0..batch).map(|i| (start + i) % dataset.len()).collect();
+        let valid = batch.min(dataset.len() - start);
+        dataset.fill_images(&indices, PixelRange::MinusOneToOne, &mut images);
+        let t = draw_timesteps(seed, TimestepPurpose::Test, index as u64, batch, TIMESTEPS);
+        plan.write_input(gpu, objective.x, &images)?;
+        plan.write_input(gpu, objective.t, &t)?;
+        plan.run(gpu, index as u64);
+        // Per-sample values are sums of squares over the image.
+        let per_sample = plan.read_per_sample(gpu, objective.loss)?;
+        sum += per_sample[..valid].iter().map(|&v| v as f64).sum::<f64>();
+    }
+    Ok(sum / (dataset.len() * per_image) as f64)
+}
+
+/// The reverse process of `n` images of the ddpm `config`, walked by `options.sampler`.
+fn reverse_plan(
+    gpu: &Gpu,
+    config: &DdpmConfig,
+    n: usize,
+    options: &DiffusionOptions,
+    seed: u64,
+    inpaint: bool,
+) -> Result<ReversePlan, TrainError> {
+    if n == 0 {
+        return Err(TrainError::Config("--n must be at least 1".into()));
+    }
+    let sampler = diffusion::sampler(&options.sampler, options.steps)?;
+    let schedule = config.schedule.schedule();
+    ReversePlan::new(gpu, denoiser(config, n, IMAGE)?, sampler, &schedule, seed, inpaint)
+}
+
+/// A ddpm's training step, its test plan, and the preview: DDIM from a copy of the EMA weights.
+struct DdpmTraining {
+    store: ParamStore,
+    plans: Vec<StepPlan>,
+    objective: Objective,
+    eval: Plan,
+    config: DdpmConfig,
+    seed: u64,
+    preview: ReversePlan,
+    preview_copy: Vec<Dispatch>,
+}
+
+impl Training for DdpmTraining {
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn plans(&self) -> &[StepPlan] {
+        &self.plans
+    }
+
+    fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError> {
+        let n = batch.images.len() / PIXELS;
+        let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, n, TIMESTEPS);
+        let plan = &self.plans[0].plan;
+        plan.write_input(gpu, self.objective.x, batch.images)?;
+        plan.write_input(gpu, self.objective.t, &t)?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "width {}, {} groups, {:?} schedule",
+            self.config.width, self.config.groups, self.config.schedule
+        )
+    }
+
+    fn test_metrics(&self, gpu: &Gpu, splits: &Splits) -> Result<Map<String, Value>, TrainError> {
+        let test = test_mse(gpu, &self.eval, &self.objective, &splits.test, self.seed)?;
+        Ok(json!({ "mse": test, "loss": test })
+            .as_object()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn preview(&self, gpu: &Gpu, _splits: &Splits) -> Result<Option<image::RgbImage>, TrainError> {
+        gpu.run(&self.preview_copy.iter().collect::<Vec<_>>())?;
+        let samples = self.preview.sample(gpu, &ProgressBar::hidden())?;
+        Ok(Some(run::image_grid(
+            &to_unit(&samples),
+            [PREVIEW_COUNT, 1, IMAGE.0, IMAGE.1],
+            8,
+        )))
+    }
+
+    fn summary(&self, record: &Value) -> String {
+        format!(
+            "train mse {:.4}, test mse {:.4}",
+            record["train"]["mse"].as_f64().unwrap_or(f64::NAN),
+            record["test"]["mse"].as_f64().unwrap_or(f64::NAN),
+        )
+    }
+}
+
+/// Sampling runs at most this many images at once.
+const SAMPLE_CHUNK: usize = 64;
+
+/// `n` images (n, 1, 28, 28) in [0, 1] from a ddpm run's weights, with a progress bar on stderr if `progress`.
+fn generate_images(
+    gpu: &Gpu,
+    run: &LoadedRun,
+    n: usize,
+    options: &DiffusionOptions,
+    seed: u64,
+    progress: bool,
+) -> Result<Vec<f32>, TrainError> {
+    let config = ddpm_config(&run.config)?;
+    if n == 0 {
+        return Err(TrainError::Config("--n must be at least 1".into()));
+    }
+    let mut images = Vec::with_capacity(n * PIXELS);
+    for (chunk, start) in (0..n).step_by(SAMPLE_CHUNK).enumerate() {
+        let count = SAMPLE_CHUNK.min(n - start);
+        // One plan per chunk (compiled once, replayed per timestep); each chunk has its own noise.
+        let chunk_seed = seed.wrapping_add((chunk as u64) << 32);
+        let reverse = reverse_plan(gpu, &config, count, options, chunk_seed, false)?;
+        reverse.load_weights(gpu, &run.checkpoint, options.ema)?;
+        let bar = progress_bar(0, progress, "timesteps");
+        bar.set_prefix(format!("images {}..{} of {n}", start + 1, start + count));
+        images.extend(to_unit(&reverse.sample(gpu, &bar)?));
+        bar.finish_and_clear();
+    }
+    Ok(images)
+}
+
+/// The ddpm's part of a run's configuration (models.md's for a config.json without one).
+fn ddpm_config(config: &RunConfig) -> Result<DdpmConfig, TrainError> {
+    Ok(config.model_config::<DdpmConfig>()?)
+}
+
+/// The timesteps `latent diffuse` shows.
+pub const DIFFUSE_TIMESTEPS: [u32; 8] = [0, 50, 100, 200, 300, 500, 700, 999];
+
+/// The built-in masks of `latent inpaint --demo` (1 keeps, 0 regenerates): a centred 14x14 box, the lower half.
+pub fn demo_masks() -> [Vec<f32>; 2] {
+    let box_mask = (0..PIXELS)
+        .map(|i| {
+            let (r, c) = (i / 28, i % 28);
+            if (7..21).contains(&r) && (7..21).contains(&c) {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let half = (0..PIXELS).map(|i| if i / 28 < 14 { 1.0 } else { 0.0 }).collect();
+    [box_mask, half]
+}
+
+/// The ddpm of models.md: 60 epochs, batch 128, Adam 2e-4, EMA 0.999, the linear schedule, data in [-1, 1].
+pub struct Ddpm;
+
+const FLAGS: [Flag; 4] = [
+    Flag {
+        name: "schedule",
+        value: "linear|cosine",
+        help: "the noise schedule, `linear` (models.md) or `cosine`",
+    },
+    Flag {
+        name: "width",
+        value: "N",
+        help: "the U-Net's base width (64; smaller nets train faster)",
+    },
+    Flag {
+        name: "groups",
+        value: "N",
+        help: "GroupNorm groups (8; must divide --width)",
+    },
+    Flag {
+        name: "preview-steps",
+        value: "N",
+        help: "DDIM steps of each epoch's sample grid (20)",
+    },
+];
+
+impl Recipe for Ddpm {
+    fn name(&self) -> &'static str {
+        "ddpm"
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            epochs: 60,
+            batch: 128,
+            lr: LEARNING_RATE,
+            range: PixelRange::MinusOneToOne,
+        }
+    }
+
+    fn flags(&self) -> &'static [Flag] {
+        &FLAGS
+    }
+
+    fn configure(&self, options: &ModelOptions) -> Result<Option<Value>, TrainError> {
+        let defaults = DdpmConfig::default();
+        let config = DdpmConfig {
+            width: options.get("width")?.unwrap_or(defaults.width),
+            groups: options.get("groups")?.unwrap_or(defaults.groups),
+            schedule: options.get("schedule")?.unwrap_or(defaults.schedule),
+        };
+        config.validate().map_err(TrainError::Config)?;
+        Ok(Some(json!(config)))
+    }
+
+    /// The graph only: training writes the timesteps t too.
+    fn train_graph(&self, batch: usize) -> Result<TrainGraph, crate::graph::GraphError> {
+        let o = objective(&DdpmConfig::default(), batch, IMAGE)?;
+        Ok(TrainGraph::new(o.graph, o.x, vec![("mse", o.loss)]))
+    }
+
+    /// The U-Net's configuration only (as before the recipe interface, no batch-size check).
+    fn check(&self, _gpu: &Gpu, config: &RunConfig) -> Result<(), TrainError> {
+        ddpm_config(config)?.validate().map_err(TrainError::Config)
+    }
+
+    fn training(&self, gpu: &Gpu, config: &RunConfig, options: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
+        let ddpm = ddpm_config(config)?;
+        let seed = config.seed;
+        let objective = objective(&ddpm, config.batch, IMAGE)?;
+        let mut store = ParamStore::new(seed);
+        let options_train = train_options("ddpm train", Optimizer::adam(config.lr), &[], seed);
+        let mut plan = plan::compile(gpu, &objective.graph, &mut store, &options_train)?;
+        attach_ema(gpu, &mut store, &mut plan, EMA_DECAY)?;
+        let eval = plan::compile(gpu, &objective.graph, &mut store, &forward_options("ddpm test", seed))?;
+        let preview_options = DiffusionOptions {
+            sampler: "ddim".into(),
+            steps: options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS),
+            ema: true,
+        };
+        let preview = reverse_plan(gpu, &ddpm, PREVIEW_COUNT, &preview_options, seed, false)?;
+        let preview_copy = preview.copy_weights_from(gpu, &store, true)?;
+        Ok(Box::new(DdpmTraining {
+            store,
+            plans: vec![StepPlan {
+                plan,
+                losses: vec!["mse"],
+            }],
+            objective,
+            eval,
+            config: ddpm,
+            seed,
+            preview,
+            preview_copy,
+        }))
+    }
+
+    /// The test epsilon-MSE over uniformly drawn t (seeded), with the EMA weights and with the trained weights.
+    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
+        let config = ddpm_config(&run.config)?;
+        let test = run.test_set()?;
+        let batch = run.config.batch.clamp(1, 128);
+        let objective = objective(&config, batch, IMAGE)?;
+        let mut report = run.report(gpu, test.len());
+        report["schedule"] = json!(config.schedule);
+        report["timesteps"] = json!("uniform in 0..999, seeded by the run's seed");
+        for (key, ema) in [("test_mse_ema", true), ("test_mse", false)] {
+            let mut store = ParamStore::new(run.config.seed);
+            let plan = plan::compile(
+                gpu,
+                &objective.graph,
+                &mut store,
+                &forward_options("ddpm eval", run.config.seed),
+            )?;
+            for entry in &store.entries {
+                let name = if ema {
+                    format!("ema.{}", entry.name)
+                } else {
+                    entry.name.clone()
+                };
+                gpu.write(&entry.value, run.checkpoint.f32(&name, &entry.shape)?)?;
+            }
+            report[key] = json!(test_mse(gpu, &plan, &objective, &test, run.config.seed)?);
+        }
+        Ok(report)
+    }
+
+    /// DDIM with 50 steps from the EMA weights, as the per-epoch grids.
+    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+        Some(generate_images(gpu, run, n, &DiffusionOptions::default(), 0, false))
+    }
+
+    fn supports(&self, command: Command) -> bool {
+        matches!(command, Command::Sample | Command::Diffuse | Command::Inpaint)
+    }
+
+    /// grid.png and samples.npy ([N, 1, 28, 28] float32 in [0, 1]).
+    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
+        let options = &request.diffusion;
+        let start = Instant::now();
+        let images = generate_images(gpu, run, request.n, options, request.seed, request.progress)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let (grid, samples) = write_samples(&run.out_dir(request.out.as_deref())?, &images)?;
+        let sampler = diffusion::sampler(&options.sampler, options.steps)?;
+        let network_evaluations = sampler.timesteps(&ddpm_config(&run.config)?.schedule.schedule())?.len();
+        Ok(json!({
+            "grid": grid,
+            "samples": samples,
+            "n": request.n,
+            "sampler": sampler.name(),
+            "steps": network_evaluations,
+            "weights": if options.ema { "ema" } else { "trained" },
+            "seconds": seconds,
+        }))
+    }
+
+    /// `count` test images (rows) noised by q(x_t | x0) at [`DIFFUSE_TIMESTEPS`] (columns), on the GPU through
+    /// the q_sample op: diffuse.png.
+    fn diffuse(&self, gpu: &Gpu, run: &LoadedRun, count: usize, out: Option<PathBuf>) -> Result<Value, TrainError> {
+        let config = ddpm_config(&run.config)?;
+        let test = run.test_set()?;
+        let count = count.clamp(1, test.len());
+        let columns = DIFFUSE_TIMESTEPS.len();
+        let rows = count * columns;
+        let mut g = Graph::new();
+        let shape = [rows, 1, 28, 28];
+        let x0 = g.input("x0", &shape);
+        let t = g.integer_input("t", &[rows]);
+        let eps = g.normal_noise("eps", &shape, DIFFUSE_STREAM);
+        let x_t = g.q_sample(x0, eps, t, Arc::new(config.schedule.schedule()))?;
+        let mut store = ParamStore::new(0);
+        let plan = plan::compile(gpu, &g, &mut store, &forward_options("diffuse", run.config.seed))?;
+        // Row r of the grid is image r at every timestep.
+        let indices: Vec<usize> = (0..rows).map(|i| i / columns).collect();
+        let timesteps: Vec<u32> = (0..rows).map(|i| DIFFUSE_TIMESTEPS[i % columns]).collect();
+        let mut images = vec![0.0f32; rows * PIXELS];
+        test.fill_images(&indices, PixelRange::MinusOneToOne, &mut images);
+        plan.write_input(gpu, x0, &images)?;
+        plan.write_input(gpu, t, &timesteps)?;
+        plan.run(gpu, 0);
+        let noised = plan.read(gpu, x_t)?;
+        let file = run.out_dir(out.as_deref())?.join("diffuse.png");
+        run::save_png(&file, &run::image_grid(&to_unit(&noised), shape, columns))?;
+        Ok(json!({ "image": file, "images": count, "timesteps": DIFFUSE_TIMESTEPS }))
+    }
+
+    /// For each (image, mask), `n` completions; inpaint.png has one row per pair: original | masked input |
+    /// completions. Also inpainted.npy ([pairs * n, 1, 28, 28] in [0, 1]). Reports the largest change of a known
+    /// pixel (zero up to rounding: they are put back exactly at the last step).
+    fn inpaint(&self, gpu: &Gpu, run: &LoadedRun, request: &InpaintRequest) -> Result<Value, TrainError> {
+        let config = ddpm_config(&run.config)?;
+        let n = request.n.max(1);
+        // (image in [0, 1], mask) pairs.
+        let pairs: Vec<(Vec<f32>, Vec<f32>)> = match &request.source {
+            InpaintSource::Files { image, mask } => {
+                let fit = data::Fit::default();
+                let image_bytes = data::folder::load_image(image, ImageShape::MNIST, fit)?;
+                let mask_bytes = data::folder::load_image(mask, ImageShape::MNIST, fit)?;
+                vec![(
+                    image_bytes.iter().map(|&b| b as f32 / 255.0).collect(),
+                    mask_bytes.iter().map(|&b| if b >= 128 { 1.0 } else { 0.0 }).collect(),
+                )]
+            }
+            InpaintSource::Demo { images } => {
+                let test = run.test_set()?;
+                let count = (*images).clamp(1, test.len());
+                let mut pixels = vec![0.0f32; count * PIXELS];
+                test.fill_images(&(0..count).collect::<Vec<_>>(), PixelRange::ZeroToOne, &mut pixels);
+                demo_masks()
+                    .iter()
+                    .flat_map(|mask| {
+                        pixels
+                            .chunks(PIXELS)
+                            .map(|image| (image.to_vec(), mask.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            }
+        };
+        let total = pairs.len() * n;
+        let mut known = Vec::with_capacity(total * PIXELS);
+        let mut masks = Vec::with_capacity(total * PIXELS);
+        for (image, mask) in &pairs {
+            for _ in 0..n {
+                known.extend(image.iter().map(|&v| 2.0 * v - 1.0));
+                masks.extend_from_slice(mask);
+            }
+        }
+        let options = DiffusionOptions {
+            ema: true,
+            ..request.diffusion.clone()
+        };
+        let reverse = reverse_plan(gpu, &config, total, &options, request.seed, true)?;
+        reverse.load_weights(gpu, &run.checkpoint, true)?;
+        let bar = progress_bar(0, request.progress, "timesteps");
+        bar.set_prefix("inpainting");
+        let completed = to_unit(&reverse.inpaint(gpu, &known, &masks, &bar)?);
+        bar.finish_and_clear();
+        let known_unit = to_unit(&known);
+        let max_known_change = completed
+            .iter()
+            .zip(&known_unit)
+            .zip(&masks)
+            .filter(|(_, &m)| m == 1.0)
+            .map(|((a, b), _)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        // Grid rows: original | masked (regenerated pixels shown mid-grey) | n completions.
+        let mut grid = Vec::with_capacity(pairs.len() * (n + 2) * PIXELS);
+        for (p, (image, mask)) in pairs.iter().enumerate() {
+            grid.extend_from_slice(image);
+            grid.extend(image.iter().zip(mask).map(|(&v, &m)| if m == 1.0 { v } else { 0.5 }));
+            grid.extend_from_slice(&completed[p * n * PIXELS..(p + 1) * n * PIXELS]);
+        }
+        let dir = run.out_dir(request.out.as_deref())?;
+        let file = dir.join("inpaint.png");
+        run::save_png(
+            &file,
+            &run::image_grid(&grid, [pairs.len() * (n + 2), 1, 28, 28], n + 2),
+        )?;
+        let npy = dir.join("inpainted.npy");
+        run::save_npy(&npy, &completed, &[total, 1, 28, 28])?;
+        Ok(json!({
+            "image": file,
+            "samples": npy,
+            "pairs": pairs.len(),
+            "completions_per_pair": n,
+            "max_known_pixel_change": max_known_change,
+        }))
+    }
+}

@@ -1,0 +1,657 @@
+//! One model family, one module, one interface: what the training loop (`crate::train`) and the commands
+//! (`crate::commands`) ask of a model. Each model in `src/models/` implements [`Recipe`]; `models::ModelKind`
+//! maps names to recipes.
+//!
+//! A recipe gives its defaults, its own configuration (kept under its name in config.json), and a [`Training`]:
+//! the plans of one training step over one `ParamStore`, run in order each step (one plan for most models; the
+//! GAN's discriminator and generator steps, the adversarial wae's two steps), with its per-epoch test metrics and
+//! preview image. The loop owns everything else: epochs, batching, checkpoints, the NaN guard, Ctrl-C, progress,
+//! metrics.jsonl, loss.png and resume.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde_json::{json, Map, Value};
+
+use crate::data::{self, Dataset, PixelRange, Splits};
+use crate::error::TrainError;
+use crate::generate::{gpu_normals, pairs_grid, LoadedRun};
+use crate::gpu::Gpu;
+use crate::graph::{Graph, GraphError, Op, TensorId};
+use crate::optim::Optimizer;
+use crate::plan::{self, ParamStore, Plan, PlanOptions, TrainOptions};
+use crate::run::{self, RunConfig};
+
+/// A model's recipe in models.md: what `latent train MODEL` does without flags.
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    pub epochs: u64,
+    pub batch: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// The pixel range the model's data is scaled to.
+    pub range: PixelRange,
+}
+
+/// A flag of `latent train` that belongs to some models (`--regularizer`, `--width`, ...).
+#[derive(Clone, Copy, Debug)]
+pub struct Flag {
+    pub name: &'static str,
+    /// The value's placeholder in `--help`.
+    pub value: &'static str,
+    pub help: &'static str,
+}
+
+/// The model flags given to `latent train`, by name, as text: each recipe parses its own.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOptions {
+    values: BTreeMap<String, String>,
+}
+
+impl ModelOptions {
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.values.insert(name.to_string(), value.to_string());
+    }
+
+    /// `self` with `--name value`.
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.set(name, value);
+        self
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+
+    /// The value of `--name`, parsed; an error names the flag and the value.
+    pub fn get<T: FromStr>(&self, name: &str) -> Result<Option<T>, TrainError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.values
+            .get(name)
+            .map(|text| {
+                text.parse()
+                    .map_err(|e| TrainError::Config(format!("--{name} {text}: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// The commands beyond `train` and `eval` that a model may offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Sample,
+    Reconstruct,
+    Interpolate,
+    Diffuse,
+    Inpaint,
+}
+
+impl Command {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sample => "sample",
+            Self::Reconstruct => "reconstruct",
+            Self::Interpolate => "interpolate",
+            Self::Diffuse => "diffuse",
+            Self::Inpaint => "inpaint",
+        }
+    }
+}
+
+/// What `latent eval` was asked for beyond the model's own metrics.
+#[derive(Clone, Debug, Default)]
+pub struct EvalOptions {
+    /// Samples per image of the importance-weighted likelihood bound (vae); 0 skips it.
+    pub iwae_k: usize,
+    /// Generated images for FID and the sliced Wasserstein distance; 0 skips both.
+    pub fid_n: usize,
+    /// The classifier run giving FID's features; None: the cached one, trained on first use.
+    pub classifier: Option<PathBuf>,
+    /// Random directions of the sliced Wasserstein distance; 0 skips it.
+    pub projections: usize,
+}
+
+/// How a diffusion model samples (`--sampler`, `--steps`, `--no-ema`).
+#[derive(Clone, Debug)]
+pub struct DiffusionOptions {
+    pub sampler: String,
+    /// DDIM's number of steps.
+    pub steps: usize,
+    /// Sample the EMA weights (true) or the trained ones.
+    pub ema: bool,
+}
+
+impl Default for DiffusionOptions {
+    fn default() -> Self {
+        Self {
+            sampler: "ddim".into(),
+            steps: 50,
+            ema: true,
+        }
+    }
+}
+
+/// `latent sample`.
+#[derive(Clone, Debug)]
+pub struct SampleRequest {
+    pub n: usize,
+    pub seed: u64,
+    /// Output directory (None: the run directory).
+    pub out: Option<PathBuf>,
+    pub diffusion: DiffusionOptions,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+/// What `latent inpaint` works on.
+pub enum InpaintSource {
+    /// One image and its mask (PNG files; the mask's white pixels are kept, black ones regenerated).
+    Files { image: PathBuf, mask: PathBuf },
+    /// The first test images with each built-in mask.
+    Demo { images: usize },
+}
+
+/// `latent inpaint`.
+pub struct InpaintRequest {
+    pub source: InpaintSource,
+    /// Completions per image.
+    pub n: usize,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub diffusion: DiffusionOptions,
+    pub progress: bool,
+}
+
+/// A model family: its defaults and configuration, its training step, and what each command means for it.
+pub trait Recipe: Sync {
+    /// The name `latent train` takes and config.json records.
+    fn name(&self) -> &'static str;
+
+    fn defaults(&self) -> Defaults;
+
+    /// The flags of `latent train` this model takes.
+    fn flags(&self) -> &'static [Flag] {
+        &[]
+    }
+
+    /// The model's own configuration of a new run, from its flags (saved under its name in config.json).
+    fn configure(&self, _options: &ModelOptions) -> Result<Option<Value>, TrainError> {
+        Ok(None)
+    }
+
+    /// Refuses flags given on `--resume` that disagree with the run's configuration.
+    fn check_resume(&self, _options: &ModelOptions, _config: &RunConfig) -> Result<(), TrainError> {
+        Ok(())
+    }
+
+    /// The graph of the training step (its first plan) at batch `batch` with the default configuration.
+    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError>;
+
+    /// Refuses a configuration that cannot train (a batch the adapter cannot hold) before any data is loaded.
+    fn check(&self, gpu: &Gpu, config: &RunConfig) -> Result<(), TrainError> {
+        let tg = self.train_graph(config.batch)?;
+        plan::check_batch_fits(gpu, &tg.graph, config.batch)?;
+        Ok(())
+    }
+
+    /// The compiled training step of a run with `config` (parameters freshly initialised from its seed).
+    fn training(&self, gpu: &Gpu, config: &RunConfig, options: &ModelOptions) -> Result<Box<dyn Training>, TrainError>;
+
+    /// `latent eval`: the model's own metrics on the test set (FID and SWD are added for models that
+    /// [`generate`](Self::generate)).
+    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, options: &EvalOptions) -> Result<Value, TrainError>;
+
+    /// `n` generated images (N, C·H·W) in [0, 1], what FID and the sliced Wasserstein distance measure; None for
+    /// models that do not generate.
+    fn generate(&self, _gpu: &Gpu, _run: &LoadedRun, _n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+        None
+    }
+
+    /// Whether the model offers `command`; the other command methods are only called when it does.
+    fn supports(&self, _command: Command) -> bool {
+        false
+    }
+
+    fn sample(&self, _gpu: &Gpu, run: &LoadedRun, _request: &SampleRequest) -> Result<Value, TrainError> {
+        Err(unsupported(run, Command::Sample))
+    }
+
+    fn reconstruct(&self, _gpu: &Gpu, run: &LoadedRun, _n: usize, _out: Option<PathBuf>) -> Result<Value, TrainError> {
+        Err(unsupported(run, Command::Reconstruct))
+    }
+
+    fn interpolate(
+        &self,
+        _gpu: &Gpu,
+        run: &LoadedRun,
+        _pairs: usize,
+        _steps: usize,
+        _out: Option<PathBuf>,
+    ) -> Result<Value, TrainError> {
+        Err(unsupported(run, Command::Interpolate))
+    }
+
+    fn diffuse(&self, _gpu: &Gpu, run: &LoadedRun, _n: usize, _out: Option<PathBuf>) -> Result<Value, TrainError> {
+        Err(unsupported(run, Command::Diffuse))
+    }
+
+    fn inpaint(&self, _gpu: &Gpu, run: &LoadedRun, _request: &InpaintRequest) -> Result<Value, TrainError> {
+        Err(unsupported(run, Command::Inpaint))
+    }
+}
+
+fn unsupported(run: &LoadedRun, command: Command) -> TrainError {
+    TrainError::Config(format!(
+        "`latent {}` does not work on {} runs ({})",
+        command.name(),
+        run.config.model,
+        run.dir.path.display()
+    ))
+}
+
+/// A plan of the training step and its loss terms' names, in the order the plan reads them.
+pub struct StepPlan {
+    pub plan: Plan,
+    pub losses: Vec<&'static str>,
+}
+
+/// One step's data, already scaled to the model's range.
+pub struct Batch<'a> {
+    /// (N, C, H, W)
+    pub images: &'a [f32],
+    /// (N), when the model uses labels.
+    pub labels: Option<&'a [u32]>,
+}
+
+/// What loss.png draws: a title and (label, split, metric) per curve.
+pub struct Curves {
+    pub title: &'static str,
+    pub series: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+impl Default for Curves {
+    fn default() -> Self {
+        Self {
+            title: "loss per image",
+            series: vec![("train", "train", "loss"), ("test", "test", "loss")],
+        }
+    }
+}
+
+/// A model's compiled training step, as the training loop drives it.
+pub trait Training {
+    /// Every parameter of every plan: what checkpoints save and resume loads.
+    fn store(&self) -> &ParamStore;
+
+    /// The plans of one step, run in this order.
+    fn plans(&self) -> &[StepPlan];
+
+    /// Whether batches carry labels.
+    fn uses_labels(&self) -> bool {
+        false
+    }
+
+    /// Writes the step's inputs (the batch, and whatever the model draws per step) into its plans.
+    fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError>;
+
+    /// Details for the first line of the run (sizes, regulariser, schedule).
+    fn describe(&self) -> String {
+        String::new()
+    }
+
+    /// The epoch's training metrics from its loss sums per plan over `steps` steps: by default each loss's mean
+    /// and their total as `loss`.
+    fn train_metrics(&self, sums: &[Vec<f32>], steps: u64) -> Map<String, Value> {
+        let mut metrics = Map::new();
+        let mut total = 0.0;
+        for (step_plan, sums) in self.plans().iter().zip(sums) {
+            for (name, sum) in step_plan.losses.iter().zip(sums) {
+                metrics.insert(name.to_string(), json!(*sum as f64 / steps as f64));
+                total += *sum as f64;
+            }
+        }
+        metrics.insert("loss".into(), json!(total / steps as f64));
+        metrics
+    }
+
+    /// The epoch's test metrics.
+    fn test_metrics(&self, gpu: &Gpu, splits: &Splits) -> Result<Map<String, Value>, TrainError>;
+
+    /// The epoch's picture (samples/epoch-NNN.png), if the model makes one.
+    fn preview(&self, _gpu: &Gpu, _splits: &Splits) -> Result<Option<image::RgbImage>, TrainError> {
+        Ok(None)
+    }
+
+    /// The epoch line's metrics (the loop adds the epoch, the throughput and the time).
+    fn summary(&self, record: &Value) -> String {
+        format!(
+            "train loss {:.4}, test loss {:.4}{}",
+            record["train"]["loss"].as_f64().unwrap_or(f64::NAN),
+            record["test"]["loss"].as_f64().unwrap_or(f64::NAN),
+            record["test"]["accuracy"]
+                .as_f64()
+                .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
+                .unwrap_or_default(),
+        )
+    }
+
+    fn curves(&self) -> Curves {
+        Curves::default()
+    }
+}
+
+/// A model's training graph: its batch input, labels, loss terms and class logits.
+pub struct TrainGraph {
+    pub graph: Graph,
+    /// The image batch, (N, C, H, W) or (N, C·H·W).
+    pub x: TensorId,
+    /// Class labels (N), for models that use them.
+    pub labels: Option<TensorId>,
+    /// Each loss term with its display name; the objective is their sum.
+    pub losses: Vec<(&'static str, TensorId)>,
+    /// Logits whose argmax is a class (the classifier), for accuracy.
+    pub class_logits: Option<TensorId>,
+}
+
+impl TrainGraph {
+    /// A graph with image input `x` and the loss terms `losses`.
+    pub fn new(graph: Graph, x: TensorId, losses: Vec<(&'static str, TensorId)>) -> Self {
+        Self {
+            graph,
+            x,
+            labels: None,
+            losses,
+            class_logits: None,
+        }
+    }
+
+    pub fn loss_names(&self) -> Vec<&'static str> {
+        self.losses.iter().map(|(name, _)| *name).collect()
+    }
+}
+
+/// Options of a plan that trains the parameters whose names start with one of `prefixes` (all when empty).
+pub fn train_options(name: &str, optimizer: Optimizer, prefixes: &[&str], seed: u64) -> PlanOptions {
+    PlanOptions {
+        name: name.into(),
+        train: Some(TrainOptions {
+            optimizer,
+            update_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        }),
+        seed,
+    }
+}
+
+/// Options of a forward-only plan.
+pub fn forward_options(name: &str, seed: u64) -> PlanOptions {
+    PlanOptions {
+        name: name.into(),
+        train: None,
+        seed,
+    }
+}
+
+/// Per-image means of each loss over a whole dataset, using an evaluation plan of batch `batch`: the last partial
+/// batch is padded with repeated images and only the real ones are counted (losses are read per sample).
+pub fn evaluate_losses(
+    gpu: &Gpu,
+    plan: &Plan,
+    tg: &TrainGraph,
+    dataset: &Dataset,
+    batch: usize,
+    range: PixelRange,
+) -> Result<Map<String, Value>, TrainError> {
+    let shape = dataset.shape();
+    let mut images = vec![0.0f32; batch * shape.numel()];
+    let mut labels = vec![0u32; batch];
+    let mut sums = vec![0.0f64; tg.losses.len()];
+    let mut correct = 0usize;
+    let mut start = 0;
+    while start < dataset.len() {
+        let indices: Vec<usize> = (0..batch).map(|i| (start + i) % dataset.len()).collect();
+        let valid = batch.min(dataset.len() - start);
+        dataset.fill_images(&indices, range, &mut images);
+        plan.write_input(gpu, tg.x, &images)?;
+        if let Some(label_input) = tg.labels {
+            dataset.fill_labels(&indices, &mut labels);
+            plan.write_input(gpu, label_input, &labels)?;
+        }
+        plan.run(gpu, 0);
+        for (i, (_, loss)) in tg.losses.iter().enumerate() {
+            let per_sample = plan.read_per_sample(gpu, *loss)?;
+            sums[i] += per_sample[..valid].iter().map(|&v| v as f64).sum::<f64>();
+        }
+        if let Some(logits) = tg.class_logits {
+            let values = plan.read(gpu, logits)?;
+            let classes = values.len() / batch;
+            for (row, label) in values.chunks(classes).zip(&labels).take(valid) {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (j, v)| if *v > row[b] { j } else { b });
+                correct += (best as u32 == *label) as usize;
+            }
+        }
+        start += batch;
+    }
+    let mut metrics = Map::new();
+    let mut total = 0.0;
+    for ((name, _), sum) in tg.losses.iter().zip(&sums) {
+        // Per-sample values are sums over the sample; MSE's batch loss is a mean over elements too.
+        let mean = sum / dataset.len() as f64;
+        total += mean;
+        metrics.insert(name.to_string(), json!(mean));
+    }
+    metrics.insert("loss".into(), json!(total));
+    if tg.class_logits.is_some() {
+        metrics.insert("accuracy".into(), json!(correct as f64 / dataset.len() as f64));
+    }
+    Ok(metrics)
+}
+
+/// The random stream of preview latent codes (separate from the training noise streams).
+pub const PREVIEW_STREAM: u32 = 1000;
+
+/// What each epoch's picture of a one-plan model shows.
+pub enum Preview {
+    /// A decoder on 64 fixed prior codes: (graph, z, output) compiled over the training store.
+    Samples {
+        plan: Box<Plan>,
+        output: TensorId,
+        count: usize,
+    },
+    /// Test images beside their reconstructions (the graph's BCE logits).
+    Reconstructions,
+    None,
+}
+
+impl Preview {
+    /// Samples of `decoder` (graph, z (64, latent), images) on codes drawn once from the run's seed.
+    pub fn samples(
+        gpu: &Gpu,
+        store: &mut ParamStore,
+        decoder: (Graph, TensorId, TensorId),
+        name: &str,
+        seed: u64,
+    ) -> Result<Self, TrainError> {
+        let (graph, z, output) = decoder;
+        let count = graph.shape(z)[0];
+        let latent = graph.shape(z)[1];
+        let plan = plan::compile(gpu, &graph, store, &forward_options(name, seed))?;
+        plan.write_input(gpu, z, &gpu_normals(gpu, count * latent, seed, PREVIEW_STREAM)?)?;
+        Ok(Preview::Samples {
+            plan: Box::new(plan),
+            output,
+            count,
+        })
+    }
+
+    pub fn render(
+        &self,
+        gpu: &Gpu,
+        eval: &Plan,
+        tg: &TrainGraph,
+        splits: &Splits,
+    ) -> Result<Option<image::RgbImage>, TrainError> {
+        match self {
+            Preview::Samples { plan, output, count } => {
+                plan.run(gpu, 0);
+                let images = plan.read(gpu, *output)?;
+                Ok(Some(run::image_grid(&images, [*count, 1, 28, 28], 8)))
+            }
+            Preview::Reconstructions => {
+                let logits = tg.graph.ops.iter().find_map(|op| match op {
+                    Op::BceWithLogits { logits, .. } => Some(*logits),
+                    _ => None,
+                });
+                let Some(logits) = logits else { return Ok(None) };
+                let batch = tg.graph.shape(tg.x)[0];
+                let shown = batch.min(32);
+                let indices: Vec<usize> = (0..batch).map(|i| i % splits.test.len()).collect();
+                let mut images = vec![0.0f32; batch * 784];
+                splits.test.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
+                eval.write_input(gpu, tg.x, &images)?;
+                eval.run(gpu, 0);
+                let reconstructions: Vec<f32> = eval
+                    .read(gpu, logits)?
+                    .iter()
+                    .map(|&l| 1.0 / (1.0 + (-l).exp()))
+                    .collect();
+                Ok(Some(pairs_grid(&images, &reconstructions, shown)))
+            }
+            Preview::None => Ok(None),
+        }
+    }
+}
+
+/// The training step of a one-plan model (ae, vae, classifier, wae with MMD): the training plan, an evaluation
+/// plan of the same graph over the same store, and the preview.
+pub struct OnePlan {
+    store: ParamStore,
+    plans: Vec<StepPlan>,
+    eval: Plan,
+    tg: TrainGraph,
+    batch: usize,
+    range: PixelRange,
+    preview: Preview,
+    description: String,
+}
+
+impl OnePlan {
+    /// Compiles `tg` as `model`'s training plan (every parameter updated by `optimizer`) and its evaluation plan.
+    pub fn compile(
+        gpu: &Gpu,
+        model: &str,
+        tg: TrainGraph,
+        optimizer: Optimizer,
+        config: &RunConfig,
+        range: PixelRange,
+    ) -> Result<Self, TrainError> {
+        let mut store = ParamStore::new(config.seed);
+        let options = train_options(model, optimizer, &[], config.seed);
+        let plan = plan::compile(gpu, &tg.graph, &mut store, &options)?;
+        let eval = plan::compile(
+            gpu,
+            &tg.graph,
+            &mut store,
+            &forward_options(&format!("{model} eval"), config.seed),
+        )?;
+        Ok(Self {
+            store,
+            plans: vec![StepPlan {
+                plan,
+                losses: tg.loss_names(),
+            }],
+            eval,
+            tg,
+            batch: config.batch,
+            range,
+            preview: Preview::None,
+            description: String::new(),
+        })
+    }
+
+    /// Shows reconstructions of test images each epoch.
+    pub fn with_reconstructions(mut self) -> Self {
+        self.preview = Preview::Reconstructions;
+        self
+    }
+
+    /// Shows samples of `decoder` (see [`Preview::samples`]) each epoch.
+    pub fn with_samples(
+        mut self,
+        gpu: &Gpu,
+        decoder: (Graph, TensorId, TensorId),
+        name: &str,
+        seed: u64,
+    ) -> Result<Self, TrainError> {
+        self.preview = Preview::samples(gpu, &mut self.store, decoder, name, seed)?;
+        Ok(self)
+    }
+
+    pub fn with_description(mut self, description: String) -> Self {
+        self.description = description;
+        self
+    }
+}
+
+impl Training for OnePlan {
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn plans(&self) -> &[StepPlan] {
+        &self.plans
+    }
+
+    fn uses_labels(&self) -> bool {
+        self.tg.labels.is_some()
+    }
+
+    fn write_batch(&self, gpu: &Gpu, batch: &Batch, _step: u64) -> Result<(), TrainError> {
+        let plan = &self.plans[0].plan;
+        plan.write_input(gpu, self.tg.x, batch.images)?;
+        if let (Some(input), Some(labels)) = (self.tg.labels, batch.labels) {
+            plan.write_input(gpu, input, labels)?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn test_metrics(&self, gpu: &Gpu, splits: &Splits) -> Result<Map<String, Value>, TrainError> {
+        evaluate_losses(gpu, &self.eval, &self.tg, &splits.test, self.batch, self.range)
+    }
+
+    fn preview(&self, gpu: &Gpu, splits: &Splits) -> Result<Option<image::RgbImage>, TrainError> {
+        self.preview.render(gpu, &self.eval, &self.tg, splits)
+    }
+}
+
+/// The dataset a run trains on: a directory, or the embedded mnist-10k.
+pub fn load_data(path: Option<&PathBuf>) -> Result<Splits, data::DataError> {
+    match path {
+        Some(dir) => data::load_dir(dir, data::ImageShape::MNIST, data::Fit::default()),
+        None => data::embedded::mnist_10k(),
+    }
+}
+
+/// A run's losses over its test set with its trained weights (an evaluation plan of `tg`), and the start of its
+/// `latent eval` report.
+pub fn evaluate_run(
+    gpu: &Gpu,
+    run: &LoadedRun,
+    tg: &TrainGraph,
+    range: PixelRange,
+) -> Result<(Value, Map<String, Value>, Dataset), TrainError> {
+    let test = run.test_set()?;
+    let batch = tg.graph.shape(tg.x)[0];
+    let (plan, _store) = run.forward_plan(gpu, &tg.graph, "eval")?;
+    let metrics = evaluate_losses(gpu, &plan, tg, &test, batch, range)?;
+    Ok((run.report(gpu, test.len()), metrics, test))
+}
