@@ -45,21 +45,13 @@ impl Workload {
         let defaults = recipe.defaults();
         let options = ModelOptions::default();
         let model_error = |e: TrainError| ProfileError::Model(e.to_string());
-        let mut config = RunConfig {
-            model: model.name().into(),
+        let own = recipe.configure(&options).map_err(model_error)?;
+        let config = RunConfig {
             epochs: 1,
-            steps: None,
             batch,
-            lr: defaults.lr,
             seed,
-            data: None,
-            adapter: gpu.describe(),
-            latent_version: env!("CARGO_PKG_VERSION").into(),
-            sections: Default::default(),
+            ..RunConfig::new(model.name(), &defaults, own, gpu.describe())
         };
-        if let Some(own) = recipe.configure(&options).map_err(model_error)? {
-            config.sections.insert(model.name().into(), own);
-        }
         let training = recipe.training(gpu, &config, &options).map_err(model_error)?;
         let tg = recipe.train_graph(batch)?;
         let (lo, hi) = match defaults.range {

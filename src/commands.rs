@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::data;
 use crate::error::TrainError;
 use crate::fid;
 use crate::generate::LoadedRun;
 use crate::gpu::Gpu;
 use crate::models::ModelKind;
-use crate::recipe::{load_data, Command, EvalOptions, InpaintRequest, Recipe, SampleRequest};
+use crate::recipe::{Command, EvalOptions, InpaintRequest, Recipe, SampleRequest};
 
 /// Opens the run at `path` and its model's recipe.
 pub fn open(path: &Path) -> Result<(LoadedRun, &'static dyn Recipe), TrainError> {
@@ -48,7 +49,7 @@ pub fn evaluate(gpu: &Gpu, path: &Path, options: &EvalOptions) -> Result<Value, 
     let mut report = recipe.evaluate(gpu, &run, options)?;
     if options.fid_n > 0 {
         if let Some(samples) = recipe.generate(gpu, &run, options.fid_n) {
-            let splits = load_data(run.config.data.as_ref())?;
+            let splits = data::load_run_data(run.config.data.as_ref())?;
             fid::add_fid(gpu, &mut report, &samples?, &splits, &run, options)?;
         }
     }

@@ -15,12 +15,12 @@ use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use serde_json::json;
 
 use crate::data::{self, Dataset, PixelRange, Splits};
-use crate::generate::LoadedRun;
+use crate::generate::{run_batched_outputs, LoadedRun};
 use crate::gpu::Gpu;
 use crate::graph::{Graph, TensorId};
 use crate::models::{classifier, ModelKind};
 use crate::plan::{ParamStore, Plan};
-use crate::recipe::{load_data, EvalOptions};
+use crate::recipe::EvalOptions;
 use crate::train::{self, TrainError, TrainRequest};
 
 /// Mean and covariance of a set of feature vectors.
@@ -133,28 +133,15 @@ impl FeatureNet {
 
     /// Features (N, 128) and predicted classes (N) of `images` (N, 784) in [0, 1].
     pub fn features(&self, gpu: &Gpu, images: &[f32]) -> Result<(Vec<f32>, Vec<u32>), TrainError> {
-        const PIXELS: usize = 784;
-        let count = images.len() / PIXELS;
-        let mut features = Vec::with_capacity(count * classifier::FEATURES);
-        let mut classes = Vec::with_capacity(count);
-        let mut staging = vec![0.0f32; self.batch * PIXELS];
-        for start in (0..count).step_by(self.batch) {
-            let valid = self.batch.min(count - start);
-            for i in 0..self.batch {
-                // The last batch is padded by repeating its last image; only the real ones are kept.
-                let source = (start + i.min(valid - 1)) * PIXELS;
-                staging[i * PIXELS..(i + 1) * PIXELS].copy_from_slice(&images[source..source + PIXELS]);
-            }
-            self.plan.write_input(gpu, self.x, &staging)?;
-            self.plan.run(gpu, 0);
-            let f = self.plan.read(gpu, self.features)?;
-            features.extend_from_slice(&f[..valid * classifier::FEATURES]);
-            let logits = self.plan.read(gpu, self.logits)?;
-            for row in logits.chunks(classifier::CLASSES).take(valid) {
-                let best = (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b });
-                classes.push(best as u32);
-            }
-        }
+        let outputs = [self.features, self.logits];
+        let [features, logits]: [Vec<f32>; 2] =
+            run_batched_outputs(gpu, &self.plan, self.x, &outputs, images, 784, self.batch)?
+                .try_into()
+                .expect("two outputs");
+        let classes = logits
+            .chunks(classifier::CLASSES)
+            .map(|row| (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b }) as u32)
+            .collect();
         Ok((features, classes))
     }
 }
@@ -198,7 +185,7 @@ pub fn classifier_run(gpu: &Gpu, given: Option<&Path>, data: Option<&PathBuf>) -
     if let Some(path) = given {
         return Ok(path.to_path_buf());
     }
-    let splits = load_data(data)?;
+    let splits = data::load_run_data(data)?;
     let dir = cache_root().join(format!("classifier-{:016x}", data_hash(&splits)));
     let finished = LoadedRun::open(&dir).ok().is_some_and(|run| {
         let metrics = run.dir.metrics().map(|m| m.len() as u64).unwrap_or(0);

@@ -50,7 +50,7 @@ impl LoadedRun {
 
     /// The run's test set.
     pub fn test_set(&self) -> Result<Dataset, TrainError> {
-        Ok(crate::recipe::load_data(self.config.data.as_ref())?.test)
+        Ok(crate::data::load_run_data(self.config.data.as_ref())?.test)
     }
 
     /// The metadata every report starts with.
@@ -76,7 +76,7 @@ impl LoadedRun {
 }
 
 /// Runs a forward plan over `rows` inputs of `input_len` values in batches of the plan's size (the last one
-/// padded), returning `output_len` values per input row.
+/// padded by repeating its last row), returning `output`'s values for each input row.
 pub fn run_batched(
     gpu: &Gpu,
     plan: &Plan,
@@ -86,8 +86,22 @@ pub fn run_batched(
     input_len: usize,
     batch: usize,
 ) -> Result<Vec<f32>, TrainError> {
+    let mut outputs = run_batched_outputs(gpu, plan, input, &[output], rows, input_len, batch)?;
+    Ok(outputs.remove(0))
+}
+
+/// [`run_batched`] reading several outputs of each batch.
+pub fn run_batched_outputs(
+    gpu: &Gpu,
+    plan: &Plan,
+    input: TensorId,
+    outputs: &[TensorId],
+    rows: &[f32],
+    input_len: usize,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>, TrainError> {
     let count = rows.len() / input_len;
-    let mut outputs = Vec::new();
+    let mut values = vec![Vec::new(); outputs.len()];
     let mut staging = vec![0.0f32; batch * input_len];
     for start in (0..count).step_by(batch) {
         let valid = batch.min(count - start);
@@ -97,11 +111,13 @@ pub fn run_batched(
         }
         plan.write_input(gpu, input, &staging)?;
         plan.run(gpu, 0);
-        let values = plan.read(gpu, output)?;
-        let output_len = values.len() / batch;
-        outputs.extend_from_slice(&values[..valid * output_len]);
+        for (output, values) in outputs.iter().zip(&mut values) {
+            let read = plan.read(gpu, *output)?;
+            let output_len = read.len() / batch;
+            values.extend_from_slice(&read[..valid * output_len]);
+        }
     }
-    Ok(outputs)
+    Ok(values)
 }
 
 /// Normal numbers from the GPU's generator (seed, stream), read back: fixed latent codes for previews.
@@ -186,42 +202,42 @@ pub enum Prior {
     FittedToTestCodes,
 }
 
+/// A graph builder at a batch size: (graph, input, output).
+pub type GraphFn = fn(usize) -> Result<(Graph, TensorId, TensorId), GraphError>;
+
 /// A model that decodes latent codes to images (and may encode images to codes): what sample, reconstruct and
 /// interpolate need to know of it.
-pub trait Codec {
+#[derive(Clone, Copy)]
+pub struct Codec {
     /// Width of a code.
-    fn latent(&self) -> usize;
+    pub latent: usize,
     /// x (batch, 784 or 1x28x28) in [0, 1] -> the code (the posterior mean for the vae); None without an encoder.
-    fn encoder(&self, batch: usize) -> Option<Result<(Graph, TensorId, TensorId), GraphError>>;
-    /// z (batch, latent) -> images (the decoder's output range).
-    fn decoder(&self, batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError>;
+    pub encoder: Option<GraphFn>,
+    /// z (batch, latent) -> images in `output_range`.
+    pub decoder: GraphFn,
     /// The decoder's output range, mapped to [0, 1] for pictures and FID.
-    fn output_range(&self) -> PixelRange {
-        PixelRange::ZeroToOne
-    }
-    fn prior(&self) -> Prior {
-        Prior::Normal
-    }
+    pub output_range: PixelRange,
+    pub prior: Prior,
 }
 
 /// Latent codes of `images` (N, 784) in [0, 1].
-pub fn encode(gpu: &Gpu, run: &LoadedRun, codec: &dyn Codec, images: &[f32]) -> Result<Vec<f32>, TrainError> {
+pub fn encode(gpu: &Gpu, run: &LoadedRun, codec: &Codec, images: &[f32]) -> Result<Vec<f32>, TrainError> {
     let batch = 64;
-    let Some(encoder) = codec.encoder(batch) else {
+    let Some(encoder) = codec.encoder else {
         return Err(TrainError::Config(format!("{} runs have no encoder", run.config.model)));
     };
-    let (graph, x, code) = encoder?;
+    let (graph, x, code) = encoder(batch)?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "encode")?;
     run_batched(gpu, &plan, x, code, images, 784, batch)
 }
 
 /// Images (N, 784) in [0, 1] from latent codes.
-pub fn decode(gpu: &Gpu, run: &LoadedRun, codec: &dyn Codec, codes: &[f32]) -> Result<Vec<f32>, TrainError> {
+pub fn decode(gpu: &Gpu, run: &LoadedRun, codec: &Codec, codes: &[f32]) -> Result<Vec<f32>, TrainError> {
     let batch = 64;
-    let (graph, z, images) = codec.decoder(batch)?;
+    let (graph, z, images) = (codec.decoder)(batch)?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "decode")?;
-    let images = run_batched(gpu, &plan, z, images, codes, codec.latent(), batch)?;
-    Ok(match codec.output_range() {
+    let images = run_batched(gpu, &plan, z, images, codes, codec.latent, batch)?;
+    Ok(match codec.output_range {
         PixelRange::MinusOneToOne => to_unit(&images),
         PixelRange::ZeroToOne => images,
     })
@@ -250,7 +266,7 @@ fn diagonal_gaussian(codes: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
 pub fn sample(
     gpu: &Gpu,
     run: &LoadedRun,
-    codec: &dyn Codec,
+    codec: &Codec,
     n: usize,
     seed: u64,
     out: Option<&Path>,
@@ -258,9 +274,9 @@ pub fn sample(
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
-    let dim = codec.latent();
+    let dim = codec.latent;
     let normals = gpu_normals(gpu, n * dim, seed, SAMPLE_STREAM)?;
-    let codes: Vec<f32> = match codec.prior() {
+    let codes: Vec<f32> = match codec.prior {
         Prior::FittedToTestCodes => {
             let test = run.test_set()?;
             let fitted = encode(gpu, run, codec, &test_images(&test, test.len()))?;
@@ -279,14 +295,8 @@ pub fn sample(
 }
 
 /// `n` images (N, 784) in [0, 1] decoded from prior codes z ~ N(0, I) drawn from `seed`: what FID measures.
-pub fn prior_samples(
-    gpu: &Gpu,
-    run: &LoadedRun,
-    codec: &dyn Codec,
-    n: usize,
-    seed: u64,
-) -> Result<Vec<f32>, TrainError> {
-    let codes = gpu_normals(gpu, n * codec.latent(), seed, SAMPLE_STREAM + 3)?;
+pub fn prior_samples(gpu: &Gpu, run: &LoadedRun, codec: &Codec, n: usize, seed: u64) -> Result<Vec<f32>, TrainError> {
+    let codes = gpu_normals(gpu, n * codec.latent, seed, SAMPLE_STREAM + 3)?;
     decode(gpu, run, codec, &codes)
 }
 
@@ -294,7 +304,7 @@ pub fn prior_samples(
 pub fn reconstruct(
     gpu: &Gpu,
     run: &LoadedRun,
-    codec: &dyn Codec,
+    codec: &Codec,
     n: usize,
     out: Option<&Path>,
 ) -> Result<Value, TrainError> {
@@ -312,13 +322,13 @@ pub fn reconstruct(
 pub fn interpolate(
     gpu: &Gpu,
     run: &LoadedRun,
-    codec: &dyn Codec,
+    codec: &Codec,
     pairs: usize,
     steps: usize,
     out: Option<&Path>,
 ) -> Result<Value, TrainError> {
     let steps = steps.max(2);
-    let dim = codec.latent();
+    let dim = codec.latent;
     let walk_between = |ends: &[f32]| {
         let mut walk = Vec::with_capacity(ends.len() / 2 * steps);
         for pair in ends.chunks(2 * dim) {
@@ -331,7 +341,7 @@ pub fn interpolate(
         walk
     };
     let file = run.out_dir(out)?.join("interpolate.png");
-    if codec.encoder(1).is_none() {
+    if codec.encoder.is_none() {
         let pairs = pairs.max(1);
         let ends = gpu_normals(gpu, 2 * pairs * dim, run.config.seed, SAMPLE_STREAM + 2)?;
         let decoded = decode(gpu, run, codec, &walk_between(&ends))?;

@@ -12,7 +12,7 @@ use latent::commands;
 use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
 use latent::models::ModelKind;
 use latent::profile::{self, ProfileOptions};
-use latent::recipe::{DiffusionOptions, EvalOptions, InpaintRequest, InpaintSource, ModelOptions, SampleRequest};
+use latent::recipe::{DiffusionOptions, EvalOptions, InpaintRequest, InpaintSource, SampleRequest};
 use latent::train::{self, TrainRequest};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -52,27 +52,20 @@ enum Command {
     },
     /// Train a model (ae, vae, classifier, gan, ddpm, wae) with the defaults of models.md on the embedded data
     /// unless --data.
-    Train(TrainArgs),
+    Train {
+        #[command(flatten)]
+        request: TrainRequest,
+        /// Print a JSON summary on stdout at the end.
+        #[arg(long)]
+        json: bool,
+    },
     /// A run's metrics on the whole test set (losses, likelihood bounds; FID and the sliced Wasserstein distance of
     /// samples for the models that generate).
     Eval {
         #[arg(long)]
         run: PathBuf,
-        /// Samples per image of the importance-weighted likelihood bound (vae); 0 skips it.
-        #[arg(long, default_value_t = 100)]
-        iwae_k: usize,
-        /// Generated images for FID and the sliced Wasserstein distance (gan, vae, wae, ddpm: 50 DDIM steps
-        /// each), against the test set, with the floor of as many real training images beside each; 0 skips
-        /// both.
-        #[arg(long, default_value_t = 1000)]
-        fid_n: usize,
-        /// Random directions of the sliced Wasserstein distance (SW_2 in pixel space); 0 skips it.
-        #[arg(long, default_value_t = 512)]
-        projections: usize,
-        /// The classifier run whose features FID uses (default: one trained once per dataset and cached under
-        /// $LATENT_CACHE, $XDG_CACHE_HOME/latent or ~/.cache/latent).
-        #[arg(long)]
-        classifier: Option<PathBuf>,
+        #[command(flatten)]
+        options: EvalOptions,
         #[arg(long)]
         json: bool,
     },
@@ -80,16 +73,8 @@ enum Command {
     Sample {
         #[arg(long)]
         run: PathBuf,
-        /// Number of samples.
-        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-        n: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Output directory (default: the run directory).
-        #[arg(long)]
-        out: Option<PathBuf>,
         #[command(flatten)]
-        diffusion: SamplerArgs,
+        request: SampleRequest,
         #[arg(long)]
         json: bool,
     },
@@ -125,7 +110,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
-        diffusion: SamplerArgs,
+        diffusion: DiffusionOptions,
         #[arg(long)]
         json: bool,
     },
@@ -164,29 +149,7 @@ enum Command {
         json: bool,
     },
     /// Time every kernel of MODEL's training step with GPU timestamps: a table per kernel and per op.
-    Profile {
-        /// ae, vae, classifier, gan, ddpm or wae (the wae's default regulariser, mmd)
-        model: String,
-        /// Timed training steps (after the warm-up).
-        #[arg(long, default_value_t = 5)]
-        steps: u64,
-        /// Untimed steps first.
-        #[arg(long, default_value_t = 2)]
-        warmup: u64,
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Also print the table per op (each dispatch's step label).
-        #[arg(long)]
-        ops: bool,
-        /// Write a Chrome trace-event JSON file (open it in ui.perfetto.dev).
-        #[arg(long)]
-        trace: Option<PathBuf>,
-        /// One JSON object on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Profile(ProfileArgs),
     /// Kernel throughput or training-step time on the chosen adapter.
     Bench {
         #[command(subcommand)]
@@ -194,178 +157,69 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// GFLOP/s of matmul at square sizes and of the default models' linear and conv shapes, forward and both
-    /// gradients (median of repeats after warm-up).
-    Kernels {
-        /// Largest square matmul (default 4096 on a GPU, 1024 on a CPU driver).
-        #[arg(long)]
-        max_size: Option<usize>,
-        /// Batch of the linear and conv shapes.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Timed repeats per kernel (default 10 on a GPU, 3 on a CPU driver).
-        #[arg(long)]
-        repeats: Option<usize>,
-        /// One JSON object on stdout.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Median training-step time and images/s of every default model.
-    Train {
-        /// Timed steps per model (default 50 on a GPU, 3 on a CPU driver).
-        #[arg(long)]
-        steps: Option<u64>,
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Only these models (repeatable; default: all).
-        #[arg(long)]
-        model: Vec<String>,
-        /// One JSON object on stdout.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// How a ddpm run samples.
 #[derive(Args)]
-struct SamplerArgs {
-    /// ddpm: `ancestral` (all 1000 timesteps) or `ddim` (eta = 0, --steps timesteps).
-    #[arg(long, default_value = "ddim")]
-    sampler: String,
-    /// ddpm: DDIM's number of steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// ddpm: sample the trained weights instead of their EMA.
-    #[arg(long)]
-    no_ema: bool,
-}
-
-#[derive(Args)]
-struct TrainArgs {
-    /// The model: ae, vae, classifier, gan, ddpm or wae.
-    model: ModelKind,
-    /// Total epochs of the run (default: models.md's recipe).
-    #[arg(long, value_parser = at_least_one_u64)]
-    epochs: Option<u64>,
-    /// Total steps of the run, instead of epochs.
-    #[arg(long, value_parser = at_least_one_u64)]
-    steps: Option<u64>,
-    /// Images per step (default 128).
-    #[arg(long, value_parser = at_least_one)]
-    batch: Option<usize>,
-    /// Adam's learning rate (default: the model's, from models.md).
-    #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
-    lr: Option<f64>,
-    /// Seed of the initial weights, the shuffles and the noise (default 0).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// A dataset directory (IDX files in the MNIST layout, or a folder of images); default: embedded mnist-10k.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Where to write the run (default: runs/<model>-<date>-<time>).
-    #[arg(long)]
-    run: Option<PathBuf>,
-    /// Continue the run in this directory up to --epochs or --steps.
-    #[arg(long, conflicts_with_all = ["run", "data", "batch", "lr", "seed"])]
-    resume: Option<PathBuf>,
-    /// Update the progress display every this many steps.
-    #[arg(long, default_value_t = 10)]
-    log_every: u64,
-    /// Check the loss for NaN or infinity every this many steps (0: at the end of each epoch only).
-    #[arg(long, default_value_t = 50)]
-    nan_check_every: u64,
-    /// Also write a checkpoint every this many steps, keeping the newest --keep in checkpoints/ (0: per epoch).
+struct ProfileArgs {
+    /// ae, vae, classifier, gan, ddpm or wae (the wae's default regulariser, mmd)
+    model: String,
+    /// Timed training steps (after the warm-up).
+    #[arg(long, default_value_t = 5)]
+    steps: u64,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
     #[arg(long, default_value_t = 0)]
-    save_every: u64,
-    /// Time every kernel of every step with GPU timestamps and print the per-kernel table at the end.
+    seed: u64,
+    /// Also print the table per op (each dispatch's step label).
     #[arg(long)]
-    profile: bool,
-    /// With --profile, write a Chrome trace-event file (open it in ui.perfetto.dev).
-    #[arg(long, requires = "profile")]
+    ops: bool,
+    /// Write a Chrome trace-event JSON file (open it in ui.perfetto.dev).
+    #[arg(long)]
     trace: Option<PathBuf>,
-    /// Periodic checkpoints to keep.
-    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
-    keep: usize,
-    #[command(flatten)]
-    model_flags: ModelFlags,
-    /// Print a JSON summary on stdout at the end.
+    /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
 }
 
-impl SamplerArgs {
-    fn options(&self) -> DiffusionOptions {
-        DiffusionOptions {
-            sampler: self.sampler.clone(),
-            steps: self.steps,
-            ema: !self.no_ema,
-        }
-    }
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// GFLOP/s of matmul at square sizes and of the default models' linear and conv shapes, forward and both
+    /// gradients (median of repeats after warm-up).
+    Kernels(KernelBenchArgs),
+    /// Median training-step time and images/s of every default model.
+    Train(TrainBenchArgs),
 }
 
-/// The flags of `latent train` that belong to some models, collected from the registry: each model declares its
-/// own (`Recipe::flags`) and parses their values.
-struct ModelFlags(ModelOptions);
-
-impl clap::FromArgMatches for ModelFlags {
-    fn from_arg_matches(matches: &clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
-        let mut options = ModelOptions::default();
-        for (flag, _) in ModelKind::all_flags() {
-            if let Some(value) = matches.get_one::<String>(flag.name) {
-                options.set(flag.name, value);
-            }
-        }
-        Ok(Self(options))
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> std::result::Result<(), clap::Error> {
-        *self = Self::from_arg_matches(matches)?;
-        Ok(())
-    }
+#[derive(Args)]
+struct KernelBenchArgs {
+    /// Largest square matmul (default 4096 on a GPU, 1024 on a CPU driver).
+    #[arg(long)]
+    max_size: Option<usize>,
+    /// Batch of the linear and conv shapes.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Timed repeats per kernel (default 10 on a GPU, 3 on a CPU driver).
+    #[arg(long)]
+    repeats: Option<usize>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
-impl Args for ModelFlags {
-    fn augment_args(mut command: clap::Command) -> clap::Command {
-        for (flag, owners) in ModelKind::all_flags() {
-            command = command.arg(
-                clap::Arg::new(flag.name)
-                    .long(flag.name)
-                    .value_name(flag.value)
-                    .allow_negative_numbers(true)
-                    .help(format!("{}: {}", owners.join(", "), flag.help)),
-            );
-        }
-        command
-    }
-
-    fn augment_args_for_update(command: clap::Command) -> clap::Command {
-        Self::augment_args(command)
-    }
-}
-
-/// A count that must be at least 1 (batch sizes, sample counts).
-fn at_least_one(text: &str) -> std::result::Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("{text:?} is not a whole number")),
-    }
-}
-
-/// A step or epoch total that must be at least 1.
-fn at_least_one_u64(text: &str) -> std::result::Result<u64, String> {
-    at_least_one(text).map(|n| n as u64)
-}
-
-/// A learning rate: a positive, finite number.
-fn positive_rate(text: &str) -> std::result::Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        Ok(v) => Err(format!("must be a positive number, got {v}")),
-        Err(_) => Err(format!("{text:?} is not a number")),
-    }
+#[derive(Args)]
+struct TrainBenchArgs {
+    /// Timed steps per model (default 50 on a GPU, 3 on a CPU driver).
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Only these models (repeatable; default: all).
+    #[arg(long)]
+    model: Vec<String>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -373,80 +227,24 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info { json } => info(&cli.device, *json),
         Command::Check { filter, json } => run_checks(&cli.device, filter.as_deref(), *json),
-        Command::Profile {
-            model,
-            steps,
-            warmup,
-            batch,
-            seed,
-            ops,
-            trace,
-            json,
-        } => run_profile(
-            &cli.device,
-            model,
-            &ProfileOptions {
-                warmup: *warmup,
-                steps: *steps,
-            },
-            *batch,
-            *seed,
-            *ops,
-            trace.as_deref(),
-            *json,
-        ),
+        Command::Profile(args) => run_profile(&cli.device, args),
         Command::Bench { what } => match what {
-            BenchCommand::Kernels {
-                max_size,
-                batch,
-                repeats,
-                json,
-            } => bench_kernels(&cli.device, *max_size, *batch, *repeats, *json),
-            BenchCommand::Train {
-                steps,
-                batch,
-                model,
-                json,
-            } => bench_train(&cli.device, *steps, *batch, model, *json),
+            BenchCommand::Kernels(args) => bench_kernels(&cli.device, args),
+            BenchCommand::Train(args) => bench_train(&cli.device, args),
         },
-        Command::Train(args) => train(&cli.device, args),
-        Command::Eval {
-            run,
-            iwae_k,
-            fid_n,
-            projections,
-            classifier,
-            json,
-        } => with_gpu(
+        Command::Train { request, json } => train(&cli.device, request, *json),
+        Command::Eval { run, options, json } => with_gpu(
             &cli.device,
-            |gpu| {
-                let options = EvalOptions {
-                    iwae_k: *iwae_k,
-                    fid_n: *fid_n,
-                    classifier: classifier.clone(),
-                    projections: *projections,
-                };
-                Ok(commands::evaluate(gpu, run, &options)?)
-            },
+            |gpu| Ok(commands::evaluate(gpu, run, options)?),
             *json,
             print_eval,
         ),
-        Command::Sample {
-            run,
-            n,
-            seed,
-            out,
-            diffusion,
-            json,
-        } => with_gpu(
+        Command::Sample { run, request, json } => with_gpu(
             &cli.device,
             |gpu| {
                 let request = SampleRequest {
-                    n: *n,
-                    seed: *seed,
-                    out: out.clone(),
-                    diffusion: diffusion.options(),
                     progress: std::io::stderr().is_terminal(),
+                    ..request.clone()
                 };
                 Ok(commands::sample(gpu, run, &request)?)
             },
@@ -484,7 +282,7 @@ fn main() -> ExitCode {
                     n: *n,
                     seed: *seed,
                     out: out.clone(),
-                    diffusion: diffusion.options(),
+                    diffusion: diffusion.clone(),
                     progress: std::io::stderr().is_terminal(),
                 };
                 Ok(commands::inpaint(gpu, run, &request)?)
@@ -680,7 +478,7 @@ fn run_checks(device: &DeviceArgs, filter: Option<&str>, json: bool) -> Result<E
     })
 }
 
-fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
+fn train(device: &DeviceArgs, request: &TrainRequest, json: bool) -> Result<ExitCode> {
     let gpu = Gpu::new(&options(device)?)?;
     // The first Ctrl-C finishes the step, writes a checkpoint and exits with 130; a second one exits at once.
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -693,24 +491,9 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
         eprintln!("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to exit at once)");
     })?;
     let request = TrainRequest {
-        epochs: args.epochs,
-        steps: args.steps,
-        batch: args.batch,
-        lr: args.lr,
-        seed: args.seed,
-        data: args.data.clone(),
-        run: args.run.clone(),
-        resume: args.resume.clone(),
-        log_every: args.log_every,
         progress: std::io::stderr().is_terminal(),
-        nan_check_every: args.nan_check_every,
-        save_every: args.save_every,
-        keep: args.keep,
         interrupt: Some(interrupt),
-        profile: args.profile,
-        trace: args.trace.clone(),
-        options: args.model_flags.0.clone(),
-        ..TrainRequest::new(args.model)
+        ..request.clone()
     };
     let summary = match train::train(&gpu, &request) {
         Ok(summary) => summary,
@@ -719,7 +502,7 @@ fn train(device: &DeviceArgs, args: &TrainArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(error.exit_code()));
         }
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         eprintln!("Run written to {}", summary.run.display());
@@ -807,18 +590,15 @@ fn print_eval(report: &serde_json::Value) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_profile(
-    device: &DeviceArgs,
-    model: &str,
-    profile_options: &ProfileOptions,
-    batch: usize,
-    seed: u64,
-    ops: bool,
-    trace: Option<&std::path::Path>,
-    json: bool,
-) -> Result<ExitCode> {
-    let kind = bench::model_kind(model)?;
+fn run_profile(device: &DeviceArgs, args: &ProfileArgs) -> Result<ExitCode> {
+    let ProfileArgs {
+        batch, seed, ops, json, ..
+    } = *args;
+    let profile_options = &ProfileOptions {
+        warmup: args.warmup,
+        steps: args.steps,
+    };
+    let kind = bench::model_kind(&args.model)?;
     let gpu = Gpu::new(&options(device)?)?;
     eprintln!("Profiling {kind} (batch {batch}) on {}", gpu.describe());
     let workload = Workload::new(&gpu, kind, batch, seed)?;
@@ -829,7 +609,7 @@ fn run_profile(
         profile_options.steps
     );
     let report = profile::profile(&gpu, &workload.plan_refs(), profile_options)?;
-    if let Some(path) = trace {
+    if let Some(path) = &args.trace {
         report.write_trace(path)?;
         eprintln!("trace written to {} (open it in ui.perfetto.dev)", path.display());
     }
@@ -844,13 +624,22 @@ fn run_profile(
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_kernels(
-    device: &DeviceArgs,
-    max_size: Option<usize>,
-    batch: usize,
-    repeats: Option<usize>,
-    json: bool,
-) -> Result<ExitCode> {
+/// A benchmark table's line: on stdout, or on stderr when stdout carries the JSON report.
+fn table_line(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+fn bench_kernels(device: &DeviceArgs, args: &KernelBenchArgs) -> Result<ExitCode> {
+    let KernelBenchArgs {
+        max_size,
+        batch,
+        repeats,
+        json,
+    } = *args;
     let gpu = Gpu::new(&options(device)?)?;
     let mut options = KernelBenchOptions::for_gpu(&gpu);
     options.batch = batch;
@@ -868,21 +657,13 @@ fn bench_kernels(
         "{:<34} {:<28} {:<30} {:>11} {:>9} {:>8}",
         "benchmark", "shape", "kernel", "median µs", "GFLOP/s", "GB/s"
     );
-    if json {
-        eprintln!("{header}");
-    } else {
-        println!("{header}");
-    }
+    table_line(json, &header);
     let mut print = |r: &bench::KernelResult| {
         let line = format!(
             "{:<34} {:<28} {:<30} {:>11.1} {:>9.2} {:>8.2}",
             r.name, r.shape, r.kernel, r.median_us, r.gflops, r.gb_per_s
         );
-        if json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
+        table_line(json, &line);
     };
     let report = bench::kernels(&gpu, &options, &mut print)?;
     if json {
@@ -893,13 +674,8 @@ fn bench_kernels(
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_train(
-    device: &DeviceArgs,
-    steps: Option<u64>,
-    batch: usize,
-    models: &[String],
-    json: bool,
-) -> Result<ExitCode> {
+fn bench_train(device: &DeviceArgs, args: &TrainBenchArgs) -> Result<ExitCode> {
+    let (models, batch, json) = (&args.model, args.batch, args.json);
     let kinds: Vec<ModelKind> = if models.is_empty() {
         ModelKind::ALL.to_vec()
     } else {
@@ -911,7 +687,7 @@ fn bench_train(
     let gpu = Gpu::new(&options(device)?)?;
     let mut options = TrainBenchOptions::for_gpu(&gpu);
     options.batch = batch;
-    options.steps = steps.unwrap_or(options.steps);
+    options.steps = args.steps.unwrap_or(options.steps);
     eprintln!(
         "Training-step time on {} (batch {}, median of {} steps after {} warm-up)",
         gpu.describe(),
@@ -923,21 +699,13 @@ fn bench_train(
         "{:<12} {:>6} {:>11} {:>11} {:>10} {:>11}",
         "model", "batch", "dispatches", "median ms", "min ms", "images/s"
     );
-    if json {
-        eprintln!("{header}");
-    } else {
-        println!("{header}");
-    }
+    table_line(json, &header);
     let mut print = |r: &bench::TrainResult| {
         let line = format!(
             "{:<12} {:>6} {:>11} {:>11.2} {:>10.2} {:>11.1}",
             r.model, r.batch, r.dispatches_per_step, r.median_ms, r.min_ms, r.images_per_s
         );
-        if json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
+        table_line(json, &line);
     };
     let report = bench::train(&gpu, &kinds, &options, &mut print)?;
     if json {

@@ -14,9 +14,9 @@ use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
-use crate::data::{self, Dataset, PixelRange, Splits};
+use crate::data::{Dataset, PixelRange, Splits};
 use crate::error::TrainError;
-use crate::generate::{gpu_normals, pairs_grid, LoadedRun};
+use crate::generate::{self, gpu_normals, pairs_grid, Codec, LoadedRun, Prior};
 use crate::gpu::Gpu;
 use crate::graph::{Graph, GraphError, Op, TensorId};
 use crate::optim::Optimizer;
@@ -52,12 +52,6 @@ pub struct ModelOptions {
 impl ModelOptions {
     pub fn set(&mut self, name: &str, value: &str) {
         self.values.insert(name.to_string(), value.to_string());
-    }
-
-    /// `self` with `--name value`.
-    pub fn with(mut self, name: &str, value: &str) -> Self {
-        self.set(name, value);
-        self
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -101,26 +95,36 @@ impl Command {
     }
 }
 
-/// What `latent eval` was asked for beyond the model's own metrics.
-#[derive(Clone, Debug, Default)]
+/// What `latent eval` was asked for beyond the model's own metrics (its flags on the command line).
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct EvalOptions {
     /// Samples per image of the importance-weighted likelihood bound (vae); 0 skips it.
+    #[arg(long, default_value_t = 100)]
     pub iwae_k: usize,
-    /// Generated images for FID and the sliced Wasserstein distance; 0 skips both.
+    /// Generated images for FID and the sliced Wasserstein distance (gan, vae, wae, ddpm: 50 DDIM steps each),
+    /// against the test set, with the floor of as many real training images beside each; 0 skips both.
+    #[arg(long, default_value_t = 1000)]
     pub fid_n: usize,
-    /// The classifier run giving FID's features; None: the cached one, trained on first use.
+    /// The classifier run whose features FID uses (default: one trained once per dataset and cached under
+    /// $LATENT_CACHE, $XDG_CACHE_HOME/latent or ~/.cache/latent).
+    #[arg(long)]
     pub classifier: Option<PathBuf>,
-    /// Random directions of the sliced Wasserstein distance; 0 skips it.
+    /// Random directions of the sliced Wasserstein distance (SW_2 in pixel space); 0 skips it.
+    #[arg(long, default_value_t = 512)]
     pub projections: usize,
 }
 
-/// How a diffusion model samples (`--sampler`, `--steps`, `--no-ema`).
-#[derive(Clone, Debug)]
+/// How a diffusion model samples (its flags on the command line).
+#[derive(Clone, Debug, clap::Args)]
 pub struct DiffusionOptions {
+    /// ddpm: `ancestral` (all 1000 timesteps) or `ddim` (eta = 0, --steps timesteps).
+    #[arg(long, default_value = "ddim")]
     pub sampler: String,
-    /// DDIM's number of steps.
+    /// ddpm: DDIM's number of steps.
+    #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Sample the EMA weights (true) or the trained ones.
+    /// Sample the EMA weights (true) or the trained ones (`--no-ema`).
+    #[arg(long = "no-ema", action = clap::ArgAction::SetFalse)]
     pub ema: bool,
 }
 
@@ -134,16 +138,31 @@ impl Default for DiffusionOptions {
     }
 }
 
-/// `latent sample`.
-#[derive(Clone, Debug)]
+/// `latent sample` (its flags on the command line).
+#[derive(Clone, Debug, clap::Args)]
 pub struct SampleRequest {
+    /// Number of samples.
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub n: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output directory (None: the run directory).
+    /// Output directory (default: the run directory).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
     pub diffusion: DiffusionOptions,
     /// Show progress on stderr.
+    #[arg(skip)]
     pub progress: bool,
+}
+
+/// A count that must be at least 1 (batch sizes, sample counts), as a command-line value.
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
 }
 
 /// What `latent inpaint` works on.
@@ -204,34 +223,50 @@ pub trait Recipe: Sync {
     /// [`generate`](Self::generate)).
     fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, options: &EvalOptions) -> Result<Value, TrainError>;
 
-    /// `n` generated images (N, C·H·W) in [0, 1], what FID and the sliced Wasserstein distance measure; None for
-    /// models that do not generate.
-    fn generate(&self, _gpu: &Gpu, _run: &LoadedRun, _n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+    /// The model as a decoder of latent codes (and an encoder of images), if it is one: `sample`, `reconstruct`,
+    /// `interpolate` and FID's samples then come from `crate::generate` unless the model says otherwise.
+    fn codec(&self) -> Option<Codec> {
         None
     }
 
-    /// Whether the model offers `command`; the other command methods are only called when it does.
-    fn supports(&self, _command: Command) -> bool {
-        false
+    /// `n` generated images (N, C·H·W) in [0, 1], what FID and the sliced Wasserstein distance measure; None for
+    /// models that do not generate. By default, a codec with a N(0, I) prior decodes prior samples.
+    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+        let codec = self.codec().filter(|c| c.prior == Prior::Normal)?;
+        Some(generate::prior_samples(gpu, run, &codec, n, run.config.seed))
     }
 
-    fn sample(&self, _gpu: &Gpu, run: &LoadedRun, _request: &SampleRequest) -> Result<Value, TrainError> {
-        Err(unsupported(run, Command::Sample))
+    /// Whether the model offers `command`; the other command methods are only called when it does. By default, a
+    /// codec samples and interpolates, and reconstructs when it has an encoder.
+    fn supports(&self, command: Command) -> bool {
+        let Some(codec) = self.codec() else { return false };
+        match command {
+            Command::Sample | Command::Interpolate => true,
+            Command::Reconstruct => codec.encoder.is_some(),
+            Command::Diffuse | Command::Inpaint => false,
+        }
     }
 
-    fn reconstruct(&self, _gpu: &Gpu, run: &LoadedRun, _n: usize, _out: Option<PathBuf>) -> Result<Value, TrainError> {
-        Err(unsupported(run, Command::Reconstruct))
+    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
+        let codec = self.codec().ok_or_else(|| unsupported(run, Command::Sample))?;
+        generate::sample(gpu, run, &codec, request.n, request.seed, request.out.as_deref())
+    }
+
+    fn reconstruct(&self, gpu: &Gpu, run: &LoadedRun, n: usize, out: Option<PathBuf>) -> Result<Value, TrainError> {
+        let codec = self.codec().ok_or_else(|| unsupported(run, Command::Reconstruct))?;
+        generate::reconstruct(gpu, run, &codec, n, out.as_deref())
     }
 
     fn interpolate(
         &self,
-        _gpu: &Gpu,
+        gpu: &Gpu,
         run: &LoadedRun,
-        _pairs: usize,
-        _steps: usize,
-        _out: Option<PathBuf>,
+        pairs: usize,
+        steps: usize,
+        out: Option<PathBuf>,
     ) -> Result<Value, TrainError> {
-        Err(unsupported(run, Command::Interpolate))
+        let codec = self.codec().ok_or_else(|| unsupported(run, Command::Interpolate))?;
+        generate::interpolate(gpu, run, &codec, pairs, steps, out.as_deref())
     }
 
     fn diffuse(&self, _gpu: &Gpu, run: &LoadedRun, _n: usize, _out: Option<PathBuf>) -> Result<Value, TrainError> {
@@ -305,16 +340,7 @@ pub trait Training {
     /// The epoch's training metrics from its loss sums per plan over `steps` steps: by default each loss's mean
     /// and their total as `loss`.
     fn train_metrics(&self, sums: &[Vec<f32>], steps: u64) -> Map<String, Value> {
-        let mut metrics = Map::new();
-        let mut total = 0.0;
-        for (step_plan, sums) in self.plans().iter().zip(sums) {
-            for (name, sum) in step_plan.losses.iter().zip(sums) {
-                metrics.insert(name.to_string(), json!(*sum as f64 / steps as f64));
-                total += *sum as f64;
-            }
-        }
-        metrics.insert("loss".into(), json!(total / steps as f64));
-        metrics
+        mean_losses(self.plans(), sums, steps)
     }
 
     /// The epoch's test metrics.
@@ -327,20 +353,39 @@ pub trait Training {
 
     /// The epoch line's metrics (the loop adds the epoch, the throughput and the time).
     fn summary(&self, record: &Value) -> String {
-        format!(
-            "train loss {:.4}, test loss {:.4}{}",
-            record["train"]["loss"].as_f64().unwrap_or(f64::NAN),
-            record["test"]["loss"].as_f64().unwrap_or(f64::NAN),
-            record["test"]["accuracy"]
-                .as_f64()
-                .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
-                .unwrap_or_default(),
-        )
+        loss_summary(record)
     }
 
     fn curves(&self) -> Curves {
         Curves::default()
     }
+}
+
+/// Each loss's mean over `steps` steps and their total as `loss`.
+pub fn mean_losses(plans: &[StepPlan], sums: &[Vec<f32>], steps: u64) -> Map<String, Value> {
+    let mut metrics = Map::new();
+    let mut total = 0.0;
+    for (step_plan, sums) in plans.iter().zip(sums) {
+        for (name, sum) in step_plan.losses.iter().zip(sums) {
+            metrics.insert(name.to_string(), json!(*sum as f64 / steps as f64));
+            total += *sum as f64;
+        }
+    }
+    metrics.insert("loss".into(), json!(total / steps as f64));
+    metrics
+}
+
+/// The train and test losses (and the test accuracy, for a classifier).
+pub fn loss_summary(record: &Value) -> String {
+    format!(
+        "train loss {:.4}, test loss {:.4}{}",
+        record["train"]["loss"].as_f64().unwrap_or(f64::NAN),
+        record["test"]["loss"].as_f64().unwrap_or(f64::NAN),
+        record["test"]["accuracy"]
+            .as_f64()
+            .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
+            .unwrap_or_default(),
+    )
 }
 
 /// A model's training graph: its batch input, labels, loss terms and class logits.
@@ -527,51 +572,75 @@ impl Preview {
     }
 }
 
-/// The training step of a one-plan model (ae, vae, classifier, wae with MMD): the training plan, an evaluation
-/// plan of the same graph over the same store, and the preview.
-pub struct OnePlan {
+/// The epoch's training metrics from the loss sums per plan and the steps (`Training::train_metrics`).
+pub type MetricsFn = fn(&[Vec<f32>], u64) -> Map<String, Value>;
+/// The epoch line's metrics from its record (`Training::summary`).
+pub type SummaryFn = fn(&Value) -> String;
+
+/// The training step of a model whose test metrics are its objective's losses over the test set (ae, vae,
+/// classifier, both wae): the objective's plan (after a critic's plan, for the adversarial wae), an evaluation
+/// plan of the objective over the same store, and the preview.
+pub struct LossTraining {
     store: ParamStore,
     plans: Vec<StepPlan>,
+    /// The batch input of each plan.
+    inputs: Vec<TensorId>,
     eval: Plan,
     tg: TrainGraph,
     batch: usize,
     range: PixelRange,
     preview: Preview,
     description: String,
+    reports: Option<(MetricsFn, SummaryFn)>,
 }
 
-impl OnePlan {
-    /// Compiles `tg` as `model`'s training plan (every parameter updated by `optimizer`) and its evaluation plan.
+impl LossTraining {
+    /// Compiles `tg` as `model`'s training plan (the parameters under `prefixes`, all when empty, updated by
+    /// `optimizer`) and its evaluation plan.
     pub fn compile(
         gpu: &Gpu,
         model: &str,
         tg: TrainGraph,
         optimizer: Optimizer,
+        prefixes: &[&str],
         config: &RunConfig,
-        range: PixelRange,
     ) -> Result<Self, TrainError> {
         let mut store = ParamStore::new(config.seed);
-        let options = train_options(model, optimizer, &[], config.seed);
+        let options = train_options(model, optimizer, prefixes, config.seed);
         let plan = plan::compile(gpu, &tg.graph, &mut store, &options)?;
-        let eval = plan::compile(
-            gpu,
-            &tg.graph,
-            &mut store,
-            &forward_options(&format!("{model} eval"), config.seed),
-        )?;
+        let eval_options = forward_options(&format!("{model} eval"), config.seed);
+        let eval = plan::compile(gpu, &tg.graph, &mut store, &eval_options)?;
         Ok(Self {
             store,
             plans: vec![StepPlan {
                 plan,
                 losses: tg.loss_names(),
             }],
+            inputs: vec![tg.x],
             eval,
             tg,
             batch: config.batch,
-            range,
+            range: PixelRange::ZeroToOne,
             preview: Preview::None,
             description: String::new(),
+            reports: None,
         })
+    }
+
+    /// A critic's plan run before the objective's every step on the same batch: `graph` with batch input `x` and
+    /// loss terms `losses`, updating the parameters under `prefixes`.
+    pub fn after_critic(
+        mut self,
+        gpu: &Gpu,
+        graph: &Graph,
+        x: TensorId,
+        losses: Vec<&'static str>,
+        options: &PlanOptions,
+    ) -> Result<Self, TrainError> {
+        let plan = plan::compile(gpu, graph, &mut self.store, options)?;
+        self.plans.insert(0, StepPlan { plan, losses });
+        self.inputs.insert(0, x);
+        Ok(self)
     }
 
     /// Shows reconstructions of test images each epoch.
@@ -592,13 +661,19 @@ impl OnePlan {
         Ok(self)
     }
 
-    pub fn with_description(mut self, description: String) -> Self {
-        self.description = description;
+    pub fn with_description(mut self, description: &str) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Reports the epoch's training metrics and line the model's own way.
+    pub fn with_reports(mut self, metrics: MetricsFn, summary: SummaryFn) -> Self {
+        self.reports = Some((metrics, summary));
         self
     }
 }
 
-impl Training for OnePlan {
+impl Training for LossTraining {
     fn store(&self) -> &ParamStore {
         &self.store
     }
@@ -612,16 +687,28 @@ impl Training for OnePlan {
     }
 
     fn write_batch(&self, gpu: &Gpu, batch: &Batch, _step: u64) -> Result<(), TrainError> {
-        let plan = &self.plans[0].plan;
-        plan.write_input(gpu, self.tg.x, batch.images)?;
+        for (step_plan, x) in self.plans.iter().zip(&self.inputs) {
+            step_plan.plan.write_input(gpu, *x, batch.images)?;
+        }
         if let (Some(input), Some(labels)) = (self.tg.labels, batch.labels) {
-            plan.write_input(gpu, input, labels)?;
+            self.plans
+                .last()
+                .expect("the objective's plan")
+                .plan
+                .write_input(gpu, input, labels)?;
         }
         Ok(())
     }
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn train_metrics(&self, sums: &[Vec<f32>], steps: u64) -> Map<String, Value> {
+        match self.reports {
+            Some((metrics, _)) => metrics(sums, steps),
+            None => mean_losses(&self.plans, sums, steps),
+        }
     }
 
     fn test_metrics(&self, gpu: &Gpu, splits: &Splits) -> Result<Map<String, Value>, TrainError> {
@@ -631,13 +718,12 @@ impl Training for OnePlan {
     fn preview(&self, gpu: &Gpu, splits: &Splits) -> Result<Option<image::RgbImage>, TrainError> {
         self.preview.render(gpu, &self.eval, &self.tg, splits)
     }
-}
 
-/// The dataset a run trains on: a directory, or the embedded mnist-10k.
-pub fn load_data(path: Option<&PathBuf>) -> Result<Splits, data::DataError> {
-    match path {
-        Some(dir) => data::load_dir(dir, data::ImageShape::MNIST, data::Fit::default()),
-        None => data::embedded::mnist_10k(),
+    fn summary(&self, record: &Value) -> String {
+        match self.reports {
+            Some((_, summary)) => summary(record),
+            None => loss_summary(record),
+        }
     }
 }
 

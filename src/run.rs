@@ -59,6 +59,29 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// A new run of `model` with the recipe's `defaults` and the model's own configuration `own` (under its name).
+    pub fn new(
+        model: &str,
+        defaults: &crate::recipe::Defaults,
+        own: Option<serde_json::Value>,
+        adapter: String,
+    ) -> Self {
+        Self {
+            model: model.into(),
+            epochs: defaults.epochs,
+            steps: None,
+            batch: defaults.batch,
+            lr: defaults.lr,
+            seed: 0,
+            data: None,
+            adapter,
+            latent_version: env!("CARGO_PKG_VERSION").into(),
+            sections: own
+                .map(|own| [(model.to_string(), own)].into_iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The run's model's own configuration (its defaults when config.json has none, as before the model had one).
     pub fn model_config<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, RunError> {
         match self.sections.get(&self.model) {

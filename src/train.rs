@@ -20,44 +20,121 @@ use crate::generate::progress_bar;
 use crate::gpu::{BufferRole, Gpu};
 use crate::models::ModelKind;
 use crate::plan::{self, ParamStore};
-use crate::recipe::{load_data, Batch, ModelOptions, Recipe, Training};
+use crate::recipe::{at_least_one, Batch, ModelOptions, Recipe, Training};
 use crate::run::{self, Curve, RunConfig, RunDir, RunError};
 
 pub use crate::error::TrainError;
 
-/// What `latent train` was asked to do.
-#[derive(Clone, Debug)]
+/// What `latent train` was asked to do: its command line.
+#[derive(Clone, Debug, clap::Args)]
 pub struct TrainRequest {
+    /// The model: ae, vae, classifier, gan, ddpm or wae.
     pub model: ModelKind,
+    /// Total epochs of the run (default: models.md's recipe).
+    #[arg(long, value_parser = at_least_one_u64)]
     pub epochs: Option<u64>,
+    /// Total steps of the run, instead of epochs.
+    #[arg(long, value_parser = at_least_one_u64)]
     pub steps: Option<u64>,
+    /// Images per step (default 128).
+    #[arg(long, value_parser = at_least_one)]
     pub batch: Option<usize>,
+    /// Adam's learning rate (default: the model's, from models.md).
+    #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
     pub lr: Option<f64>,
+    /// Seed of the initial weights, the shuffles and the noise (default 0).
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// A dataset directory (IDX files in the MNIST layout, or a folder of images); default: embedded mnist-10k.
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Where to write a new run.
+    /// Where to write the run (default: runs/<model>-<date>-<time>).
+    #[arg(long)]
     pub run: Option<PathBuf>,
-    /// A run to continue.
+    /// Continue the run in this directory up to --epochs or --steps.
+    #[arg(long, conflicts_with_all = ["run", "data", "batch", "lr", "seed"])]
     pub resume: Option<PathBuf>,
     /// The model's own flags (`--regularizer`, `--width`, ...), parsed by its recipe.
+    #[command(flatten)]
     pub options: ModelOptions,
-    /// Read the loss for the progress display every this many steps.
+    /// Update the progress display every this many steps.
+    #[arg(long, default_value_t = 10)]
     pub log_every: u64,
     /// Show a progress bar on stderr.
+    #[arg(skip)]
     pub progress: bool,
     /// Check the loss for NaN or infinity every this many steps (a readback; 0: only at the end of an epoch).
+    #[arg(long, default_value_t = 50)]
     pub nan_check_every: u64,
-    /// Also write a checkpoint every this many steps (0: only at the end of each epoch).
+    /// Also write a checkpoint every this many steps, keeping the newest --keep in checkpoints/ (0: only at the
+    /// end of each epoch).
+    #[arg(long, default_value_t = 0)]
     pub save_every: u64,
     /// Periodic checkpoints to keep in `checkpoints/` (the newest ones).
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub keep: usize,
     /// Raised by the first Ctrl-C: finish the step, write a checkpoint, stop.
+    #[arg(skip)]
     pub interrupt: Option<Arc<AtomicBool>>,
-    /// Time every dispatch of every step with GPU timestamps and print the per-kernel table at the end
-    /// (each step then waits for the GPU).
+    /// Time every kernel of every step with GPU timestamps and print the per-kernel table at the end (each step
+    /// then waits for the GPU).
+    #[arg(long)]
     pub profile: bool,
-    /// With `profile`, also write a Chrome trace (Perfetto) to this file.
+    /// With --profile, write a Chrome trace-event file (open it in ui.perfetto.dev).
+    #[arg(long, requires = "profile")]
     pub trace: Option<PathBuf>,
+}
+
+/// A step or epoch total that must be at least 1.
+fn at_least_one_u64(text: &str) -> Result<u64, String> {
+    at_least_one(text).map(|n| n as u64)
+}
+
+/// A learning rate: a positive, finite number.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("must be a positive number, got {v}")),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
+}
+
+/// The model flags of `latent train`, collected from the registry: each model declares its own
+/// (`Recipe::flags`) and parses their values.
+impl clap::FromArgMatches for ModelOptions {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut options = ModelOptions::default();
+        for (flag, _) in ModelKind::all_flags() {
+            if let Some(value) = matches.get_one::<String>(flag.name) {
+                options.set(flag.name, value);
+            }
+        }
+        Ok(options)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for ModelOptions {
+    fn augment_args(mut command: clap::Command) -> clap::Command {
+        for (flag, owners) in ModelKind::all_flags() {
+            command = command.arg(
+                clap::Arg::new(flag.name)
+                    .long(flag.name)
+                    .value_name(flag.value)
+                    .allow_negative_numbers(true)
+                    .help(format!("{}: {}", owners.join(", "), flag.help)),
+            );
+        }
+        command
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 impl TrainRequest {
@@ -170,22 +247,11 @@ pub fn setup_run(gpu: &Gpu, request: &TrainRequest, recipe: &dyn Recipe) -> Resu
                     path.display()
                 )));
             }
-            let defaults = recipe.defaults();
-            let mut config = RunConfig {
-                model: model.into(),
-                epochs: defaults.epochs,
-                steps: None,
-                batch: defaults.batch,
-                lr: defaults.lr,
-                seed: 0,
+            let own = recipe.configure(&request.options)?;
+            let config = RunConfig {
                 data: request.data.clone(),
-                adapter: gpu.describe(),
-                latent_version: env!("CARGO_PKG_VERSION").into(),
-                sections: Default::default(),
+                ..RunConfig::new(model, &recipe.defaults(), own, gpu.describe())
             };
-            if let Some(own) = recipe.configure(&request.options)? {
-                config.sections.insert(model.into(), own);
-            }
             (RunPlace::New(path), config, None)
         }
     };
@@ -249,7 +315,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     } = setup_run(gpu, request, recipe)?;
     // Refuse a configuration the adapter cannot hold before loading data or allocating anything.
     recipe.check(gpu, &config)?;
-    let splits = load_data(config.data.as_ref())?;
+    let splits = data::load_run_data(config.data.as_ref())?;
     data::check_shape(&splits.train, ImageShape::MNIST)?;
     let range = recipe.defaults().range;
     let mut batcher = Batcher::new(&splits.train, config.batch, config.seed)?.with_range(range);

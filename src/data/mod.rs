@@ -44,6 +44,14 @@ pub fn load_dir(dir: &Path, shape: ImageShape, fit: Fit) -> Result<Splits, DataE
 }
 
 /// Checks that the images of `dataset` are `expected` (C, H, W), with a hint on what to change when not.
+/// The dataset a run trains on: a directory (IDX files or images, at 1x28x28), or the embedded mnist-10k.
+pub fn load_run_data(dir: Option<&std::path::PathBuf>) -> Result<Splits, DataError> {
+    match dir {
+        Some(dir) => load_dir(dir, ImageShape::MNIST, Fit::default()),
+        None => embedded::mnist_10k(),
+    }
+}
+
 pub fn check_shape(dataset: &Dataset, expected: ImageShape) -> Result<(), DataError> {
     let found = dataset.shape();
     if found == expected {

@@ -10,20 +10,16 @@
 //! loss = BCE-with-logits(logits, x) summed over the 784 pixels, mean over the batch
 //! ```
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 
 use crate::data::PixelRange;
 use crate::error::TrainError;
-use crate::generate::{self, Codec, LoadedRun, Prior};
+use crate::generate::{Codec, LoadedRun, Prior};
 use crate::gpu::Gpu;
 use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
 use crate::optim::Optimizer;
-use crate::recipe::{
-    evaluate_run, Command, Defaults, EvalOptions, ModelOptions, OnePlan, Recipe, SampleRequest, TrainGraph, Training,
-};
+use crate::recipe::{evaluate_run, Defaults, EvalOptions, LossTraining, ModelOptions, Recipe, TrainGraph, Training};
 use crate::run::RunConfig;
 
 pub const LATENT: usize = 16;
@@ -96,24 +92,6 @@ pub fn sampler(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> 
 /// The recipe of models.md: 20 epochs, batch 128, Adam 1e-3.
 pub struct Ae;
 
-impl Codec for Ae {
-    fn latent(&self) -> usize {
-        LATENT
-    }
-
-    fn encoder(&self, batch: usize) -> Option<Result<(Graph, TensorId, TensorId), GraphError>> {
-        Some(encoder_graph(batch, LATENT))
-    }
-
-    fn decoder(&self, batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
-        sampler(batch)
-    }
-
-    fn prior(&self) -> Prior {
-        Prior::FittedToTestCodes
-    }
-}
-
 /// The encoder alone with a `latent`-dimensional code: x (N, 1, 28, 28) -> z.
 pub fn encoder_graph(batch: usize, latent: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
@@ -141,9 +119,19 @@ impl Recipe for Ae {
         Ok(TrainGraph::new(o.graph, o.x, vec![("bce", o.loss)]))
     }
 
+    fn codec(&self) -> Option<Codec> {
+        Some(Codec {
+            latent: LATENT,
+            encoder: Some(|batch| encoder_graph(batch, LATENT)),
+            decoder: sampler,
+            output_range: PixelRange::ZeroToOne,
+            prior: Prior::FittedToTestCodes,
+        })
+    }
+
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
         let tg = self.train_graph(config.batch)?;
-        let training = OnePlan::compile(gpu, "ae", tg, Optimizer::adam(config.lr), config, PixelRange::ZeroToOne)?;
+        let training = LossTraining::compile(gpu, "ae", tg, Optimizer::adam(config.lr), &[], config)?;
         Ok(Box::new(training.with_reconstructions()))
     }
 
@@ -152,28 +140,5 @@ impl Recipe for Ae {
         let (mut report, metrics, _) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
         report["bce_nats"] = metrics["bce"].clone();
         Ok(report)
-    }
-
-    fn supports(&self, command: Command) -> bool {
-        matches!(command, Command::Sample | Command::Reconstruct | Command::Interpolate)
-    }
-
-    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
-        generate::sample(gpu, run, self, request.n, request.seed, request.out.as_deref())
-    }
-
-    fn reconstruct(&self, gpu: &Gpu, run: &LoadedRun, n: usize, out: Option<PathBuf>) -> Result<Value, TrainError> {
-        generate::reconstruct(gpu, run, self, n, out.as_deref())
-    }
-
-    fn interpolate(
-        &self,
-        gpu: &Gpu,
-        run: &LoadedRun,
-        pairs: usize,
-        steps: usize,
-        out: Option<PathBuf>,
-    ) -> Result<Value, TrainError> {
-        generate::interpolate(gpu, run, self, pairs, steps, out.as_deref())
     }
 }

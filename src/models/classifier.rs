@@ -16,7 +16,7 @@ use crate::gpu::Gpu;
 use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
 use crate::optim::Optimizer;
-use crate::recipe::{evaluate_run, Defaults, EvalOptions, ModelOptions, OnePlan, Recipe, TrainGraph, Training};
+use crate::recipe::{evaluate_run, Defaults, EvalOptions, LossTraining, ModelOptions, Recipe, TrainGraph, Training};
 use crate::run::RunConfig;
 
 pub const FEATURES: usize = 128;
@@ -97,13 +97,13 @@ impl Recipe for Classifier {
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
         let tg = self.train_graph(config.batch)?;
         let optimizer = Optimizer::adam(config.lr);
-        Ok(Box::new(OnePlan::compile(
+        Ok(Box::new(LossTraining::compile(
             gpu,
             "classifier",
             tg,
             optimizer,
+            &[],
             config,
-            PixelRange::ZeroToOne,
         )?))
     }
 

@@ -17,21 +17,19 @@
 //! - the generator step: the same z (same seed, step and stream), fake = G(z) again with batch statistics but
 //!   without a second update of G's running statistics, G loss = BCE(D(fake), 1) through the updated D, update G.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Map, Value};
 
 use crate::data::{Dataset, PixelRange, Splits};
 use crate::error::TrainError;
-use crate::generate::{self, gpu_normals, run_batched, to_unit, Codec, LoadedRun};
+use crate::generate::{gpu_normals, run_batched, to_unit, Codec, LoadedRun, Prior};
 use crate::gpu::Gpu;
 use crate::graph::{ConvGeometry, Graph, GraphError, NormMode, TensorId};
 use crate::kernels::activation::Activation;
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Plan};
 use crate::recipe::{
-    forward_options, train_options, Batch, Command, Curves, Defaults, EvalOptions, ModelOptions, Recipe, SampleRequest,
-    StepPlan, TrainGraph, Training, PREVIEW_STREAM,
+    forward_options, train_options, Batch, Curves, Defaults, EvalOptions, ModelOptions, Recipe, StepPlan, TrainGraph,
+    Training, PREVIEW_STREAM,
 };
 use crate::run::{self, RunConfig};
 
@@ -350,24 +348,6 @@ impl Training for GanTraining {
 /// The DCGAN of models.md: 30 epochs, batch 128, Adam 2e-4 with betas (0.5, 0.999), data in [-1, 1].
 pub struct Gan;
 
-impl Codec for Gan {
-    fn latent(&self) -> usize {
-        LATENT
-    }
-
-    fn encoder(&self, _batch: usize) -> Option<Result<(Graph, TensorId, TensorId), GraphError>> {
-        None
-    }
-
-    fn decoder(&self, batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
-        sampler(batch)
-    }
-
-    fn output_range(&self) -> PixelRange {
-        PixelRange::MinusOneToOne
-    }
-}
-
 impl Recipe for Gan {
     fn name(&self) -> &'static str {
         "gan"
@@ -390,6 +370,16 @@ impl Recipe for Gan {
             o.x,
             vec![("d_real", o.real_loss), ("d_fake", o.fake_loss)],
         ))
+    }
+
+    fn codec(&self) -> Option<Codec> {
+        Some(Codec {
+            latent: LATENT,
+            encoder: None,
+            decoder: sampler,
+            output_range: PixelRange::MinusOneToOne,
+            prior: Prior::Normal,
+        })
     }
 
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
@@ -438,24 +428,5 @@ impl Recipe for Gan {
             Ok(to_unit(&eval.generate(gpu, &codes)?))
         };
         Some(samples())
-    }
-
-    fn supports(&self, command: Command) -> bool {
-        matches!(command, Command::Sample | Command::Interpolate)
-    }
-
-    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
-        generate::sample(gpu, run, self, request.n, request.seed, request.out.as_deref())
-    }
-
-    fn interpolate(
-        &self,
-        gpu: &Gpu,
-        run: &LoadedRun,
-        pairs: usize,
-        steps: usize,
-        out: Option<PathBuf>,
-    ) -> Result<Value, TrainError> {
-        generate::interpolate(gpu, run, self, pairs, steps, out.as_deref())
     }
 }

@@ -14,7 +14,6 @@ pub mod wae;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::data::PixelRange;
 use crate::recipe::{Flag, Recipe};
 
 /// A model the command line can name.
@@ -45,16 +44,6 @@ impl ModelKind {
 
     pub fn name(self) -> &'static str {
         self.recipe().name()
-    }
-
-    /// The pixel range the model's data is scaled to.
-    pub fn range(self) -> PixelRange {
-        self.recipe().defaults().range
-    }
-
-    /// Adam's learning rate in models.md.
-    pub fn learning_rate(self) -> f64 {
-        self.recipe().defaults().lr
     }
 
     /// The names of the models that take `--flag`.

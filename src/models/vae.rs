@@ -9,22 +9,18 @@
 //! loss = BCE-with-logits(logits, x) summed over pixels + KL(q(z|x) || N(0, I)), mean over the batch
 //! ```
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 
 use crate::cpu;
 use crate::data::{Dataset, PixelRange};
 use crate::error::TrainError;
-use crate::generate::{self, run_batched, Codec, LoadedRun, SAMPLE_STREAM};
+use crate::generate::{self, run_batched_outputs, Codec, LoadedRun, Prior, SAMPLE_STREAM};
 use crate::gpu::Gpu;
 use crate::graph::{Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
 use crate::kernels::rng::Draw;
 use crate::optim::Optimizer;
-use crate::recipe::{
-    evaluate_run, Command, Defaults, EvalOptions, ModelOptions, OnePlan, Recipe, SampleRequest, TrainGraph, Training,
-};
+use crate::recipe::{evaluate_run, Defaults, EvalOptions, LossTraining, ModelOptions, Recipe, TrainGraph, Training};
 use crate::run::RunConfig;
 
 pub const PIXELS: usize = 784;
@@ -100,20 +96,6 @@ fn encoder_graph(batch: usize) -> Result<(Graph, TensorId, TensorId, TensorId), 
 /// The recipe of models.md: 20 epochs, batch 128, Adam 1e-3.
 pub struct Vae;
 
-impl Codec for Vae {
-    fn latent(&self) -> usize {
-        LATENT
-    }
-
-    fn encoder(&self, batch: usize) -> Option<Result<(Graph, TensorId, TensorId), GraphError>> {
-        Some(encoder_graph(batch).map(|(g, x, mu, _)| (g, x, mu)))
-    }
-
-    fn decoder(&self, batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
-        sampler(batch)
-    }
-}
-
 impl Recipe for Vae {
     fn name(&self) -> &'static str {
         "vae"
@@ -137,16 +119,19 @@ impl Recipe for Vae {
         ))
     }
 
+    fn codec(&self) -> Option<Codec> {
+        Some(Codec {
+            latent: LATENT,
+            encoder: Some(|batch| encoder_graph(batch).map(|(g, x, mu, _)| (g, x, mu))),
+            decoder: sampler,
+            output_range: PixelRange::ZeroToOne,
+            prior: Prior::Normal,
+        })
+    }
+
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
         let tg = self.train_graph(config.batch)?;
-        let training = OnePlan::compile(
-            gpu,
-            "vae",
-            tg,
-            Optimizer::adam(config.lr),
-            config,
-            PixelRange::ZeroToOne,
-        )?;
+        let training = LossTraining::compile(gpu, "vae", tg, Optimizer::adam(config.lr), &[], config)?;
         Ok(Box::new(training.with_samples(
             gpu,
             sampler(64)?,
@@ -173,33 +158,6 @@ impl Recipe for Vae {
         }
         Ok(report)
     }
-
-    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
-        Some(generate::prior_samples(gpu, run, self, n, run.config.seed))
-    }
-
-    fn supports(&self, command: Command) -> bool {
-        matches!(command, Command::Sample | Command::Reconstruct | Command::Interpolate)
-    }
-
-    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
-        generate::sample(gpu, run, self, request.n, request.seed, request.out.as_deref())
-    }
-
-    fn reconstruct(&self, gpu: &Gpu, run: &LoadedRun, n: usize, out: Option<PathBuf>) -> Result<Value, TrainError> {
-        generate::reconstruct(gpu, run, self, n, out.as_deref())
-    }
-
-    fn interpolate(
-        &self,
-        gpu: &Gpu,
-        run: &LoadedRun,
-        pairs: usize,
-        steps: usize,
-        out: Option<PathBuf>,
-    ) -> Result<Value, TrainError> {
-        generate::interpolate(gpu, run, self, pairs, steps, out.as_deref())
-    }
 }
 
 /// The importance-weighted bound (Burda et al. 2016) on the test negative log-likelihood, nats per image:
@@ -212,8 +170,8 @@ fn iwae(gpu: &Gpu, run: &LoadedRun, test: &Dataset, k: usize) -> Result<f64, Tra
     let batch = 64;
     let (graph, x, mu, logvar) = encoder_graph(batch)?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "iwae encode")?;
-    let mus = run_batched(gpu, &plan, x, mu, &images, 784, batch)?;
-    let logvars = run_batched(gpu, &plan, x, logvar, &images, 784, batch)?;
+    let posterior = run_batched_outputs(gpu, &plan, x, &[mu, logvar], &images, 784, batch)?;
+    let (mus, logvars) = (&posterior[0], &posterior[1]);
 
     // The decoder and BCE on k codes of one image at a time: per-sample BCE = -log p(x | z_j).
     let mut g = Graph::new();

@@ -20,25 +20,22 @@
 use std::fmt;
 use std::str::FromStr;
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::cpu;
-use crate::data::{PixelRange, Splits};
+use crate::data::PixelRange;
 use crate::error::TrainError;
-use crate::generate::{self, gpu_normals, Codec, LoadedRun};
+use crate::generate::{self, gpu_normals, Codec, LoadedRun, Prior};
 use crate::gpu::Gpu;
 use crate::graph::{Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
 use crate::kernels::mmd::imq_scale;
 use crate::models::ae;
 use crate::optim::Optimizer;
-use crate::plan::{self, ParamStore, Plan};
+use crate::plan::{self};
 use crate::recipe::{
-    evaluate_losses, evaluate_run, forward_options, train_options, Batch, Command, Defaults, EvalOptions, Flag,
-    ModelOptions, OnePlan, Preview, Recipe, SampleRequest, StepPlan, TrainGraph, Training,
+    evaluate_run, train_options, Defaults, EvalOptions, Flag, LossTraining, ModelOptions, Recipe, TrainGraph, Training,
 };
 use crate::run::RunConfig;
 
@@ -238,79 +235,29 @@ pub fn block_mmd(codes: &[f32], prior: &[f32], dim: usize) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-/// The adversarial wae's step: two plans over one store, replayed every step as the GAN's are: the latent
-/// discriminator's step (updates `disc.*`), then the autoencoder's step (cost + BCE(D(z), 1) through the
-/// updated D; updates `enc.*` and `dec.*`). Both see the same batch and the same prior samples.
-struct AdversarialTraining {
-    store: ParamStore,
-    plans: Vec<StepPlan>,
-    /// The batch, an input of each plan.
-    x: [TensorId; 2],
-    eval: Plan,
-    tg: TrainGraph,
-    batch: usize,
-    preview: Preview,
+/// The adversarial wae's epoch metrics: D plan [d_prior, d_codes], AE plan [reconstruction, adversarial].
+fn adversarial_metrics(sums: &[Vec<f32>], steps: u64) -> Map<String, Value> {
+    let mean = |sum: f32| sum as f64 / steps as f64;
+    let (d, ae) = (&sums[0], &sums[1]);
+    let metrics = json!({
+        "reconstruction": mean(ae[0]),
+        "adversarial": mean(ae[1]),
+        "loss": mean(ae[0]) + mean(ae[1]),
+        "d_loss": mean(d[0]) + mean(d[1]),
+        "d_prior": mean(d[0]),
+        "d_codes": mean(d[1]),
+    });
+    metrics.as_object().cloned().unwrap_or_default()
 }
 
-impl Training for AdversarialTraining {
-    fn store(&self) -> &ParamStore {
-        &self.store
-    }
-
-    fn plans(&self) -> &[StepPlan] {
-        &self.plans
-    }
-
-    fn write_batch(&self, gpu: &Gpu, batch: &Batch, _step: u64) -> Result<(), TrainError> {
-        for (step_plan, x) in self.plans.iter().zip(self.x) {
-            step_plan.plan.write_input(gpu, x, batch.images)?;
-        }
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        "regularizer adversarial".into()
-    }
-
-    fn train_metrics(&self, sums: &[Vec<f32>], steps: u64) -> Map<String, Value> {
-        let mean = |sum: f32| sum as f64 / steps as f64;
-        // D plan: [d_prior, d_codes]; AE plan: [reconstruction, adversarial].
-        let (d, ae) = (&sums[0], &sums[1]);
-        let metrics = json!({
-            "reconstruction": mean(ae[0]),
-            "adversarial": mean(ae[1]),
-            "loss": mean(ae[0]) + mean(ae[1]),
-            "d_loss": mean(d[0]) + mean(d[1]),
-            "d_prior": mean(d[0]),
-            "d_codes": mean(d[1]),
-        });
-        metrics.as_object().cloned().unwrap_or_default()
-    }
-
-    fn test_metrics(&self, gpu: &Gpu, splits: &Splits) -> Result<Map<String, Value>, TrainError> {
-        evaluate_losses(
-            gpu,
-            &self.eval,
-            &self.tg,
-            &splits.test,
-            self.batch,
-            PixelRange::ZeroToOne,
-        )
-    }
-
-    fn preview(&self, gpu: &Gpu, splits: &Splits) -> Result<Option<image::RgbImage>, TrainError> {
-        self.preview.render(gpu, &self.eval, &self.tg, splits)
-    }
-
-    fn summary(&self, record: &Value) -> String {
-        format!(
-            "cost {:.4}, adversarial {:.4}, D loss {:.4}, test cost {:.4}",
-            record["train"]["reconstruction"].as_f64().unwrap_or(f64::NAN),
-            record["train"]["adversarial"].as_f64().unwrap_or(f64::NAN),
-            record["train"]["d_loss"].as_f64().unwrap_or(f64::NAN),
-            record["test"]["reconstruction"].as_f64().unwrap_or(f64::NAN),
-        )
-    }
+fn adversarial_summary(record: &Value) -> String {
+    format!(
+        "cost {:.4}, adversarial {:.4}, D loss {:.4}, test cost {:.4}",
+        record["train"]["reconstruction"].as_f64().unwrap_or(f64::NAN),
+        record["train"]["adversarial"].as_f64().unwrap_or(f64::NAN),
+        record["train"]["d_loss"].as_f64().unwrap_or(f64::NAN),
+        record["test"]["reconstruction"].as_f64().unwrap_or(f64::NAN),
+    )
 }
 
 /// The wae of models.md's section: 20 epochs, batch 128, Adam 1e-3 with betas (0.5, 0.999).
@@ -326,20 +273,6 @@ const FLAGS: [Flag; 1] = [Flag {
 /// The regulariser a wae run was trained with (mmd for a config.json without one).
 pub fn regularizer(config: &RunConfig) -> Result<Regularizer, TrainError> {
     Ok(config.model_config::<WaeConfig>()?.regularizer)
-}
-
-impl Codec for Wae {
-    fn latent(&self) -> usize {
-        LATENT
-    }
-
-    fn encoder(&self, batch: usize) -> Option<Result<(Graph, TensorId, TensorId), GraphError>> {
-        Some(ae::encoder_graph(batch, LATENT))
-    }
-
-    fn decoder(&self, batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
-        sampler(batch)
-    }
 }
 
 impl Recipe for Wae {
@@ -390,41 +323,35 @@ impl Recipe for Wae {
         Ok(())
     }
 
+    fn codec(&self) -> Option<Codec> {
+        Some(Codec {
+            latent: LATENT,
+            encoder: Some(|batch| ae::encoder_graph(batch, LATENT)),
+            decoder: sampler,
+            output_range: PixelRange::ZeroToOne,
+            prior: Prior::Normal,
+        })
+    }
+
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
         let (batch, seed) = (config.batch, config.seed);
         let regularizer = regularizer(config)?;
         let tg = train_graph(batch, regularizer)?;
         if regularizer == Regularizer::Mmd {
-            let training = OnePlan::compile(gpu, "wae", tg, optimizer(config.lr), config, PixelRange::ZeroToOne)?;
+            let training = LossTraining::compile(gpu, "wae", tg, optimizer(config.lr), &[], config)?;
             let training = training.with_samples(gpu, sampler(64)?, "wae preview", seed)?;
-            return Ok(Box::new(training.with_description("regularizer mmd".into())));
+            return Ok(Box::new(training.with_description("regularizer mmd")));
         }
+        // The latent discriminator's step (updates `disc.*`), then the autoencoder's (cost + BCE(D(z), 1) through
+        // the updated D; updates `enc.*` and `dec.*`), on the same batch and the same prior samples.
         let d_step = discriminator_step(batch)?;
-        let mut store = ParamStore::new(seed);
         let d_options = train_options("wae D step", optimizer(config.lr), &[DISCRIMINATOR], seed);
-        let discriminator = plan::compile(gpu, &d_step.graph, &mut store, &d_options)?;
-        let ae_options = train_options("wae AE step", optimizer(config.lr), &AUTOENCODER, seed);
-        let autoencoder = plan::compile(gpu, &tg.graph, &mut store, &ae_options)?;
-        let eval = plan::compile(gpu, &tg.graph, &mut store, &forward_options("wae eval", seed))?;
-        let preview = Preview::samples(gpu, &mut store, sampler(64)?, "wae preview", seed)?;
-        Ok(Box::new(AdversarialTraining {
-            store,
-            plans: vec![
-                StepPlan {
-                    plan: discriminator,
-                    losses: vec!["d_prior", "d_codes"],
-                },
-                StepPlan {
-                    plan: autoencoder,
-                    losses: tg.loss_names(),
-                },
-            ],
-            x: [d_step.x, tg.x],
-            eval,
-            tg,
-            batch,
-            preview,
-        }))
+        let training = LossTraining::compile(gpu, "wae AE step", tg, optimizer(config.lr), &AUTOENCODER, config)?
+            .after_critic(gpu, &d_step.graph, d_step.x, vec!["d_prior", "d_codes"], &d_options)?
+            .with_samples(gpu, sampler(64)?, "wae preview", seed)?
+            .with_description("regularizer adversarial")
+            .with_reports(adversarial_metrics, adversarial_summary);
+        Ok(Box::new(training))
     }
 
     /// The test reconstruction cost and regulariser term (as in training), and the MMD between the test set's
@@ -434,7 +361,7 @@ impl Recipe for Wae {
         let tg = train_graph(run.config.batch.max(2), regularizer)?;
         let (mut report, metrics, test) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
         let images = generate::test_images(&test, test.len());
-        let codes = generate::encode(gpu, run, self, &images)?;
+        let codes = generate::encode(gpu, run, &self.codec().expect("a codec"), &images)?;
         let prior = gpu_normals(gpu, codes.len(), run.config.seed, EVAL_STREAM)?;
         report["regularizer"] = json!(regularizer.name());
         report["reconstruction_l2"] = metrics["reconstruction"].clone();
@@ -445,32 +372,5 @@ impl Recipe for Wae {
             Regularizer::Adversarial => report["adversarial"] = metrics["adversarial"].clone(),
         }
         Ok(report)
-    }
-
-    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
-        Some(generate::prior_samples(gpu, run, self, n, run.config.seed))
-    }
-
-    fn supports(&self, command: Command) -> bool {
-        matches!(command, Command::Sample | Command::Reconstruct | Command::Interpolate)
-    }
-
-    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
-        generate::sample(gpu, run, self, request.n, request.seed, request.out.as_deref())
-    }
-
-    fn reconstruct(&self, gpu: &Gpu, run: &LoadedRun, n: usize, out: Option<PathBuf>) -> Result<Value, TrainError> {
-        generate::reconstruct(gpu, run, self, n, out.as_deref())
-    }
-
-    fn interpolate(
-        &self,
-        gpu: &Gpu,
-        run: &LoadedRun,
-        pairs: usize,
-        steps: usize,
-        out: Option<PathBuf>,
-    ) -> Result<Value, TrainError> {
-        generate::interpolate(gpu, run, self, pairs, steps, out.as_deref())
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{ParamStore, Phase, Plan, PlanOptions, Step, StepWrite, TrainOptions};
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
-use crate::graph::{ConvGeometry, Graph, NormMode, Op, TensorId, TensorKind};
+use crate::graph::{Graph, NormMode, Op, TensorId, TensorKind};
 use crate::kernels::loss::{self, LossSlot, Target};
 use crate::kernels::{
     activation, arith, batchnorm, concat, conv2d, conv_transpose2d, diffusion, groupnorm, matmul, mmd, reduce, reparam,
@@ -437,36 +437,6 @@ impl Optimizer {
 }
 
 /// Convolution shapes from the graph's tensors.
-fn conv_shape(graph: &Graph, x: TensorId, weight: TensorId, geometry: ConvGeometry) -> conv2d::Conv2dShape {
-    let (xs, ws) = (graph.shape(x), graph.shape(weight));
-    conv2d::Conv2dShape::square(
-        xs[0],
-        xs[1],
-        ws[0],
-        (xs[2], xs[3]),
-        geometry.kernel,
-        geometry.stride,
-        geometry.padding,
-    )
-}
-
-fn conv_transpose_shape(
-    graph: &Graph,
-    x: TensorId,
-    weight: TensorId,
-    geometry: ConvGeometry,
-) -> conv_transpose2d::ConvTranspose2dShape {
-    let (xs, ws) = (graph.shape(x), graph.shape(weight));
-    conv_transpose2d::ConvTranspose2dShape::square(
-        xs[0],
-        xs[1],
-        ws[1],
-        (xs[2], xs[3]),
-        geometry.kernel,
-        geometry.stride,
-        geometry.padding,
-    )
-}
 
 /// (planes = N·C, H, W) of an image tensor.
 fn planes(graph: &Graph, x: TensorId) -> (usize, usize, usize) {
@@ -486,7 +456,7 @@ impl Builder<'_> {
                 y,
                 geometry,
             } => {
-                let shape = conv_shape(self.graph, x, weight, geometry);
+                let shape = super::conv_shape(self.graph, x, weight, geometry);
                 let bias = bias.map(|b| self.buf(b));
                 let d = conv2d::forward(
                     gpu,
@@ -505,7 +475,7 @@ impl Builder<'_> {
                 y,
                 geometry,
             } => {
-                let shape = conv_transpose_shape(self.graph, x, weight, geometry);
+                let shape = super::conv_transpose_shape(self.graph, x, weight, geometry);
                 let bias = bias.map(|b| self.buf(b));
                 let d = conv_transpose2d::forward(
                     gpu,
@@ -556,7 +526,7 @@ impl Builder<'_> {
                 y: _,
                 geometry,
             } => {
-                let shape = conv_shape(self.graph, x, weight, geometry);
+                let shape = super::conv_shape(self.graph, x, weight, geometry);
                 let (xb, wb) = (self.buf(x), self.buf(weight));
                 if self.needs(x) {
                     self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
@@ -582,7 +552,7 @@ impl Builder<'_> {
                 y: _,
                 geometry,
             } => {
-                let shape = conv_transpose_shape(self.graph, x, weight, geometry);
+                let shape = super::conv_transpose_shape(self.graph, x, weight, geometry);
                 let (xb, wb) = (self.buf(x), self.buf(weight));
                 if self.needs(x) {
                     self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
@@ -644,128 +614,35 @@ impl Builder<'_> {
         Ok(buffer)
     }
 
-    /// Forward lowering of losses and the models' special ops.
+    /// Forward lowering of losses and the models' special ops. A loss writes its scalar (the batch mean) and its
+    /// per-sample values, kept for evaluation.
     fn forward_model_ops(&mut self, index: usize, op: &Op, label: String) -> Result<(), GpuError> {
-        let gpu = self.gpu;
-        match *op {
-            Op::BceWithLogits { logits, target, loss } => {
-                let (batch, features) = per_sample(self.graph, logits);
-                let samples = self.per_sample_buffer(loss, batch)?;
-                let loss_buffer = self.buf(loss);
-                let slot = LossSlot::first(&loss_buffer);
-                let target = self.buf(target);
-                let dispatches = loss::bce_with_logits_forward(
-                    gpu,
-                    &slot,
-                    &samples,
-                    &self.buf(logits),
-                    Target::Values(&target),
-                    batch,
-                    features,
-                )?;
-                self.push_all(&label, dispatches);
+        let Some((input, _)) = loss_input(op) else {
+            return self.forward_stochastic_and_norm(index, op, label);
+        };
+        let (gpu, loss) = (self.gpu, op.output());
+        let (n, f) = per_sample(self.graph, input);
+        let samples = self.per_sample_buffer(loss, n)?;
+        let loss_buffer = self.buf(loss);
+        let slot = LossSlot::first(&loss_buffer);
+        let b = |id| self.buf(id);
+        let x = &b(input);
+        let dispatches = match *op {
+            Op::BceWithLogits { target, .. } => {
+                loss::bce_with_logits_forward(gpu, &slot, &samples, x, Target::Values(&b(target)), n, f)?
             }
-            Op::BceWithLogitsConstant { logits, target, loss } => {
-                let (batch, features) = per_sample(self.graph, logits);
-                let samples = self.per_sample_buffer(loss, batch)?;
-                let loss_buffer = self.buf(loss);
-                let slot = LossSlot::first(&loss_buffer);
-                let dispatches = loss::bce_with_logits_forward(
-                    gpu,
-                    &slot,
-                    &samples,
-                    &self.buf(logits),
-                    Target::Constant(target),
-                    batch,
-                    features,
-                )?;
-                self.push_all(&label, dispatches);
+            Op::BceWithLogitsConstant { target, .. } => {
+                loss::bce_with_logits_forward(gpu, &slot, &samples, x, Target::Constant(target), n, f)?
             }
-            Op::GaussianKl { mu, logvar, loss } => {
-                let (batch, latent) = per_sample(self.graph, mu);
-                let samples = self.per_sample_buffer(loss, batch)?;
-                let loss_buffer = self.buf(loss);
-                let slot = LossSlot::first(&loss_buffer);
-                let dispatches =
-                    loss::kl_forward(gpu, &slot, &samples, &self.buf(mu), &self.buf(logvar), batch, latent)?;
-                self.push_all(&label, dispatches);
-            }
-            Op::MeanSquaredError {
-                prediction,
-                target,
-                loss,
-            } => {
-                let (batch, features) = per_sample(self.graph, prediction);
-                let samples = self.per_sample_buffer(loss, batch)?;
-                let loss_buffer = self.buf(loss);
-                let slot = LossSlot::first(&loss_buffer);
-                let dispatches = loss::mse_forward(
-                    gpu,
-                    &slot,
-                    &samples,
-                    &self.buf(prediction),
-                    &self.buf(target),
-                    batch,
-                    features,
-                )?;
-                self.push_all(&label, dispatches);
-            }
-            Op::SquaredError {
-                prediction,
-                target,
-                loss,
-            } => {
-                let (batch, features) = per_sample(self.graph, prediction);
-                let samples = self.per_sample_buffer(loss, batch)?;
-                let loss_buffer = self.buf(loss);
-                let slot = LossSlot::first(&loss_buffer);
-                let dispatches = loss::squared_error_forward(
-                    gpu,
-                    &slot,
-                    &samples,
-                    &self.buf(prediction),
-                    &self.buf(target),
-                    batch,
-                    features,
-                )?;
-                self.push_all(&label, dispatches);
-            }
-            Op::Mmd { z, prior, weight, loss } => {
-                let (batch, dim) = per_sample(self.graph, z);
-                let samples = self.per_sample_buffer(loss, batch)?;
-                let loss_buffer = self.buf(loss);
-                let slot = LossSlot::first(&loss_buffer);
-                let dispatches = mmd::mmd_forward(
-                    gpu,
-                    &slot,
-                    &samples,
-                    &self.buf(z),
-                    &self.buf(prior),
-                    batch,
-                    dim,
-                    weight as f64,
-                )?;
-                self.push_all(&label, dispatches);
-            }
-            Op::CrossEntropy { logits, labels, loss } => {
-                let (batch, classes) = per_sample(self.graph, logits);
-                let samples = self.per_sample_buffer(loss, batch)?;
-                let loss_buffer = self.buf(loss);
-                let slot = LossSlot::first(&loss_buffer);
-                let dispatches = loss::cross_entropy_forward(
-                    gpu,
-                    &slot,
-                    &samples,
-                    &self.buf(logits),
-                    &self.buf(labels),
-                    batch,
-                    classes,
-                )?;
-                self.push_all(&label, dispatches);
-            }
-            _ => return self.forward_stochastic_and_norm(index, op, label),
-        }
-        self.losses.push(op.output());
+            Op::GaussianKl { logvar, .. } => loss::kl_forward(gpu, &slot, &samples, x, &b(logvar), n, f)?,
+            Op::MeanSquaredError { target, .. } => loss::mse_forward(gpu, &slot, &samples, x, &b(target), n, f)?,
+            Op::SquaredError { target, .. } => loss::squared_error_forward(gpu, &slot, &samples, x, &b(target), n, f)?,
+            Op::Mmd { prior, weight, .. } => mmd::mmd_forward(gpu, &slot, &samples, x, &b(prior), n, f, weight as f64)?,
+            Op::CrossEntropy { labels, .. } => loss::cross_entropy_forward(gpu, &slot, &samples, x, &b(labels), n, f)?,
+            _ => unreachable!("loss_input names the losses"),
+        };
+        self.push_all(&label, dispatches);
+        self.losses.push(loss);
         Ok(())
     }
 
@@ -787,134 +664,61 @@ impl Builder<'_> {
     fn backward_loss(&mut self, _index: usize, op: &Op) -> Result<(), GpuError> {
         let gpu = self.gpu;
         let label = format!("{} {}", self.name(op.output()), op.name());
-        match *op {
-            Op::BceWithLogits { logits, target, .. } => {
-                let (batch, features) = per_sample(self.graph, logits);
-                if self.needs(logits) {
-                    let (dlogits, accumulate) = self.grad_target(logits)?;
-                    let target = self.buf(target);
-                    let d = loss::bce_with_logits_backward(
-                        gpu,
-                        &dlogits,
-                        &self.buf(logits),
-                        Target::Values(&target),
-                        accumulate,
-                        batch,
-                        features,
-                    )?;
-                    self.push(format!("{label} dlogits"), d, 0);
+        if let Op::GaussianKl { mu, logvar, .. } = *op {
+            let (batch, latent) = per_sample(self.graph, mu);
+            if self.needs(mu) || self.needs(logvar) {
+                // One kernel writes both gradients: both must be first writes or both accumulations.
+                let (dmu, acc_mu) = self.grad_target(mu)?;
+                let (dlogvar, acc_logvar) = self.grad_target(logvar)?;
+                if acc_mu != acc_logvar {
+                    return Err(GpuError::Validation {
+                        context: label,
+                        message: "mu and logvar gradients are at different accumulation stages".into(),
+                    });
                 }
+                let (mu, logvar) = (self.buf(mu), self.buf(logvar));
+                let d = loss::kl_backward(gpu, &dmu, &dlogvar, &mu, &logvar, acc_mu, batch, latent)?;
+                self.push(format!("{label} dmu dlogvar"), d, 0);
             }
-            Op::BceWithLogitsConstant { logits, target, .. } => {
-                let (batch, features) = per_sample(self.graph, logits);
-                if self.needs(logits) {
-                    let (dlogits, accumulate) = self.grad_target(logits)?;
-                    let d = loss::bce_with_logits_backward(
-                        gpu,
-                        &dlogits,
-                        &self.buf(logits),
-                        Target::Constant(target),
-                        accumulate,
-                        batch,
-                        features,
-                    )?;
-                    self.push(format!("{label} dlogits"), d, 0);
-                }
-            }
-            Op::GaussianKl { mu, logvar, .. } => {
-                let (batch, latent) = per_sample(self.graph, mu);
-                if self.needs(mu) || self.needs(logvar) {
-                    // One kernel writes both gradients: both must be first writes or both accumulations.
-                    let (dmu, acc_mu) = self.grad_target(mu)?;
-                    let (dlogvar, acc_logvar) = self.grad_target(logvar)?;
-                    if acc_mu != acc_logvar {
-                        return Err(GpuError::Validation {
-                            context: label,
-                            message: "mu and logvar gradients are at different accumulation stages".into(),
-                        });
-                    }
-                    let d = loss::kl_backward(
-                        gpu,
-                        &dmu,
-                        &dlogvar,
-                        &self.buf(mu),
-                        &self.buf(logvar),
-                        acc_mu,
-                        batch,
-                        latent,
-                    )?;
-                    self.push(format!("{label} dmu dlogvar"), d, 0);
-                }
-            }
-            Op::MeanSquaredError { prediction, target, .. } => {
-                let (batch, features) = per_sample(self.graph, prediction);
-                if self.needs(prediction) {
-                    let (dprediction, accumulate) = self.grad_target(prediction)?;
-                    let d = loss::mse_backward(
-                        gpu,
-                        &dprediction,
-                        &self.buf(prediction),
-                        &self.buf(target),
-                        accumulate,
-                        batch,
-                        features,
-                    )?;
-                    self.push(format!("{label} dprediction"), d, 0);
-                }
-            }
-            Op::SquaredError { prediction, target, .. } => {
-                let (batch, features) = per_sample(self.graph, prediction);
-                if self.needs(prediction) {
-                    let (dprediction, accumulate) = self.grad_target(prediction)?;
-                    let d = loss::squared_error_backward(
-                        gpu,
-                        &dprediction,
-                        &self.buf(prediction),
-                        &self.buf(target),
-                        accumulate,
-                        batch,
-                        features,
-                    )?;
-                    self.push(format!("{label} dprediction"), d, 0);
-                }
-            }
-            Op::Mmd { z, prior, weight, .. } => {
-                let (batch, dim) = per_sample(self.graph, z);
-                if self.needs(z) {
-                    let (dz, accumulate) = self.grad_target(z)?;
-                    let d = mmd::mmd_backward(
-                        gpu,
-                        &dz,
-                        &self.buf(z),
-                        &self.buf(prior),
-                        accumulate,
-                        batch,
-                        dim,
-                        weight as f64,
-                    )?;
-                    self.push(format!("{label} dz"), d, 0);
-                }
-            }
-            Op::CrossEntropy { logits, labels, .. } => {
-                let (batch, classes) = per_sample(self.graph, logits);
-                if self.needs(logits) {
-                    let (dlogits, accumulate) = self.grad_target(logits)?;
-                    let d = loss::cross_entropy_backward(
-                        gpu,
-                        &dlogits,
-                        &self.buf(logits),
-                        &self.buf(labels),
-                        accumulate,
-                        batch,
-                        classes,
-                    )?;
-                    self.push(format!("{label} dlogits"), d, 0);
-                }
-            }
-            _ => unreachable!("backward_loss is called for losses only"),
+            return Ok(());
         }
+        let (input, gradient) = loss_input(op).expect("backward_loss is called for losses only");
+        if !self.needs(input) {
+            return Ok(());
+        }
+        let (n, f) = per_sample(self.graph, input);
+        let (dx, acc) = self.grad_target(input)?;
+        let b = |id| self.buf(id);
+        let x = &b(input);
+        let d = match *op {
+            Op::BceWithLogits { target, .. } => {
+                loss::bce_with_logits_backward(gpu, &dx, x, Target::Values(&b(target)), acc, n, f)?
+            }
+            Op::BceWithLogitsConstant { target, .. } => {
+                loss::bce_with_logits_backward(gpu, &dx, x, Target::Constant(target), acc, n, f)?
+            }
+            Op::MeanSquaredError { target, .. } => loss::mse_backward(gpu, &dx, x, &b(target), acc, n, f)?,
+            Op::SquaredError { target, .. } => loss::squared_error_backward(gpu, &dx, x, &b(target), acc, n, f)?,
+            Op::Mmd { prior, weight, .. } => mmd::mmd_backward(gpu, &dx, x, &b(prior), acc, n, f, weight as f64)?,
+            Op::CrossEntropy { labels, .. } => loss::cross_entropy_backward(gpu, &dx, x, &b(labels), acc, n, f)?,
+            _ => unreachable!("loss_input names the losses"),
+        };
+        self.push(format!("{label} {gradient}"), d, 0);
         Ok(())
     }
+}
+
+/// A loss's input whose per-sample values it reduces (the first), and its gradient's label; None for other ops.
+fn loss_input(op: &Op) -> Option<(TensorId, &'static str)> {
+    Some(match *op {
+        Op::BceWithLogits { logits, .. }
+        | Op::BceWithLogitsConstant { logits, .. }
+        | Op::CrossEntropy { logits, .. } => (logits, "dlogits"),
+        Op::GaussianKl { mu, .. } => (mu, "dmu dlogvar"),
+        Op::MeanSquaredError { prediction, .. } | Op::SquaredError { prediction, .. } => (prediction, "dprediction"),
+        Op::Mmd { z, .. } => (z, "dz"),
+        _ => return None,
+    })
 }
 
 impl Builder<'_> {

@@ -9,8 +9,6 @@ use super::params::initial_values;
 use super::TrainOptions;
 use crate::cpu;
 use crate::graph::{Graph, NormMode, Op, TensorId, TensorKind};
-use crate::kernels::conv2d::Conv2dShape;
-use crate::kernels::conv_transpose2d::ConvTranspose2dShape;
 use crate::kernels::matmul::{Layout, MatmulShape};
 use crate::optim::Optimizer;
 
@@ -134,16 +132,7 @@ impl<'g> Reference<'g> {
                 geometry,
                 ..
             } => {
-                let (xs, ws) = (g.shape(x), g.shape(weight));
-                let s = Conv2dShape::square(
-                    xs[0],
-                    xs[1],
-                    ws[0],
-                    (xs[2], xs[3]),
-                    geometry.kernel,
-                    geometry.stride,
-                    geometry.padding,
-                );
+                let s = super::conv_shape(g, x, weight, geometry);
                 cpu::conv2d::forward(&s, self.value(x), self.value(weight), bias.map(|b| self.value(b)))
             }
             Op::ConvTranspose2d {
@@ -153,16 +142,7 @@ impl<'g> Reference<'g> {
                 geometry,
                 ..
             } => {
-                let (xs, ws) = (g.shape(x), g.shape(weight));
-                let s = ConvTranspose2dShape::square(
-                    xs[0],
-                    xs[1],
-                    ws[1],
-                    (xs[2], xs[3]),
-                    geometry.kernel,
-                    geometry.stride,
-                    geometry.padding,
-                );
+                let s = super::conv_transpose_shape(g, x, weight, geometry);
                 cpu::conv_transpose2d::forward(&s, self.value(x), self.value(weight), bias.map(|b| self.value(b)))
             }
             Op::Activation { activation, x, .. } => cpu::activation::forward(activation, self.value(x)),
@@ -395,16 +375,7 @@ impl<'g> Reference<'g> {
                 geometry,
                 ..
             } => {
-                let (xs, ws) = (g.shape(x), g.shape(weight));
-                let s = Conv2dShape::square(
-                    xs[0],
-                    xs[1],
-                    ws[0],
-                    (xs[2], xs[3]),
-                    geometry.kernel,
-                    geometry.stride,
-                    geometry.padding,
-                );
+                let s = super::conv_shape(g, x, weight, geometry);
                 let dx = cpu::conv2d::input_backward(&s, self.value(weight), dy);
                 let dw = cpu::conv2d::weight_backward(&s, self.value(x), dy);
                 self.accumulate(x, dx);
@@ -421,16 +392,7 @@ impl<'g> Reference<'g> {
                 geometry,
                 ..
             } => {
-                let (xs, ws) = (g.shape(x), g.shape(weight));
-                let s = ConvTranspose2dShape::square(
-                    xs[0],
-                    xs[1],
-                    ws[1],
-                    (xs[2], xs[3]),
-                    geometry.kernel,
-                    geometry.stride,
-                    geometry.padding,
-                );
+                let s = super::conv_transpose_shape(g, x, weight, geometry);
                 let dx = cpu::conv_transpose2d::input_backward(&s, self.value(weight), dy);
                 let dw = cpu::conv_transpose2d::weight_backward(&s, self.value(x), dy);
                 self.accumulate(x, dx);
