@@ -21,18 +21,8 @@ use crate::gpu::Gpu;
 use crate::graph::{Graph, GraphError, Op, TensorId};
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Plan, PlanOptions, TrainOptions};
+pub use crate::run::Defaults;
 use crate::run::{self, RunConfig};
-
-/// A model's recipe in models.md: what `latent train MODEL` does without flags.
-#[derive(Clone, Copy, Debug)]
-pub struct Defaults {
-    pub epochs: u64,
-    pub batch: usize,
-    /// Adam's learning rate.
-    pub lr: f64,
-    /// The pixel range the model's data is scaled to.
-    pub range: PixelRange,
-}
 
 /// A flag of `latent train` that belongs to some models (`--regularizer`, `--width`, ...).
 #[derive(Clone, Copy, Debug)]

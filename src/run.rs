@@ -60,12 +60,7 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// A new run of `model` with the recipe's `defaults` and the model's own configuration `own` (under its name).
-    pub fn new(
-        model: &str,
-        defaults: &crate::recipe::Defaults,
-        own: Option<serde_json::Value>,
-        adapter: String,
-    ) -> Self {
+    pub fn new(model: &str, defaults: &Defaults, own: Option<serde_json::Value>, adapter: String) -> Self {
         Self {
             model: model.into(),
             epochs: defaults.epochs,
@@ -92,6 +87,17 @@ impl RunConfig {
             }),
         }
     }
+}
+
+/// A model's recipe in models.md: what `latent train MODEL` does without flags.
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    pub epochs: u64,
+    pub batch: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// The pixel range the model's data is scaled to.
+    pub range: crate::data::PixelRange,
 }
 
 /// An existing or new run directory.

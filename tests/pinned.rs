@@ -110,3 +110,40 @@ fn short_runs_of_every_model_match_their_pinned_checkpoint_hashes() {
         mismatches.join("\n")
     );
 }
+
+/// config.json as main wrote it before the recipe interface (9d69082): each model's own section under its name,
+/// absent for models without one. Such run directories still load for eval, sample and resume.
+#[test]
+fn config_json_written_before_the_recipe_interface_still_loads() {
+    use latent::models::ddpm::{DdpmConfig, ScheduleKind};
+    use latent::models::wae::{Regularizer, WaeConfig};
+    use latent::run::RunConfig;
+    let common = r#""epochs": 60, "steps": null, "batch": 16, "lr": 0.0002, "seed": 3, "data": null,
+        "adapter": "llvmpipe", "latent_version": "0.1.0""#;
+    let ddpm: RunConfig = serde_json::from_str(&format!(
+        r#"{{"model": "ddpm", {common}, "ddpm": {{"width": 16, "groups": 4, "schedule": "cosine"}}}}"#
+    ))
+    .unwrap();
+    let own: DdpmConfig = ddpm.model_config().unwrap();
+    assert_eq!((own.width, own.groups, own.schedule), (16, 4, ScheduleKind::Cosine));
+    let wae: RunConfig = serde_json::from_str(&format!(
+        r#"{{"model": "wae", {common}, "wae": {{"regularizer": "adversarial"}}}}"#
+    ))
+    .unwrap();
+    assert_eq!(
+        wae.model_config::<WaeConfig>().unwrap().regularizer,
+        Regularizer::Adversarial
+    );
+    // Runs from before a model had its own section take that section's defaults.
+    let vae: RunConfig = serde_json::from_str(&format!(r#"{{"model": "vae", {common}}}"#)).unwrap();
+    assert!(vae.sections.is_empty());
+    let old_wae: RunConfig = serde_json::from_str(&format!(r#"{{"model": "wae", {common}}}"#)).unwrap();
+    assert_eq!(
+        old_wae.model_config::<WaeConfig>().unwrap().regularizer,
+        Regularizer::Mmd
+    );
+    // And a config written now has the same shape: the section under the model's name, nothing else new.
+    let written = serde_json::to_value(&wae).unwrap();
+    assert_eq!(written["wae"]["regularizer"], "adversarial");
+    assert_eq!(written.as_object().unwrap().len(), 10);
+}
