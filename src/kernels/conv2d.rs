@@ -36,8 +36,13 @@ pub const GEMM_TILE: usize = 64;
 
 /// `Conv2d(in_channels, out_channels, (kernel_h, kernel_w), stride, padding)` applied to a batch of
 /// `(batch, in_channels, in_height, in_width)` images, as PyTorch defines it (zero padding, no dilation, no groups).
+/// The weight is `[out_channels, in_channels, kernel_h, kernel_w]`.
+pub type Conv2dShape = ConvShape<false>;
+
+/// A convolution (`TRANSPOSED = false`, [`Conv2dShape`]) or a transposed convolution (`true`,
+/// `conv_transpose2d::ConvTranspose2dShape`): the same sizes, with their own output size and FLOP count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dShape {
+pub struct ConvShape<const TRANSPOSED: bool> {
     pub batch: usize,
     pub in_channels: usize,
     pub out_channels: usize,
@@ -49,7 +54,7 @@ pub struct Conv2dShape {
     pub padding: usize,
 }
 
-impl Conv2dShape {
+impl<const TRANSPOSED: bool> ConvShape<TRANSPOSED> {
     /// A square kernel, as every default model uses.
     pub const fn square(
         batch: usize,
@@ -73,14 +78,22 @@ impl Conv2dShape {
         }
     }
 
-    /// Ho = (H + 2P - KH) / S + 1 (0 when the kernel does not fit; [`validate`](Self::validate) rejects that).
-    pub fn out_height(&self) -> usize {
-        out_size(self.in_height, self.kernel_h, self.stride, self.padding)
+    fn out_size(&self, size: usize, kernel: usize) -> usize {
+        match TRANSPOSED {
+            false => out_size(size, kernel, self.stride, self.padding),
+            true => crate::kernels::conv_transpose2d::transposed_out_size(size, kernel, self.stride, self.padding),
+        }
     }
 
-    /// Wo = (W + 2P - KW) / S + 1
+    /// Ho = (H + 2P - KH) / S + 1; transposed, (H - 1)*S - 2P + KH (0 when the kernel does not fit or nothing is
+    /// left; [`validate`](Self::validate) rejects that).
+    pub fn out_height(&self) -> usize {
+        self.out_size(self.in_height, self.kernel_h)
+    }
+
+    /// Wo, as [`out_height`](Self::out_height).
     pub fn out_width(&self) -> usize {
-        out_size(self.in_width, self.kernel_w, self.stride, self.padding)
+        self.out_size(self.in_width, self.kernel_w)
     }
 
     /// Elements of x (N, Ci, H, W).
@@ -93,21 +106,33 @@ impl Conv2dShape {
         self.batch * self.out_channels * self.out_height() * self.out_width()
     }
 
-    /// Elements of the weight [Co, Ci, KH, KW].
+    /// Elements of the weight [Co, Ci, KH, KW] (transposed: [Ci, Co, KH, KW]).
     pub fn weight_len(&self) -> usize {
         self.out_channels * self.in_channels * self.kernel_h * self.kernel_w
     }
 
     /// Floating-point operations (multiply and add counted apart) of the forward pass; the input gradient and the
-    /// weight gradient each cost the same again. Padding taps are counted (as cuDNN and the profilers do).
+    /// weight gradient each cost the same again. Padding taps are counted (as cuDNN and the profilers do). A
+    /// transposed convolution counts as PyTorch's profiler does for the equivalent Conv2d input gradient:
+    /// 2 * N*H*W * Ci * Co*KH*KW (every input pixel times every tap; its forward kernel also runs the taps that
+    /// miss: for stride 2, 3 in 4 of its K loop are zeros).
     pub fn flops(&self) -> u64 {
-        2 * (self.batch * self.out_height() * self.out_width()) as u64
-            * self.out_channels as u64
-            * (self.in_channels * self.kernel_h * self.kernel_w) as u64
+        let taps = (self.kernel_h * self.kernel_w) as u64;
+        let (pixels, channels) = match TRANSPOSED {
+            false => (
+                self.batch * self.out_height() * self.out_width(),
+                self.out_channels * self.in_channels,
+            ),
+            true => (
+                self.batch * self.in_height * self.in_width,
+                self.in_channels * self.out_channels,
+            ),
+        };
+        2 * pixels as u64 * channels as u64 * taps
     }
 
-    /// Rejects shapes the kernels cannot run: empty tensors, a kernel larger than the padded image, stride 0,
-    /// or tensors whose indices do not fit in 32 bits.
+    /// Rejects shapes the kernels cannot run: empty tensors, stride 0, a kernel larger than the padded image (an
+    /// empty output, transposed), or tensors whose indices do not fit in 32 bits.
     pub fn validate(&self, op: &str) -> Result<(), GpuError> {
         let invalid = |message: String| {
             Err(GpuError::Validation {
@@ -131,17 +156,32 @@ impl Conv2dShape {
                 "{self:?} has a zero size or stride; every size and the stride must be >= 1"
             ));
         }
-        if self.in_height + 2 * self.padding < self.kernel_h || self.in_width + 2 * self.padding < self.kernel_w {
+        if !TRANSPOSED
+            && (self.in_height + 2 * self.padding < self.kernel_h || self.in_width + 2 * self.padding < self.kernel_w)
+        {
             return invalid(format!(
                 "a {}x{} kernel does not fit a {}x{} image with padding {}: use a smaller kernel or more padding",
                 self.kernel_h, self.kernel_w, self.in_height, self.in_width, self.padding
             ));
         }
+        if TRANSPOSED && (self.out_height() == 0 || self.out_width() == 0) {
+            return invalid(format!(
+                "padding {} leaves no output from a {}x{} image with a {}x{} kernel and stride {}: use less padding",
+                self.padding, self.in_height, self.in_width, self.kernel_h, self.kernel_w, self.stride
+            ));
+        }
+        // The implicit GEMM's K dimension: Ci KH KW (transposed: Co KH KW).
+        let gemm_k = if TRANSPOSED {
+            self.out_channels
+        } else {
+            self.in_channels
+        } * self.kernel_h
+            * self.kernel_w;
         let largest = self
             .input_len()
             .max(self.output_len())
             .max(self.weight_len())
-            .max(self.in_channels * self.kernel_h * self.kernel_w * GEMM_TILE);
+            .max(gemm_k * GEMM_TILE);
         if largest > u32::MAX as usize - GEMM_TILE {
             return invalid(format!(
                 "{self:?} has {largest} elements in one tensor, over the 32-bit indices the kernels use: \
@@ -151,7 +191,7 @@ impl Conv2dShape {
         Ok(())
     }
 
-    fn params(&self, has_bias: bool) -> Conv2dParams {
+    pub(crate) fn params(&self, has_bias: bool) -> Conv2dParams {
         Conv2dParams {
             batch: self.batch as u32,
             in_channels: self.in_channels as u32,

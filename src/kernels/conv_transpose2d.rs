@@ -4,204 +4,21 @@
 //! In the forward pass `y = conv_transpose2d(x, weight) + bias`, so the backward needs `x` (for the weight
 //! gradient), `weight` (for the input gradient) and `dy`.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
-use crate::kernels::conv2d::{self, gemm_grid, require_len, GEMM_TILE};
-use crate::kernels::conv_registers::{self, check_name, Roles};
+use crate::kernels::conv2d::{self, gemm_grid, require_len};
+use crate::kernels::conv_registers::{self, check_name};
 use crate::shaders::conv_transpose2d as wgsl;
 
-/// Keep in sync with `struct Params` in shaders/conv_transpose2d.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ConvTranspose2dParams {
-    pub batch: u32,
-    pub in_channels: u32,
-    pub in_height: u32,
-    pub in_width: u32,
-    pub out_channels: u32,
-    pub out_height: u32,
-    pub out_width: u32,
-    pub kernel_h: u32,
-    pub kernel_w: u32,
-    pub stride: u32,
-    pub padding: u32,
-    pub has_bias: u32,
-}
+/// The uniform of shaders/conv_transpose2d.wgsl: the same `struct Params` as conv2d's (keep in sync; a test checks
+/// both layouts).
+pub type ConvTranspose2dParams = conv2d::Conv2dParams;
 
 /// `ConvTranspose2d(in_channels, out_channels, (kernel_h, kernel_w), stride, padding)` applied to a batch of
 /// `(batch, in_channels, in_height, in_width)` images, as PyTorch defines it (no output padding, no dilation,
 /// no groups). The weight is `[in_channels, out_channels, kernel_h, kernel_w]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvTranspose2dShape {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub in_height: usize,
-    pub in_width: usize,
-    pub kernel_h: usize,
-    pub kernel_w: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl ConvTranspose2dShape {
-    /// A square kernel, as every default model uses.
-    pub const fn square(
-        batch: usize,
-        in_channels: usize,
-        out_channels: usize,
-        (in_height, in_width): (usize, usize),
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Self {
-        Self {
-            batch,
-            in_channels,
-            out_channels,
-            in_height,
-            in_width,
-            kernel_h: kernel,
-            kernel_w: kernel,
-            stride,
-            padding,
-        }
-    }
-
-    /// Ho = (H - 1)*S - 2P + KH (0 when that is not positive; [`validate`](Self::validate) rejects it).
-    pub fn out_height(&self) -> usize {
-        transposed_out_size(self.in_height, self.kernel_h, self.stride, self.padding)
-    }
-
-    /// Wo = (W - 1)*S - 2P + KW
-    pub fn out_width(&self) -> usize {
-        transposed_out_size(self.in_width, self.kernel_w, self.stride, self.padding)
-    }
-
-    /// Elements of x (N, Ci, H, W).
-    pub fn input_len(&self) -> usize {
-        self.batch * self.in_channels * self.in_height * self.in_width
-    }
-
-    /// Elements of y (N, Co, Ho, Wo).
-    pub fn output_len(&self) -> usize {
-        self.batch * self.out_channels * self.out_height() * self.out_width()
-    }
-
-    /// Elements of the weight [Ci, Co, KH, KW].
-    pub fn weight_len(&self) -> usize {
-        self.in_channels * self.out_channels * self.kernel_h * self.kernel_w
-    }
-
-    /// Floating-point operations of the forward pass counted as PyTorch's profiler does for the equivalent
-    /// Conv2d input gradient: 2 * N*H*W * Ci * Co*KH*KW (every input pixel times every tap). The input gradient
-    /// and the weight gradient each cost the same again. The forward kernel also runs the taps that miss (for
-    /// stride 2, 3 in 4 of its K loop are zeros).
-    pub fn flops(&self) -> u64 {
-        2 * (self.batch * self.in_height * self.in_width) as u64
-            * self.in_channels as u64
-            * (self.out_channels * self.kernel_h * self.kernel_w) as u64
-    }
-
-    /// Rejects shapes the kernels cannot run: empty tensors, stride 0, an empty output, or tensors whose indices
-    /// do not fit in 32 bits.
-    pub fn validate(&self, op: &str) -> Result<(), GpuError> {
-        let invalid = |message: String| {
-            Err(GpuError::Validation {
-                context: op.to_string(),
-                message,
-            })
-        };
-        if [
-            self.batch,
-            self.in_channels,
-            self.out_channels,
-            self.in_height,
-            self.in_width,
-            self.kernel_h,
-            self.kernel_w,
-            self.stride,
-        ]
-        .contains(&0)
-        {
-            return invalid(format!(
-                "{self:?} has a zero size or stride; every size and the stride must be >= 1"
-            ));
-        }
-        if self.out_height() == 0 || self.out_width() == 0 {
-            return invalid(format!(
-                "padding {} leaves no output from a {}x{} image with a {}x{} kernel and stride {}: use less padding",
-                self.padding, self.in_height, self.in_width, self.kernel_h, self.kernel_w, self.stride
-            ));
-        }
-        let largest = self
-            .input_len()
-            .max(self.output_len())
-            .max(self.weight_len())
-            .max(self.out_channels * self.kernel_h * self.kernel_w * GEMM_TILE);
-        if largest > u32::MAX as usize - GEMM_TILE {
-            return invalid(format!(
-                "{self:?} has {largest} elements in one tensor, over the 32-bit indices the kernels use: \
-                 use a smaller batch"
-            ));
-        }
-        Ok(())
-    }
-
-    fn params(&self, has_bias: bool) -> ConvTranspose2dParams {
-        ConvTranspose2dParams {
-            batch: self.batch as u32,
-            in_channels: self.in_channels as u32,
-            in_height: self.in_height as u32,
-            in_width: self.in_width as u32,
-            out_channels: self.out_channels as u32,
-            out_height: self.out_height() as u32,
-            out_width: self.out_width() as u32,
-            kernel_h: self.kernel_h as u32,
-            kernel_w: self.kernel_w as u32,
-            stride: self.stride as u32,
-            padding: self.padding as u32,
-            has_bias: has_bias as u32,
-        }
-    }
-
-    /// Input (Ci, H, W) as src and output (Co, Ho, Wo) as dst, for the register-tiled kernels.
-    pub fn roles(&self) -> Roles {
-        Roles {
-            batch: self.batch,
-            src: [self.in_channels, self.in_height, self.in_width],
-            dst: [self.out_channels, self.out_height(), self.out_width()],
-            kernel: [self.kernel_h, self.kernel_w],
-            stride: self.stride,
-            padding: self.padding,
-        }
-    }
-
-    /// "N2 Ci64 7x7 -> Co32 14x14, k4 s2 p1", for check tables and errors.
-    pub fn label(&self) -> String {
-        format!(
-            "N{} Ci{} {}x{} -> Co{} {}x{}, k{}{} s{} p{}",
-            self.batch,
-            self.in_channels,
-            self.in_height,
-            self.in_width,
-            self.out_channels,
-            self.out_height(),
-            self.out_width(),
-            self.kernel_h,
-            if self.kernel_w == self.kernel_h {
-                String::new()
-            } else {
-                format!("x{}", self.kernel_w)
-            },
-            self.stride,
-            self.padding
-        )
-    }
-}
+pub type ConvTranspose2dShape = conv2d::ConvShape<true>;
 
 /// (size - 1)*stride - 2 padding + kernel, or 0 when that is not positive.
 pub fn transposed_out_size(size: usize, kernel: usize, stride: usize, padding: usize) -> usize {

@@ -228,11 +228,12 @@ impl<'a> Builder<'a> {
             Op::Linear { x, weight, bias, y } => {
                 let (batch, input, output) = linear_sizes(self.graph, x, weight);
                 let bias = bias.map(|b| self.buf(b));
+                let buf = |id| self.buf(id);
                 let d = matmul::linear_forward(
                     gpu,
-                    &self.buf(y),
-                    &self.buf(x),
-                    &self.buf(weight),
+                    &buf(y),
+                    &buf(x),
+                    &buf(weight),
                     bias.as_deref(),
                     None,
                     batch,
@@ -288,16 +289,9 @@ impl<'a> Builder<'a> {
                 let (batch, input, output) = linear_sizes(self.graph, x, weight);
                 if self.needs(x) {
                     let (dx, accumulate) = self.grad_target(x)?;
-                    let d = matmul::linear_input_backward(
-                        gpu,
-                        &dx,
-                        dy,
-                        &self.buf(weight),
-                        accumulate,
-                        batch,
-                        input,
-                        output,
-                    )?;
+                    let buf = |id| self.buf(id);
+                    let d =
+                        matmul::linear_input_backward(gpu, &dx, dy, &buf(weight), accumulate, batch, input, output)?;
                     self.push(format!("{label} dx"), d, matmul::flops(batch, input, output));
                 }
                 if self.needs(weight) {
@@ -436,8 +430,6 @@ impl Optimizer {
     }
 }
 
-/// Convolution shapes from the graph's tensors.
-
 /// (planes = N·C, H, W) of an image tensor.
 fn planes(graph: &Graph, x: TensorId) -> (usize, usize, usize) {
     let s = graph.shape(x);
@@ -456,16 +448,10 @@ impl Builder<'_> {
                 y,
                 geometry,
             } => {
-                let shape = super::conv_shape(self.graph, x, weight, geometry);
+                let shape = super::conv_shape::<false>(self.graph, x, weight, geometry);
                 let bias = bias.map(|b| self.buf(b));
-                let d = conv2d::forward(
-                    gpu,
-                    &self.buf(y),
-                    &self.buf(x),
-                    &self.buf(weight),
-                    bias.as_deref(),
-                    &shape,
-                )?;
+                let buf = |id| self.buf(id);
+                let d = conv2d::forward(gpu, &buf(y), &buf(x), &buf(weight), bias.as_deref(), &shape)?;
                 self.push(label, d, shape.flops());
             }
             Op::ConvTranspose2d {
@@ -475,16 +461,10 @@ impl Builder<'_> {
                 y,
                 geometry,
             } => {
-                let shape = super::conv_transpose_shape(self.graph, x, weight, geometry);
+                let shape = super::conv_shape::<true>(self.graph, x, weight, geometry);
                 let bias = bias.map(|b| self.buf(b));
-                let d = conv_transpose2d::forward(
-                    gpu,
-                    &self.buf(y),
-                    &self.buf(x),
-                    &self.buf(weight),
-                    bias.as_deref(),
-                    &shape,
-                )?;
+                let buf = |id| self.buf(id);
+                let d = conv_transpose2d::forward(gpu, &buf(y), &buf(x), &buf(weight), bias.as_deref(), &shape)?;
                 self.push(label, d, shape.flops());
             }
             Op::MaxPool2 { x, y } => {
@@ -499,11 +479,12 @@ impl Builder<'_> {
             }
             Op::Concat { a, b, y } => {
                 let (sa, sb) = (self.graph.shape(a), self.graph.shape(b));
+                let buf = |id| self.buf(id);
                 let d = concat::concat_channels_forward(
                     gpu,
-                    &self.buf(y),
-                    &self.buf(a),
-                    &self.buf(b),
+                    &buf(y),
+                    &buf(a),
+                    &buf(b),
                     sa[0],
                     sa[1],
                     sb[1],
@@ -526,7 +507,7 @@ impl Builder<'_> {
                 y: _,
                 geometry,
             } => {
-                let shape = super::conv_shape(self.graph, x, weight, geometry);
+                let shape = super::conv_shape::<false>(self.graph, x, weight, geometry);
                 let (xb, wb) = (self.buf(x), self.buf(weight));
                 if self.needs(x) {
                     self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
@@ -552,7 +533,7 @@ impl Builder<'_> {
                 y: _,
                 geometry,
             } => {
-                let shape = super::conv_transpose_shape(self.graph, x, weight, geometry);
+                let shape = super::conv_shape::<true>(self.graph, x, weight, geometry);
                 let (xb, wb) = (self.buf(x), self.buf(weight));
                 if self.needs(x) {
                     self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
@@ -625,20 +606,26 @@ impl Builder<'_> {
         let samples = self.per_sample_buffer(loss, n)?;
         let loss_buffer = self.buf(loss);
         let slot = LossSlot::first(&loss_buffer);
-        let b = |id| self.buf(id);
-        let x = &b(input);
+        let buf = |id| self.buf(id);
+        let x = &buf(input);
         let dispatches = match *op {
             Op::BceWithLogits { target, .. } => {
-                loss::bce_with_logits_forward(gpu, &slot, &samples, x, Target::Values(&b(target)), n, f)?
+                loss::bce_with_logits_forward(gpu, &slot, &samples, x, Target::Values(&buf(target)), n, f)?
             }
             Op::BceWithLogitsConstant { target, .. } => {
                 loss::bce_with_logits_forward(gpu, &slot, &samples, x, Target::Constant(target), n, f)?
             }
-            Op::GaussianKl { logvar, .. } => loss::kl_forward(gpu, &slot, &samples, x, &b(logvar), n, f)?,
-            Op::MeanSquaredError { target, .. } => loss::mse_forward(gpu, &slot, &samples, x, &b(target), n, f)?,
-            Op::SquaredError { target, .. } => loss::squared_error_forward(gpu, &slot, &samples, x, &b(target), n, f)?,
-            Op::Mmd { prior, weight, .. } => mmd::mmd_forward(gpu, &slot, &samples, x, &b(prior), n, f, weight as f64)?,
-            Op::CrossEntropy { labels, .. } => loss::cross_entropy_forward(gpu, &slot, &samples, x, &b(labels), n, f)?,
+            Op::GaussianKl { logvar, .. } => loss::kl_forward(gpu, &slot, &samples, x, &buf(logvar), n, f)?,
+            Op::MeanSquaredError { target, .. } => loss::mse_forward(gpu, &slot, &samples, x, &buf(target), n, f)?,
+            Op::SquaredError { target, .. } => {
+                loss::squared_error_forward(gpu, &slot, &samples, x, &buf(target), n, f)?
+            }
+            Op::Mmd { prior, weight, .. } => {
+                mmd::mmd_forward(gpu, &slot, &samples, x, &buf(prior), n, f, weight as f64)?
+            }
+            Op::CrossEntropy { labels, .. } => {
+                loss::cross_entropy_forward(gpu, &slot, &samples, x, &buf(labels), n, f)?
+            }
             _ => unreachable!("loss_input names the losses"),
         };
         self.push_all(&label, dispatches);
@@ -688,19 +675,19 @@ impl Builder<'_> {
         }
         let (n, f) = per_sample(self.graph, input);
         let (dx, acc) = self.grad_target(input)?;
-        let b = |id| self.buf(id);
-        let x = &b(input);
+        let buf = |id| self.buf(id);
+        let x = &buf(input);
         let d = match *op {
             Op::BceWithLogits { target, .. } => {
-                loss::bce_with_logits_backward(gpu, &dx, x, Target::Values(&b(target)), acc, n, f)?
+                loss::bce_with_logits_backward(gpu, &dx, x, Target::Values(&buf(target)), acc, n, f)?
             }
             Op::BceWithLogitsConstant { target, .. } => {
                 loss::bce_with_logits_backward(gpu, &dx, x, Target::Constant(target), acc, n, f)?
             }
-            Op::MeanSquaredError { target, .. } => loss::mse_backward(gpu, &dx, x, &b(target), acc, n, f)?,
-            Op::SquaredError { target, .. } => loss::squared_error_backward(gpu, &dx, x, &b(target), acc, n, f)?,
-            Op::Mmd { prior, weight, .. } => mmd::mmd_backward(gpu, &dx, x, &b(prior), acc, n, f, weight as f64)?,
-            Op::CrossEntropy { labels, .. } => loss::cross_entropy_backward(gpu, &dx, x, &b(labels), acc, n, f)?,
+            Op::MeanSquaredError { target, .. } => loss::mse_backward(gpu, &dx, x, &buf(target), acc, n, f)?,
+            Op::SquaredError { target, .. } => loss::squared_error_backward(gpu, &dx, x, &buf(target), acc, n, f)?,
+            Op::Mmd { prior, weight, .. } => mmd::mmd_backward(gpu, &dx, x, &buf(prior), acc, n, f, weight as f64)?,
+            Op::CrossEntropy { labels, .. } => loss::cross_entropy_backward(gpu, &dx, x, &buf(labels), acc, n, f)?,
             _ => unreachable!("loss_input names the losses"),
         };
         self.push(format!("{label} {gradient}"), d, 0);
@@ -798,14 +785,8 @@ impl Builder<'_> {
                 self.push(label, d, 0);
             }
             Op::Reparameterize { mu, logvar, eps, z } => {
-                let d = reparam::forward(
-                    gpu,
-                    &self.buf(z),
-                    &self.buf(eps),
-                    &self.buf(mu),
-                    &self.buf(logvar),
-                    self.len(z),
-                )?;
+                let buf = |id| self.buf(id);
+                let d = reparam::forward(gpu, &buf(z), &buf(eps), &buf(mu), &buf(logvar), self.len(z))?;
                 self.push(label, d, 0);
             }
             Op::BatchNorm2d {
@@ -822,14 +803,15 @@ impl Builder<'_> {
                 let c = shape.channels;
                 match mode {
                     NormMode::Eval => {
+                        let buf = |id| self.buf(id);
                         let d = batchnorm::forward_eval(
                             gpu,
-                            &self.buf(y),
-                            &self.buf(running_mean),
-                            &self.buf(running_var),
-                            &self.buf(x),
-                            &self.buf(weight),
-                            &self.buf(bias),
+                            &buf(y),
+                            &buf(running_mean),
+                            &buf(running_var),
+                            &buf(x),
+                            &buf(weight),
+                            &buf(bias),
                             &shape,
                         )?;
                         self.push(label, d, 0);
@@ -849,16 +831,17 @@ impl Builder<'_> {
                                 self.new_buffer("batch_norm unused running_var", BufferRole::Scratch, bytes)?,
                             )
                         };
+                        let buf = |id| self.buf(id);
                         let d = batchnorm::forward_train(
                             gpu,
-                            &self.buf(y),
+                            &buf(y),
                             &mean,
                             &rstd,
                             &running_mean,
                             &running_var,
-                            &self.buf(x),
-                            &self.buf(weight),
-                            &self.buf(bias),
+                            &buf(x),
+                            &buf(weight),
+                            &buf(bias),
                             &shape,
                         )?;
                         self.push(label.clone(), d, 0);
@@ -885,16 +868,8 @@ impl Builder<'_> {
                 let bytes = (shape.statistics() * 4) as u64;
                 let mean = self.new_buffer(&format!("{label} mean"), BufferRole::Activations, bytes)?;
                 let rstd = self.new_buffer(&format!("{label} rstd"), BufferRole::Activations, bytes)?;
-                let d = groupnorm::forward(
-                    gpu,
-                    &self.buf(y),
-                    &mean,
-                    &rstd,
-                    &self.buf(x),
-                    &self.buf(weight),
-                    &self.buf(bias),
-                    &shape,
-                )?;
+                let buf = |id| self.buf(id);
+                let d = groupnorm::forward(gpu, &buf(y), &mean, &rstd, &buf(x), &buf(weight), &buf(bias), &shape)?;
                 self.push(label, d, 0);
                 self.saved[index] = vec![mean, rstd];
             }
@@ -910,16 +885,8 @@ impl Builder<'_> {
                 self.owned.push(table.clone());
                 let samples = self.graph.shape(x0)[0];
                 let per_sample = self.len(x0) / samples;
-                let d = diffusion::q_sample(
-                    gpu,
-                    &self.buf(y),
-                    &self.buf(x0),
-                    &self.buf(eps),
-                    &self.buf(t),
-                    &table,
-                    samples,
-                    per_sample,
-                )?;
+                let buf = |id| self.buf(id);
+                let d = diffusion::q_sample(gpu, &buf(y), &buf(x0), &buf(eps), &buf(t), &table, samples, per_sample)?;
                 self.push(label, d, 0);
             }
             Op::TimestepEmbedding { t, y } => {

@@ -307,40 +307,16 @@ pub fn store_memory(store: &ParamStore) -> BTreeMap<BufferRole, u64> {
     memory
 }
 
-/// The kernels' shape of a `Conv2d` op.
-pub(crate) fn conv_shape(
+/// The kernels' shape of a `Conv2d` op (`TRANSPOSED = false`: weight (Co, Ci, k, k)) or a `ConvTranspose2d` op
+/// (`true`: weight (Ci, Co, k, k)).
+pub(crate) fn conv_shape<const TRANSPOSED: bool>(
     graph: &Graph,
     x: TensorId,
     weight: TensorId,
     geometry: crate::graph::ConvGeometry,
-) -> crate::kernels::conv2d::Conv2dShape {
+) -> crate::kernels::conv2d::ConvShape<TRANSPOSED> {
     let (xs, ws) = (graph.shape(x), graph.shape(weight));
-    crate::kernels::conv2d::Conv2dShape::square(
-        xs[0],
-        xs[1],
-        ws[0],
-        (xs[2], xs[3]),
-        geometry.kernel,
-        geometry.stride,
-        geometry.padding,
-    )
-}
-
-/// The kernels' shape of a `ConvTranspose2d` op.
-pub(crate) fn conv_transpose_shape(
-    graph: &Graph,
-    x: TensorId,
-    weight: TensorId,
-    geometry: crate::graph::ConvGeometry,
-) -> crate::kernels::conv_transpose2d::ConvTranspose2dShape {
-    let (xs, ws) = (graph.shape(x), graph.shape(weight));
-    crate::kernels::conv_transpose2d::ConvTranspose2dShape::square(
-        xs[0],
-        xs[1],
-        ws[1],
-        (xs[2], xs[3]),
-        geometry.kernel,
-        geometry.stride,
-        geometry.padding,
-    )
+    let out_channels = if TRANSPOSED { ws[1] } else { ws[0] };
+    let (kernel, stride, padding) = (geometry.kernel, geometry.stride, geometry.padding);
+    crate::kernels::conv2d::ConvShape::square(xs[0], xs[1], out_channels, (xs[2], xs[3]), kernel, stride, padding)
 }

@@ -132,7 +132,7 @@ impl<'g> Reference<'g> {
                 geometry,
                 ..
             } => {
-                let s = super::conv_shape(g, x, weight, geometry);
+                let s = super::conv_shape::<false>(g, x, weight, geometry);
                 cpu::conv2d::forward(&s, self.value(x), self.value(weight), bias.map(|b| self.value(b)))
             }
             Op::ConvTranspose2d {
@@ -142,7 +142,7 @@ impl<'g> Reference<'g> {
                 geometry,
                 ..
             } => {
-                let s = super::conv_transpose_shape(g, x, weight, geometry);
+                let s = super::conv_shape::<true>(g, x, weight, geometry);
                 cpu::conv_transpose2d::forward(&s, self.value(x), self.value(weight), bias.map(|b| self.value(b)))
             }
             Op::Activation { activation, x, .. } => cpu::activation::forward(activation, self.value(x)),
@@ -375,7 +375,7 @@ impl<'g> Reference<'g> {
                 geometry,
                 ..
             } => {
-                let s = super::conv_shape(g, x, weight, geometry);
+                let s = super::conv_shape::<false>(g, x, weight, geometry);
                 let dx = cpu::conv2d::input_backward(&s, self.value(weight), dy);
                 let dw = cpu::conv2d::weight_backward(&s, self.value(x), dy);
                 self.accumulate(x, dx);
@@ -392,7 +392,7 @@ impl<'g> Reference<'g> {
                 geometry,
                 ..
             } => {
-                let s = super::conv_transpose_shape(g, x, weight, geometry);
+                let s = super::conv_shape::<true>(g, x, weight, geometry);
                 let dx = cpu::conv_transpose2d::input_backward(&s, self.value(weight), dy);
                 let dw = cpu::conv_transpose2d::weight_backward(&s, self.value(x), dy);
                 self.accumulate(x, dx);
