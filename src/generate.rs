@@ -162,12 +162,20 @@ pub fn pairs_grid(originals: &[f32], reconstructions: &[f32], count: usize) -> i
     run::image_grid(&interleaved, [n, 1, 28, 28], 8)
 }
 
-/// grid.png (a square-ish grid, at least 8 wide) and samples.npy ([N, 1, 28, 28]) of `images` in [0, 1].
+/// grid.png shows at most this many samples (16 x 16); samples.npy holds them all.
+pub const GRID_LIMIT: usize = 256;
+
+/// grid.png (the first [`GRID_LIMIT`] in a square-ish grid, at least 8 wide) and samples.npy (all of them,
+/// [N, 1, 28, 28]) of `images` in [0, 1].
 pub fn write_samples(dir: &Path, images: &[f32]) -> Result<(PathBuf, PathBuf), TrainError> {
     let n = images.len() / 784;
+    let shown = n.min(GRID_LIMIT);
     let (grid, npy) = (dir.join("grid.png"), dir.join("samples.npy"));
-    let columns = 8.max((n as f64).sqrt().ceil() as usize);
-    run::save_png(&grid, &run::image_grid(images, [n, 1, 28, 28], columns))?;
+    let columns = 8.max((shown as f64).sqrt().ceil() as usize);
+    run::save_png(
+        &grid,
+        &run::image_grid(&images[..shown * 784], [shown, 1, 28, 28], columns),
+    )?;
     run::save_npy(&npy, images, &[n, 1, 28, 28])?;
     Ok((grid, npy))
 }
@@ -291,7 +299,7 @@ pub fn sample(
     };
     let images = decode(gpu, run, codec, &codes)?;
     let (grid, samples) = write_samples(&run.out_dir(out)?, &images)?;
-    Ok(json!({ "grid": grid, "samples": samples, "n": n }))
+    Ok(json!({ "grid": grid, "grid_images": n.min(GRID_LIMIT), "samples": samples, "n": n }))
 }
 
 /// `n` images (N, 784) in [0, 1] decoded from prior codes z ~ N(0, I) drawn from `seed`: what FID measures.

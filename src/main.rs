@@ -533,6 +533,11 @@ fn print_files(result: &serde_json::Value) {
             println!("wrote {path}");
         }
     }
+    if let (Some(shown), Some(n)) = (result["grid_images"].as_u64(), result["n"].as_u64()) {
+        if shown < n {
+            println!("(grid.png shows the first {shown} of {n} samples; samples.npy holds all of them)");
+        }
+    }
 }
 
 fn print_eval(report: &serde_json::Value) {

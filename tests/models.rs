@@ -386,3 +386,43 @@ fn errors_name_the_problem() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown model"));
 }
+
+/// `latent sample --n 300`: grid.png shows the first 256 (16 x 16), samples.npy holds all 300.
+#[test]
+fn sample_grids_are_capped_and_samples_npy_keeps_every_sample() {
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data, 32, 8);
+    let run = directory.path().join("run");
+    let (run_s, data_s) = (run.to_str().unwrap(), data.to_str().unwrap());
+    latent(&[
+        "train", "vae", "--data", data_s, "--run", run_s, "--batch", "16", "--steps", "1",
+    ]);
+    let out = directory.path().join("out");
+    let output = latent(&[
+        "sample",
+        "--run",
+        run_s,
+        "--n",
+        "300",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (report["n"].as_u64(), report["grid_images"].as_u64()),
+        (Some(300), Some(256))
+    );
+    let grid = image::open(out.join("grid.png")).unwrap();
+    let expected = latent::run::image_grid(&vec![0.0; 256 * 784], [256, 1, 28, 28], 16);
+    assert_eq!((grid.width(), grid.height()), expected.dimensions());
+    let npy = std::fs::read(out.join("samples.npy")).unwrap();
+    let header = String::from_utf8_lossy(&npy[..128]);
+    assert!(header.contains("'shape': (300, 1, 28, 28)"), "{header}");
+    assert_eq!(
+        npy.len() - (10 + u16::from_le_bytes([npy[8], npy[9]]) as usize),
+        300 * 784 * 4
+    );
+}

@@ -18,7 +18,7 @@ use super::{denoiser, objective, DdpmConfig, Objective, EMA_DECAY, LEARNING_RATE
 use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
 use crate::diffusion::{self, ReversePlan};
 use crate::error::TrainError;
-use crate::generate::{progress_bar, to_unit, write_samples, LoadedRun};
+use crate::generate::{progress_bar, to_unit, write_samples, LoadedRun, GRID_LIMIT};
 use crate::gpu::{Dispatch, Gpu, GpuError};
 use crate::graph::Graph;
 use crate::kernels::optim as optim_kernels;
@@ -397,6 +397,7 @@ impl Recipe for Ddpm {
         let network_evaluations = sampler.timesteps(&ddpm_config(&run.config)?.schedule.schedule())?.len();
         Ok(json!({
             "grid": grid,
+            "grid_images": request.n.min(GRID_LIMIT),
             "samples": samples,
             "n": request.n,
             "sampler": sampler.name(),
