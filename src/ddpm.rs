@@ -190,6 +190,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest, options: &DdpmOptions) -> Result
     let total_steps = config.steps.unwrap_or(config.epochs * steps_per_epoch);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
     let run = place.into_dir()?;
+    let _lock = run.lock_for_writing()?; // held until training returns; refuses a second writer
     run.write_config(&config)?;
 
     let objective = model::objective(&ddpm, config.batch, IMAGE)?;
