@@ -246,7 +246,7 @@ struct TrainArgs {
     /// The model: ae, vae, classifier, gan, ddpm or wae.
     model: ModelKind,
     /// Total epochs of the run (default: models.md's recipe).
-    #[arg(long, value_parser = at_least_one_u64)]
+    #[arg(long, value_parser = at_least_one_u64, conflicts_with = "steps")]
     epochs: Option<u64>,
     /// Total steps of the run, instead of epochs.
     #[arg(long, value_parser = at_least_one_u64)]

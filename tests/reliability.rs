@@ -278,7 +278,7 @@ fn an_oversized_batch_is_refused_with_a_batch_that_fits() {
 fn bad_flags_get_one_clear_line_each() {
     let directory = tempfile::tempdir().unwrap();
     let empty = directory.path().to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["train", "vae", "--batch", "0"], "must be at least 1"),
         (&["train", "vae", "--lr", "-0.1"], "must be a positive number"),
         (&["train", "gpt"], "unknown model \"gpt\""),
@@ -286,6 +286,10 @@ fn bad_flags_get_one_clear_line_each() {
         (&["eval", "--run", empty], "not a latent run directory"),
         (&["sample", "--run", empty, "--n", "0"], "must be at least 1"),
         (&["train", "vae", "--epochs", "0"], "must be at least 1"),
+        (
+            &["train", "vae", "--epochs", "2", "--steps", "10"],
+            "the argument '--epochs <EPOCHS>' cannot be used with '--steps <STEPS>'",
+        ),
     ];
     for (args, expected) in cases {
         let output = latent_command(args);
