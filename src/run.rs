@@ -24,6 +24,9 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const CONFIG: &str = "config.json";
 pub const METRICS: &str = "metrics.jsonl";
 pub const LOCK: &str = ".lock";
+/// The largest batch latent builds a graph for: far beyond any GPU's memory (`plan::check_batch_fits` refuses
+/// what does not fit long before), but small enough that no shape's element count overflows.
+pub const MAX_BATCH: usize = 1 << 24;
 
 /// Errors about run directories, each naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -66,18 +69,28 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Parses config.json's text and checks what a hand edit could break (the ddpm's U-Net shape); `path` is
-    /// used only in error messages.
+    /// Parses config.json's text and checks what a hand edit could break ([`check_sizes`](Self::check_sizes));
+    /// `path` is used only in error messages.
     pub fn from_json(text: &str, path: &Path) -> Result<Self, RunError> {
         let invalid = |message: String| RunError::Invalid {
             path: path.to_path_buf(),
             message,
         };
         let config: Self = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if let Some(ddpm) = &config.ddpm {
-            ddpm.validate().map_err(invalid)?;
-        }
+        config.check_sizes().map_err(invalid)?;
         Ok(config)
+    }
+
+    /// The sizes every model's graph is built from: a batch of 1 to [`MAX_BATCH`] and, for the ddpm, the U-Net's
+    /// width and groups. Beyond these a shape's element count would overflow while the graph is built.
+    pub fn check_sizes(&self) -> Result<(), String> {
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            return Err(format!("batch {} is outside 1 ..= {MAX_BATCH}", self.batch));
+        }
+        match &self.ddpm {
+            Some(ddpm) => ddpm.validate(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -403,6 +416,20 @@ mod tests {
                 "adapter": "a", "latent_version": "0.1.0",
                 "ddpm": {{"width": 64, "groups": {groups}, "schedule": "linear"}}}}"#
         )
+    }
+
+    #[test]
+    fn sizes_whose_shapes_would_overflow_are_refused_at_load() {
+        let path = Path::new("runs/x/config.json");
+        let wide = ddpm_config_json(8).replace("\"width\": 64", "\"width\": 4611686018427387904");
+        let message = RunConfig::from_json(&wide, path).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "runs/x/config.json: the U-Net's width 4611686018427387904 is over the largest latent builds, 65536"
+        );
+        let big_batch = ddpm_config_json(8).replace("\"batch\": 8", "\"batch\": 4611686018427387904");
+        let message = RunConfig::from_json(&big_batch, path).unwrap_err().to_string();
+        assert_eq!(message, "runs/x/config.json: batch 4611686018427387904 is outside 1 ..= 16777216");
     }
 
     #[test]

@@ -434,6 +434,7 @@ pub fn setup_run(
     if config.batch == 0 {
         return Err(TrainError::Config("--batch must be at least 1".into()));
     }
+    config.check_sizes().map_err(TrainError::Config)?;
     if !(config.lr > 0.0 && config.lr.is_finite()) {
         return Err(TrainError::Config(format!(
             "--lr must be a positive number, got {}",

@@ -1,7 +1,8 @@
 //! Inputs that fuzzing (fuzz/, see fuzz/README.md) or probing its targets found to crash, hang or allocate far
-//! beyond their size, each inline as bytes with what it now gets. CPU only: no GPU is opened.
+//! beyond their size, each inline with what it now gets.
 
 use std::path::Path;
+use std::process::Command;
 
 use latent::data::{folder, DataError, Fit, ImageShape};
 
@@ -46,4 +47,43 @@ fn a_highly_compressible_image_still_decodes() {
     assert!(png.len() * 500 < blank.len(), "{} bytes", png.len());
     let pixels = folder::decode_image(&png, Path::new("blank.png"), ImageShape::MNIST, Fit::default()).unwrap();
     assert_eq!(pixels, vec![255u8; 28 * 28]);
+}
+
+/// Sizes whose shape products overflowed while the graph was built (a panic, "attempt to multiply with
+/// overflow", in debug builds; wrapped nonsense in release): a ddpm width of 2^62 in config.json (found by
+/// running the run_config target's binary on it) and `--batch 2^62` on the command line. Both are refused
+/// with one line before any graph is built.
+#[test]
+fn sizes_whose_shapes_overflow_are_refused_with_one_line() {
+    let directory = tempfile::tempdir().unwrap();
+    let run = directory.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(
+        run.join("config.json"),
+        br#"{"model":"ddpm","epochs":1,"steps":null,"batch":8,"lr":0.001,"seed":0,"data":null,"adapter":"a",
+            "latent_version":"0.1.0","ddpm":{"width":4611686018427387904,"groups":1,"schedule":"linear"}}"#,
+    )
+    .unwrap();
+    let run = run.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["sample", "--run", run],
+            "config.json: the U-Net's width 4611686018427387904 is over the largest latent builds, 65536",
+        ),
+        (
+            &["train", "ddpm", "--resume", run],
+            "config.json: the U-Net's width 4611686018427387904 is over the largest latent builds, 65536",
+        ),
+        (
+            &["train", "vae", "--batch", "4611686018427387904", "--run", "/nonexistent/never-made"],
+            "error: batch 4611686018427387904 is outside 1 ..= 16777216",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_latent")).args(args).output().unwrap();
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {message}");
+        assert!(message.contains(expected), "{args:?}: expected {expected:?} in:\n{message}");
+        assert!(!message.contains("panicked"), "{args:?}: {message}");
+    }
 }
