@@ -14,12 +14,14 @@ use crate::generate::LoadedRun;
 use crate::gpu::Gpu;
 use crate::models::ModelKind;
 use crate::recipe::{Command, EvalOptions, InpaintRequest, Recipe, SampleRequest};
+use crate::run::RunDir;
 
 /// Opens the run at `path` and its model's recipe.
 pub fn open(path: &Path) -> Result<(LoadedRun, &'static dyn Recipe), TrainError> {
-    let run = LoadedRun::open(path)?;
-    let model: ModelKind = run.config.model.parse().map_err(TrainError::Config)?;
-    Ok((run, model.recipe()))
+    let config = RunDir::open(path)?.config()?;
+    let model: ModelKind = config.model.parse().map_err(TrainError::Config)?;
+    model.recipe().check_config(&config)?;
+    Ok((LoadedRun::open(path)?, model.recipe()))
 }
 
 /// Opens the run and checks that its model offers `command`.

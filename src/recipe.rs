@@ -191,6 +191,11 @@ pub trait Recipe: Sync {
         Ok(None)
     }
 
+    /// Refuses a saved configuration the model cannot build (a hand-edited config.json), before anything loads.
+    fn check_config(&self, _config: &RunConfig) -> Result<(), TrainError> {
+        Ok(())
+    }
+
     /// Refuses flags given on `--resume` that disagree with the run's configuration.
     fn check_resume(&self, _options: &ModelOptions, _config: &RunConfig) -> Result<(), TrainError> {
         Ok(())

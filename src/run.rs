@@ -8,9 +8,11 @@
 //!   metrics.jsonl            one JSON object per epoch
 //!   samples/epoch-NNN.png    what the model makes after each epoch
 //!   loss.png                 the loss curves
+//!   .lock                    held by the command writing the run (its pid and command line)
 //! ```
 
 use std::fs;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
@@ -21,6 +23,10 @@ use crate::checkpoint::{write_atomically, CheckpointError};
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const CONFIG: &str = "config.json";
 pub const METRICS: &str = "metrics.jsonl";
+pub const LOCK: &str = ".lock";
+/// The largest batch latent builds a graph for: far beyond any GPU's memory (`plan::check_batch_fits` refuses
+/// what does not fit long before), but small enough that no shape's element count overflows.
+pub const MAX_BATCH: usize = 1 << 24;
 
 /// Errors about run directories, each naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,8 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error("cannot draw {path}: {message}")]
     Plot { path: PathBuf, message: String },
+    #[error("{} is being written by another latent process ({holder}); wait for it to finish, or read the run meanwhile with `latent sample --run {} --out OTHER_DIR` or `latent eval --run {}`", path.display(), path.display(), path.display())]
+    Locked { path: PathBuf, holder: String },
 }
 
 /// The configuration of a training run, saved as config.json so that it can be repeated or resumed.
@@ -100,10 +108,101 @@ pub struct Defaults {
     pub range: crate::data::PixelRange,
 }
 
+impl RunConfig {
+    /// Parses config.json's text and checks what a hand edit could break ([`check_sizes`](Self::check_sizes));
+    /// `path` is used only in error messages.
+    pub fn from_json(text: &str, path: &Path) -> Result<Self, RunError> {
+        let invalid = |message: String| RunError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let config: Self = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        config.check_sizes().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// The size every model's graph is built from: a batch of 1 to [`MAX_BATCH`] (beyond it a shape's element
+    /// count would overflow while the graph is built). Each model checks its own section
+    /// (`Recipe::check_config`).
+    pub fn check_sizes(&self) -> Result<(), String> {
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            return Err(format!("batch {} is outside 1 ..= {MAX_BATCH}", self.batch));
+        }
+        Ok(())
+    }
+}
+
 /// An existing or new run directory.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     pub path: PathBuf,
+}
+
+/// The advisory lock on `<run>/.lock` that a command writing the run holds until it is dropped. The operating
+/// system releases it when the holder exits, however it exits (kill -9 included), so a stale `.lock` file
+/// blocks nothing; the file itself stays and names the last holder.
+#[derive(Debug)]
+pub struct RunLock {
+    file: fs::File,
+    pub path: PathBuf,
+}
+
+impl RunLock {
+    fn acquire(run: &Path) -> Result<Self, RunError> {
+        let path = run.join(LOCK);
+        // Neither truncated nor removed while another process may hold it: the lock belongs to the open file.
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(RunError::Locked {
+                    path: run.to_path_buf(),
+                    holder: describe_holder(&mut file),
+                })
+            }
+            Err(fs::TryLockError::Error(source)) => return Err(RunError::Io { path, source }),
+        }
+        let command: Vec<String> = std::env::args().collect();
+        let record = format!("pid {}\ncommand {}\n", std::process::id(), command.join(" "));
+        (|| {
+            file.set_len(0)?;
+            file.rewind()?;
+            file.write_all(record.as_bytes())?;
+            file.flush()
+        })()
+        .map_err(io(&path))?;
+        Ok(Self { file, path })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Closing the file releases the lock too; unlocking first makes the order explicit.
+        let _ = self.file.unlock();
+    }
+}
+
+/// "pid N: COMMAND" from a held lock file, as far as it can be read.
+fn describe_holder(file: &mut fs::File) -> String {
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key).map(str::trim).map(str::to_string))
+            .filter(|value| !value.is_empty())
+    };
+    match (field("pid "), field("command ")) {
+        (Some(pid), Some(command)) => format!("pid {pid}: {command}"),
+        (Some(pid), None) => format!("pid {pid}"),
+        // The holder has locked the file but not yet written itself into it (or the system forbids reading it).
+        _ => "pid not yet recorded".to_string(),
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -143,6 +242,12 @@ impl RunDir {
         self.path.join(CHECKPOINT)
     }
 
+    /// Takes the run's write lock, or refuses with the holder's pid and command line when another process
+    /// writes the run. Hold it for as long as the command writes; readers (eval, sample --out) take no lock.
+    pub fn lock_for_writing(&self) -> Result<RunLock, RunError> {
+        RunLock::acquire(&self.path)
+    }
+
     pub fn sample_path(&self, epoch: u64) -> PathBuf {
         self.path.join("samples").join(format!("epoch-{epoch:03}.png"))
     }
@@ -150,10 +255,7 @@ impl RunDir {
     pub fn config(&self) -> Result<RunConfig, RunError> {
         let path = self.path.join(CONFIG);
         let text = fs::read_to_string(&path).map_err(io(&path))?;
-        serde_json::from_str(&text).map_err(|e| RunError::Invalid {
-            path,
-            message: e.to_string(),
-        })
+        RunConfig::from_json(&text, &path)
     }
 
     pub fn write_config(&self, config: &RunConfig) -> Result<(), RunError> {
@@ -340,4 +442,49 @@ pub fn plot_losses(path: &Path, title: &str, curves: &[Curve]) -> Result<(), Run
     }
     let image = image::RgbImage::from_raw(width, height, pixels).expect("the buffer has width * height * 3 bytes");
     save_png(path, &image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ddpm_config_json(groups: usize) -> String {
+        format!(
+            r#"{{"model": "ddpm", "epochs": 1, "steps": null, "batch": 8, "lr": 0.0002, "seed": 0, "data": null,
+                "adapter": "a", "latent_version": "0.1.0",
+                "ddpm": {{"width": 64, "groups": {groups}, "schedule": "linear"}}}}"#
+        )
+    }
+
+    #[test]
+    fn sizes_whose_shapes_would_overflow_are_refused_at_load() {
+        let path = Path::new("runs/x/config.json");
+        let wide = ddpm_config_json(8).replace("\"width\": 64", "\"width\": 4611686018427387904");
+        let message = RunConfig::from_json(&wide, path).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "runs/x/config.json: the U-Net's width 4611686018427387904 is over the largest latent builds, 65536"
+        );
+        let big_batch = ddpm_config_json(8).replace("\"batch\": 8", "\"batch\": 4611686018427387904");
+        let message = RunConfig::from_json(&big_batch, path).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "runs/x/config.json: batch 4611686018427387904 is outside 1 ..= 16777216"
+        );
+    }
+
+    #[test]
+    fn a_hand_edited_ddpm_shape_is_refused_at_load() {
+        let path = Path::new("runs/x/config.json");
+        RunConfig::from_json(&ddpm_config_json(8), path).expect("the default shape loads");
+        for groups in [0, 7] {
+            let message = RunConfig::from_json(&ddpm_config_json(groups), path)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                message,
+                format!("runs/x/config.json: the U-Net's width 64 must be a positive multiple of its GroupNorm groups {groups}")
+            );
+        }
+    }
 }

@@ -31,7 +31,7 @@ pub struct TrainRequest {
     /// The model: ae, vae, classifier, gan, ddpm or wae.
     pub model: ModelKind,
     /// Total epochs of the run (default: models.md's recipe).
-    #[arg(long, value_parser = at_least_one_u64)]
+    #[arg(long, value_parser = at_least_one_u64, conflicts_with = "steps")]
     pub epochs: Option<u64>,
     /// Total steps of the run, instead of epochs.
     #[arg(long, value_parser = at_least_one_u64)]
@@ -230,6 +230,7 @@ pub fn setup_run(gpu: &Gpu, request: &TrainRequest, recipe: &dyn Recipe) -> Resu
                     dir.display()
                 )));
             }
+            recipe.check_config(&config)?;
             recipe.check_resume(&request.options, &config).map_err(|e| match e {
                 TrainError::Config(message) => TrainError::Config(format!("{}: {message}", dir.display())),
                 other => other,
@@ -276,6 +277,7 @@ pub fn setup_run(gpu: &Gpu, request: &TrainRequest, recipe: &dyn Recipe) -> Resu
     if config.batch == 0 {
         return Err(TrainError::Config("--batch must be at least 1".into()));
     }
+    config.check_sizes().map_err(TrainError::Config)?;
     if !(config.lr > 0.0 && config.lr.is_finite()) {
         return Err(TrainError::Config(format!(
             "--lr must be a positive number, got {}",
@@ -323,6 +325,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     let total_steps = config.steps.unwrap_or(config.epochs * steps_per_epoch);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
     let run = place.into_dir()?;
+    let _lock = run.lock_for_writing()?; // held until training returns; refuses a second writer
     run.write_config(&config)?;
 
     let training = recipe.training(gpu, &config, &request.options)?;

@@ -1,5 +1,5 @@
 //! No lost work, clear errors, safe interruption: a planted NaN, a real SIGINT, kill -9 during checkpoint
-//! writes, broken checkpoints, an oversized batch, and bad flags.
+//! writes, broken checkpoints, an oversized batch, bad flags, and GPU allocations and submits that fail.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use latent::check;
 use latent::checkpoint::{Checkpoint, CheckpointError, HostTensor};
+use latent::gpu::{BufferRole, GpuError};
 use latent::models::ModelKind;
 use latent::optim::Optimizer;
 use latent::plan::{self, LoadError, ParamStore, PlanOptions, TrainOptions};
@@ -278,7 +279,7 @@ fn an_oversized_batch_is_refused_with_a_batch_that_fits() {
 fn bad_flags_get_one_clear_line_each() {
     let directory = tempfile::tempdir().unwrap();
     let empty = directory.path().to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["train", "vae", "--batch", "0"], "must be at least 1"),
         (&["train", "vae", "--lr", "-0.1"], "must be a positive number"),
         (&["train", "gpt"], "unknown model \"gpt\""),
@@ -286,6 +287,10 @@ fn bad_flags_get_one_clear_line_each() {
         (&["eval", "--run", empty], "not a latent run directory"),
         (&["sample", "--run", empty, "--n", "0"], "must be at least 1"),
         (&["train", "vae", "--epochs", "0"], "must be at least 1"),
+        (
+            &["train", "vae", "--epochs", "2", "--steps", "10"],
+            "the argument '--epochs <EPOCHS>' cannot be used with '--steps <STEPS>'",
+        ),
     ];
     for (args, expected) in cases {
         let output = latent_command(args);
@@ -314,4 +319,83 @@ fn a_foreign_run_directory_is_refused() {
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains("is a run of model \"vae\", not \"ae\""), "{message}");
+}
+
+/// A buffer over the adapter's max_buffer_size is an error naming the buffer, its size and the limit, both
+/// from latent's own check and from wgpu's validation inside the allocation's error scopes (no panic).
+#[test]
+fn a_buffer_over_the_adapters_limit_is_an_error_naming_it() {
+    let gpu = check::shared_gpu();
+    let limit = gpu.limits.max_buffer_size;
+    let Some(too_big) = limit.checked_add(4).map(|b| b.next_multiple_of(4)) else {
+        eprintln!("max_buffer_size is u64::MAX on this adapter; nothing is over it");
+        return;
+    };
+    let message = gpu
+        .buffer("test.too_big", BufferRole::Scratch, too_big)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("test.too_big") && message.contains(&too_big.to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&gpu.limits.max_storage_buffer_binding_size.min(limit).to_string()),
+        "{message}"
+    );
+
+    let error = gpu
+        .create_buffer_checked(&wgpu::BufferDescriptor {
+            label: Some("test.unchecked"),
+            size: too_big,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+        .unwrap_err();
+    assert!(matches!(error, GpuError::Allocation { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("could not allocate GPU buffer test.unchecked"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "{too_big} bytes; the adapter's max_buffer_size is {limit} bytes"
+        )),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "one line: {message}");
+    // The device is still usable.
+    let small = gpu
+        .buffer_from("test.small", BufferRole::Scratch, &[1.0f32, 2.0])
+        .unwrap();
+    assert_eq!(gpu.read::<f32>(&small).unwrap(), [1.0, 2.0]);
+}
+
+/// A plan whose first submit fails wgpu's validation (a buffer it binds was destroyed) submits nothing more
+/// and reports the error, naming the plan, at its next readback instead of panicking.
+#[test]
+fn a_failed_first_submit_is_an_error_naming_the_plan() {
+    let gpu = check::shared_gpu();
+    let mut g = latent::graph::Graph::new();
+    let x = g.input("x", &[2, 3]);
+    let target = g.input("target", &[2, 4]);
+    let y = g.linear("fc", x, 4).unwrap();
+    g.mean_squared_error(y, target).unwrap();
+    let mut store = ParamStore::new(0);
+    let options = PlanOptions {
+        name: "broken plan".into(),
+        train: Some(TrainOptions {
+            optimizer: Optimizer::adam(1e-3),
+            update_prefixes: vec![],
+        }),
+        seed: 0,
+    };
+    let plan = plan::compile(gpu, &g, &mut store, &options).unwrap();
+    plan.buffer(x).buffer.destroy();
+    plan.run(gpu, 0);
+    plan.run(gpu, 1); // skipped: it would fail the same way
+    let message = plan.read_losses(gpu).unwrap_err().to_string();
+    assert!(message.contains("the first step of plan \"broken plan\""), "{message}");
+    assert!(message.contains("destroyed"), "{message}");
 }

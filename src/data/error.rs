@@ -116,6 +116,22 @@ pub enum DataError {
         source: image::ImageError,
     },
 
+    /// An image whose header claims more pixels than its file could hold compressed.
+    #[error(
+        "{}: the header says {width} x {height} pixels ({} bytes decoded), more than a {}-byte file can hold; \
+         the file is truncated or damaged, remove it or re-export it",
+        path.display(),
+        thousands(*decoded_bytes as usize),
+        thousands(*file_bytes)
+    )]
+    ImageHeaderTooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        decoded_bytes: u64,
+        file_bytes: usize,
+    },
+
     /// A folder holds no images where some were expected.
     #[error("{}: no images found; {hint}", path.display())]
     EmptyFolder { path: PathBuf, hint: String },

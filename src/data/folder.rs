@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::DynamicImage;
+use image::{DynamicImage, ImageDecoder};
 
 use super::dataset::{Dataset, ImageShape, Splits};
 use super::error::DataError;
@@ -129,21 +129,53 @@ pub fn load_image_folder(dir: &Path, shape: ImageShape, fit: Fit) -> Result<Spli
 
 /// Decodes one image file and fits it to `shape`: (C, H, W) bytes.
 pub fn load_image(path: &Path, shape: ImageShape, fit: Fit) -> Result<Vec<u8>, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode_image(&bytes, path, shape, fit)
+}
+
+/// The most decoded bytes an image file of `file_bytes` bytes can honestly hold: deflate (PNG) expands at most
+/// 1032:1, and a Huffman-coded JPEG spends at least one bit on every 8x8 block of a component (at most 1536:1
+/// for RGB output). A header claiming more is a truncated or damaged file, refused before the decoder
+/// allocates its pixel buffer (a 69-byte PNG can otherwise make it allocate 256 MB).
+fn max_decoded_bytes(file_bytes: usize) -> u64 {
+    (file_bytes as u64).saturating_mul(4096).saturating_add(1 << 20)
+}
+
+/// Decodes one image file's bytes and fits them to `shape`: (C, H, W) bytes. The format comes from the bytes
+/// (their magic number), else from `path`'s extension; `path` is otherwise used only in error messages.
+pub fn decode_image(bytes: &[u8], path: &Path, shape: ImageShape, fit: Fit) -> Result<Vec<u8>, DataError> {
+    let reader = || {
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+        if let Ok(format) = image::ImageFormat::from_path(path) {
+            reader.set_format(format);
+        }
+        reader.with_guessed_format().map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
     let decode_error = |source| DataError::ImageDecode {
         path: path.to_path_buf(),
         source,
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(|source| DataError::Io {
+    // The header alone first: its claimed size must fit the file.
+    let header = reader()?.into_decoder().map_err(decode_error)?;
+    let decoded_bytes = header.total_bytes();
+    if decoded_bytes > max_decoded_bytes(bytes.len()) {
+        let (width, height) = header.dimensions();
+        return Err(DataError::ImageHeaderTooLarge {
             path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let decoded = reader.decode().map_err(decode_error)?;
+            width,
+            height,
+            decoded_bytes,
+            file_bytes: bytes.len(),
+        });
+    }
+    drop(header);
+    let decoded = reader()?.decode().map_err(decode_error)?;
     let fitted = fit_image(decoded, shape, fit);
     Ok(to_chw(&fitted, shape))
 }

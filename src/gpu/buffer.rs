@@ -69,16 +69,45 @@ impl Gpu {
         Ok(())
     }
 
+    /// Creates a wgpu buffer inside out-of-memory, validation and internal error scopes, so that a failed
+    /// allocation is a [`GpuError::Allocation`] naming the buffer, its size and the adapter's limit rather than
+    /// wgpu's uncaptured-error panic. Every buffer latent makes goes through here.
+    pub fn create_buffer_checked(&self, descriptor: &wgpu::BufferDescriptor) -> Result<wgpu::Buffer, GpuError> {
+        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let buffer = self.device.create_buffer(descriptor);
+        // Popped in reverse order of pushing; on native backends the futures are already resolved.
+        let errors = [
+            pollster::block_on(internal.pop()),
+            pollster::block_on(validation.pop()),
+            pollster::block_on(out_of_memory.pop()),
+        ];
+        match errors.into_iter().flatten().next() {
+            None => Ok(buffer),
+            Some(error) => {
+                buffer.destroy();
+                Err(GpuError::Allocation {
+                    label: descriptor.label.unwrap_or("unlabelled").to_string(),
+                    bytes: descriptor.size,
+                    limit: self.limits.max_buffer_size,
+                    out_of_memory: matches!(error, wgpu::Error::OutOfMemory { .. }),
+                    message: error_text(&error),
+                })
+            }
+        }
+    }
+
     /// A zero-filled storage buffer of `bytes` bytes (rounded up to a multiple of 4, at least 4).
     pub fn buffer(&self, label: &str, role: BufferRole, bytes: u64) -> Result<GpuBuffer, GpuError> {
         let bytes = bytes.max(4).next_multiple_of(4);
         self.check_size(label, bytes, false)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = self.create_buffer_checked(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
+        })?;
         Ok(GpuBuffer {
             buffer,
             label: label.to_string(),
@@ -98,12 +127,12 @@ impl Gpu {
     pub fn uniform<T: Pod>(&self, label: &str, value: &T) -> Result<GpuBuffer, GpuError> {
         let bytes = (std::mem::size_of::<T>() as u64).max(16).next_multiple_of(16);
         self.check_size(label, bytes, true)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = self.create_buffer_checked(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
+        })?;
         let buffer = GpuBuffer {
             buffer,
             label: label.to_string(),
@@ -136,12 +165,12 @@ impl Gpu {
 
     /// Copies the whole buffer back to the host, waiting for all submitted work. Not for the step loop.
     pub fn read<T: Pod>(&self, buffer: &GpuBuffer) -> Result<Vec<T>, GpuError> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
+        let staging = self.create_buffer_checked(&wgpu::BufferDescriptor {
+            label: Some(&format!("readback of {}", buffer.label)),
             size: buffer.bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
+        })?;
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("readback"),
         });
@@ -178,5 +207,16 @@ impl Gpu {
                 context: "waiting for the GPU".into(),
                 message: e.to_string(),
             })
+    }
+}
+
+/// A wgpu error's description on one line.
+pub(crate) fn error_text(error: &wgpu::Error) -> String {
+    match error {
+        wgpu::Error::OutOfMemory { .. } => "out of GPU memory".to_string(),
+        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
+            // wgpu's descriptions span lines ("Validation Error\n\nCaused by:\n  ..."): one line for messages.
+            description.split_whitespace().collect::<Vec<_>>().join(" ")
+        }
     }
 }

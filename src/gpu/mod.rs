@@ -9,6 +9,7 @@ mod buffer;
 mod context;
 mod dispatch;
 
+pub(crate) use buffer::error_text;
 pub use buffer::{BufferRole, GpuBuffer};
 pub use context::{
     list_adapters, AdapterSummary, BackendChoice, DeviceSummary, Gpu, GpuOptions, Tiling, ADAPTER_ENV, BACKEND_ENV,
@@ -80,6 +81,23 @@ pub enum GpuError {
         bytes: u64,
         limit: u64,
         fits: usize,
+    },
+
+    #[error(
+        "could not allocate GPU buffer {label} ({bytes} bytes; the adapter's max_buffer_size is {limit} bytes): \
+         {message}; {}",
+        if *out_of_memory {
+            "the GPU is out of memory: use a smaller batch or a smaller model, or close other programs using the GPU"
+        } else {
+            "use a smaller batch or a smaller model"
+        }
+    )]
+    Allocation {
+        label: String,
+        bytes: u64,
+        limit: u64,
+        out_of_memory: bool,
+        message: String,
     },
 
     #[error("buffer {label} holds {capacity} bytes; writing or reading {bytes} bytes does not fit")]

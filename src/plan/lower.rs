@@ -392,14 +392,16 @@ impl<'a> Builder<'a> {
                 loss_sums.push(sum);
             }
         }
-        let loss_staging = (!self.losses.is_empty()).then(|| {
-            self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        let loss_staging = if self.losses.is_empty() {
+            None
+        } else {
+            Some(self.gpu.create_buffer_checked(&wgpu::BufferDescriptor {
                 label: Some("loss readback"),
                 size: (self.losses.len() * 4) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            })
-        });
+            })?)
+        };
         Ok(Plan {
             name: self.options.name.clone(),
             steps: self.steps,
@@ -416,6 +418,7 @@ impl<'a> Builder<'a> {
             owned: self.owned,
             loss_staging,
             loss_sums,
+            first_submit: Default::default(),
         })
     }
 }

@@ -101,6 +101,8 @@ pub struct Plan {
     loss_staging: Option<wgpu::Buffer>,
     /// Running sums of each loss over the steps since the last reset (training plans), one buffer per loss.
     loss_sums: Vec<Arc<GpuBuffer>>,
+    /// What the first submit reported, once it has happened.
+    first_submit: std::sync::OnceLock<Result<(), String>>,
 }
 
 /// Compiles `graph` against the shared `store`.
@@ -192,15 +194,51 @@ impl Plan {
     }
 
     /// Writes the per-step values of global step `step`, encodes the plan and submits it once. Does not wait.
+    ///
+    /// The first submit runs inside out-of-memory, validation and internal error scopes. If it fails, the
+    /// plan submits nothing more (every later submit would fail the same way, and wgpu panics on an error no
+    /// scope catches) and the plan's next readback returns the error, naming the plan.
     pub fn run(&self, gpu: &Gpu, step: u64) {
+        if let Some(Err(_)) = self.first_submit.get() {
+            return;
+        }
         for write in &self.step_writes {
             gpu.queue.write_buffer(&write.buffer.buffer, 0, &(write.bytes)(step));
         }
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some(&self.name),
         });
+        if self.first_submit.get().is_some() {
+            self.encode(&mut encoder);
+            gpu.queue.submit([encoder.finish()]);
+            return;
+        }
+        let out_of_memory = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = gpu.device.push_error_scope(wgpu::ErrorFilter::Internal);
         self.encode(&mut encoder);
         gpu.queue.submit([encoder.finish()]);
+        let errors = [
+            pollster::block_on(internal.pop()),
+            pollster::block_on(validation.pop()),
+            pollster::block_on(out_of_memory.pop()),
+        ];
+        let result = match errors.into_iter().flatten().next() {
+            None => Ok(()),
+            Some(error) => Err(crate::gpu::error_text(&error)),
+        };
+        let _ = self.first_submit.set(result);
+    }
+
+    /// The first submit's error, if it failed (see [`run`](Self::run)).
+    pub fn submit_error(&self) -> Result<(), GpuError> {
+        match self.first_submit.get() {
+            Some(Err(message)) => Err(GpuError::Validation {
+                context: format!("the first step of plan {:?}", self.name),
+                message: message.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The loss tensors' names, in the order `read_losses` returns them.
@@ -210,6 +248,7 @@ impl Plan {
 
     /// Reads the losses of the last submitted step (waits for the GPU: call it every N steps, not every step).
     pub fn read_losses(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        self.submit_error()?;
         let Some(staging) = &self.loss_staging else {
             return Ok(Vec::new());
         };
@@ -241,6 +280,7 @@ impl Plan {
 
     /// Reads the per-sample values (N) of loss `loss` from the last step (waits for the GPU).
     pub fn read_per_sample(&self, gpu: &Gpu, loss: TensorId) -> Result<Vec<f32>, GpuError> {
+        self.submit_error()?;
         let (_, buffer) = self
             .per_sample
             .iter()
@@ -255,6 +295,7 @@ impl Plan {
     /// The sums of each loss over the steps since the last [`reset_loss_sums`](Self::reset_loss_sums), without
     /// a readback per step (waits for the GPU).
     pub fn read_loss_sums(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        self.submit_error()?;
         self.loss_sums.iter().map(|b| Ok(gpu.read::<f32>(b)?[0])).collect()
     }
 
@@ -265,6 +306,7 @@ impl Plan {
 
     /// Reads any tensor back (waits for the GPU).
     pub fn read(&self, gpu: &Gpu, id: TensorId) -> Result<Vec<f32>, GpuError> {
+        self.submit_error()?;
         let mut values: Vec<f32> = gpu.read(self.buffer(id))?;
         values.truncate(self.names[id.0].1.iter().product());
         Ok(values)

@@ -91,6 +91,9 @@ impl std::str::FromStr for ScheduleKind {
     }
 }
 
+/// The widest U-Net `validate` accepts: far beyond any GPU's memory, but every shape product stays in range.
+pub const MAX_WIDTH: usize = 1 << 16;
+
 /// The U-Net's size and the schedule: what a ddpm run saves in config.json beside the common settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DdpmConfig {
@@ -124,6 +127,12 @@ impl DdpmConfig {
             return Err(format!(
                 "the U-Net's width {} must be a positive multiple of its GroupNorm groups {}",
                 self.width, self.groups
+            ));
+        }
+        if self.width > MAX_WIDTH {
+            return Err(format!(
+                "the U-Net's width {} is over the largest latent builds, {MAX_WIDTH}",
+                self.width
             ));
         }
         Ok(())

@@ -226,9 +226,12 @@ fn generate_images(
     Ok(images)
 }
 
-/// The ddpm's part of a run's configuration (models.md's for a config.json without one).
+/// The ddpm's part of a run's configuration (models.md's for a config.json without one), checked.
 fn ddpm_config(config: &RunConfig) -> Result<DdpmConfig, TrainError> {
-    Ok(config.model_config::<DdpmConfig>()?)
+    let own: DdpmConfig = config.model_config()?;
+    own.validate()
+        .map_err(|e| TrainError::Config(format!("{}: {e}", crate::run::CONFIG)))?;
+    Ok(own)
 }
 
 /// The timesteps `latent diffuse` shows.
@@ -311,9 +314,13 @@ impl Recipe for Ddpm {
         Ok(TrainGraph::new(o.graph, o.x, vec![("mse", o.loss)]))
     }
 
+    fn check_config(&self, config: &RunConfig) -> Result<(), TrainError> {
+        ddpm_config(config).map(|_| ())
+    }
+
     /// The U-Net's configuration only (as before the recipe interface, no batch-size check).
     fn check(&self, _gpu: &Gpu, config: &RunConfig) -> Result<(), TrainError> {
-        ddpm_config(config)?.validate().map_err(TrainError::Config)
+        self.check_config(config)
     }
 
     fn training(&self, gpu: &Gpu, config: &RunConfig, options: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {

@@ -1,0 +1,99 @@
+//! Inputs that fuzzing (fuzz/, see fuzz/README.md) or probing its targets found to crash, hang or allocate far
+//! beyond their size, each inline with what it now gets.
+
+use std::path::Path;
+use std::process::Command;
+
+use latent::data::{folder, DataError, Fit, ImageShape};
+
+/// A 69-byte PNG whose header claims 16000 x 16000 gray pixels (then a few bytes of image data). The decoder
+/// allocated its whole 256 MB pixel buffer before finding the data missing (found with the image_folder
+/// target's binary and -malloc_limit_mb=64). Now the header is checked against the file's size first.
+const PNG_CLAIMING_256_MB: [u8; 69] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x3e,
+    0x80, 0x00, 0x00, 0x3e, 0x80, 0x08, 0x00, 0x00, 0x00, 0x00, 0x64, 0x15, 0x80, 0x02, 0x00, 0x00, 0x00, 0x0c, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0xa0, 0x3d, 0x00, 0x00, 0x00, 0x64, 0x00, 0x01, 0x86, 0x64, 0x3c, 0x35,
+    0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+#[test]
+fn an_image_header_claiming_more_than_its_file_holds_is_refused_before_decoding() {
+    let path = Path::new("digits/train/huge.png");
+    let error = folder::decode_image(&PNG_CLAIMING_256_MB, path, ImageShape::MNIST, Fit::default()).unwrap_err();
+    assert!(matches!(error, DataError::ImageHeaderTooLarge { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "digits/train/huge.png: the header says 16000 x 16000 pixels (256,000,000 bytes decoded), more than a \
+         69-byte file can hold; the file is truncated or damaged, remove it or re-export it"
+    );
+    // The same through the path the folder loader and `latent inpaint --image/--mask` take.
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("mask.png");
+    std::fs::write(&file, PNG_CLAIMING_256_MB).unwrap();
+    let error = folder::load_image(&file, ImageShape::MNIST, Fit::default()).unwrap_err();
+    assert!(matches!(error, DataError::ImageHeaderTooLarge { .. }), "{error:?}");
+}
+
+/// The bound is deflate's and JPEG's, not a guess: a blank 3000 x 3000 PNG (over 500:1) still loads.
+#[test]
+fn a_highly_compressible_image_still_decodes() {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::ImageEncoder;
+    let blank = vec![255u8; 3000 * 3000];
+    let mut png = Vec::new();
+    PngEncoder::new_with_quality(&mut png, CompressionType::Best, FilterType::NoFilter)
+        .write_image(&blank, 3000, 3000, image::ExtendedColorType::L8)
+        .unwrap();
+    assert!(png.len() * 500 < blank.len(), "{} bytes", png.len());
+    let pixels = folder::decode_image(&png, Path::new("blank.png"), ImageShape::MNIST, Fit::default()).unwrap();
+    assert_eq!(pixels, vec![255u8; 28 * 28]);
+}
+
+/// Sizes whose shape products overflowed while the graph was built (a panic, "attempt to multiply with
+/// overflow", in debug builds; wrapped nonsense in release): a ddpm width of 2^62 in config.json (found by
+/// running the run_config target's binary on it) and `--batch 2^62` on the command line. Both are refused
+/// with one line before any graph is built.
+#[test]
+fn sizes_whose_shapes_overflow_are_refused_with_one_line() {
+    let directory = tempfile::tempdir().unwrap();
+    let run = directory.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(
+        run.join("config.json"),
+        br#"{"model":"ddpm","epochs":1,"steps":null,"batch":8,"lr":0.001,"seed":0,"data":null,"adapter":"a",
+            "latent_version":"0.1.0","ddpm":{"width":4611686018427387904,"groups":1,"schedule":"linear"}}"#,
+    )
+    .unwrap();
+    let run = run.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["sample", "--run", run],
+            "config.json: the U-Net's width 4611686018427387904 is over the largest latent builds, 65536",
+        ),
+        (
+            &["train", "ddpm", "--resume", run],
+            "config.json: the U-Net's width 4611686018427387904 is over the largest latent builds, 65536",
+        ),
+        (
+            &[
+                "train",
+                "vae",
+                "--batch",
+                "4611686018427387904",
+                "--run",
+                "/nonexistent/never-made",
+            ],
+            "error: batch 4611686018427387904 is outside 1 ..= 16777216",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_latent")).args(args).output().unwrap();
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {message}");
+        assert!(
+            message.contains(expected),
+            "{args:?}: expected {expected:?} in:\n{message}"
+        );
+        assert!(!message.contains("panicked"), "{args:?}: {message}");
+    }
+}
