@@ -1,5 +1,5 @@
-//! config.json parsing (RunConfig), a round trip through its own serialization, and the ddpm's U-Net graph a
-//! loaded config describes (built on the CPU, nothing allocated on a GPU).
+//! config.json parsing (RunConfig), a round trip through its own serialization, and the graph a loaded config
+//! describes at its batch (built on the CPU: shapes only, nothing allocated on a GPU).
 #![no_main]
 
 use std::path::Path;
@@ -18,6 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let reparsed = RunConfig::from_json(&again, Path::new("config.json")).expect("a serialized config parses");
     assert_eq!(config, reparsed);
     if let Some(ddpm) = &config.ddpm {
-        let _ = latent::models::ddpm::objective(ddpm, 1, (28, 28));
+        let _ = latent::models::ddpm::objective(ddpm, config.batch, (28, 28));
+    } else if let Ok(model) = config.model.parse::<latent::models::ModelKind>() {
+        let _ = latent::train::train_graph(model, config.batch);
     }
 });
