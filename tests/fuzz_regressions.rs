@@ -97,3 +97,27 @@ fn sizes_whose_shapes_overflow_are_refused_with_one_line() {
         assert!(!message.contains("panicked"), "{args:?}: {message}");
     }
 }
+
+/// config.json's learning rate did not survive a write and a read: serde_json's default float parser may be one
+/// unit in the last place off, so `0.000...0001` (1e-81 in 81 decimals) was read as 1.0000000000000001e-81,
+/// written back as that, and read again as 1e-81; a resumed run could train with another learning rate than
+/// the one it saved (found by the run_config target's round-trip check). serde_json's float_roundtrip feature
+/// makes parsing exact.
+#[test]
+fn the_learning_rate_survives_config_json_round_trips() {
+    let lr = format!("0.{}1", "0".repeat(80));
+    let text = format!(
+        r#"{{"model":"vae","epochs":1,"steps":null,"batch":8,"lr":{lr},"seed":0,"data":null,"adapter":"a",
+            "latent_version":"0.1.0"}}"#
+    );
+    let path = Path::new("config.json");
+    let config = latent::run::RunConfig::from_json(&text, path).unwrap();
+    assert_eq!(config.lr, 1e-81);
+    let again = latent::run::RunConfig::from_json(&serde_json::to_string(&config).unwrap(), path).unwrap();
+    assert_eq!(again, config);
+    for lr in [1e-3, 2e-4, 0.1 + 0.2, 1.0000000000000001e-81, f64::MIN_POSITIVE, 5e-324] {
+        let config = latent::run::RunConfig { lr, ..config.clone() };
+        let text = serde_json::to_string_pretty(&config).unwrap();
+        assert_eq!(latent::run::RunConfig::from_json(&text, path).unwrap().lr.to_bits(), lr.to_bits(), "{text}");
+    }
+}

@@ -1,5 +1,5 @@
-//! config.json parsing (RunConfig), a round trip through its own serialization, and the ddpm's U-Net graph a
-//! loaded config describes (built on the CPU, nothing allocated on a GPU).
+//! config.json parsing (RunConfig), a round trip through its own serialization, and the graph a loaded config
+//! describes at its batch (built on the CPU: shapes only, nothing allocated on a GPU).
 #![no_main]
 
 use std::path::Path;
@@ -17,9 +17,17 @@ fuzz_target!(|data: &[u8]| {
     let again = serde_json::to_string(&config).expect("a parsed config serializes");
     let reparsed = RunConfig::from_json(&again, Path::new("config.json")).expect("a serialized config parses");
     assert_eq!(config, reparsed);
-    // What `latent sample` and `--resume` build from a ddpm run's section, once its recipe has checked it.
-    if config.model == "ddpm" && latent::models::ModelKind::Ddpm.recipe().check_config(&config).is_ok() {
+    // The graph `latent sample`, `eval` and `--resume` build from it, once the model's recipe has checked the
+    // config (the ddpm's own section, at the config's batch).
+    let Ok(model) = config.model.parse::<latent::models::ModelKind>() else {
+        return;
+    };
+    if model.recipe().check_config(&config).is_err() {
+        return;
+    }
+    let _ = model.recipe().train_graph(config.batch);
+    if config.model == "ddpm" {
         let ddpm: latent::models::ddpm::DdpmConfig = config.model_config().expect("checked above");
-        let _ = latent::models::ddpm::objective(&ddpm, 1, (28, 28));
+        let _ = latent::models::ddpm::objective(&ddpm, config.batch, (28, 28));
     }
 });
