@@ -118,6 +118,43 @@ fn the_learning_rate_survives_config_json_round_trips() {
     for lr in [1e-3, 2e-4, 0.1 + 0.2, 1.0000000000000001e-81, f64::MIN_POSITIVE, 5e-324] {
         let config = latent::run::RunConfig { lr, ..config.clone() };
         let text = serde_json::to_string_pretty(&config).unwrap();
-        assert_eq!(latent::run::RunConfig::from_json(&text, path).unwrap().lr.to_bits(), lr.to_bits(), "{text}");
+        assert_eq!(
+            latent::run::RunConfig::from_json(&text, path).unwrap().lr.to_bits(),
+            lr.to_bits(),
+            "{text}"
+        );
+    }
+}
+
+/// A hand-edited ddpm section in config.json loads as a RunConfig and is refused by the ddpm's recipe (what
+/// `sample`, `eval`, `inpaint` and `--resume` call before anything is built) with one line naming config.json.
+#[test]
+fn a_hand_edited_ddpm_shape_is_refused_by_its_recipe() {
+    use latent::models::ModelKind;
+    use latent::run::RunConfig;
+    let config = |width: &str, groups: usize| {
+        let text = format!(
+            r#"{{"model": "ddpm", "epochs": 1, "steps": null, "batch": 8, "lr": 0.0002, "seed": 0, "data": null,
+                "adapter": "a", "latent_version": "0.1.0",
+                "ddpm": {{"width": {width}, "groups": {groups}, "schedule": "linear"}}}}"#
+        );
+        RunConfig::from_json(&text, Path::new("runs/x/config.json")).expect("the common fields load")
+    };
+    let check = |config: RunConfig| {
+        ModelKind::Ddpm
+            .recipe()
+            .check_config(&config)
+            .map_err(|e| e.to_string())
+    };
+    check(config("64", 8)).expect("the default shape builds");
+    assert_eq!(
+        check(config("4611686018427387904", 8)).unwrap_err(),
+        "config.json: the U-Net's width 4611686018427387904 is over the largest latent builds, 65536"
+    );
+    for groups in [0, 7] {
+        assert_eq!(
+            check(config("64", groups)).unwrap_err(),
+            format!("config.json: the U-Net's width 64 must be a positive multiple of its GroupNorm groups {groups}")
+        );
     }
 }
