@@ -399,3 +399,35 @@ fn a_failed_first_submit_is_an_error_naming_the_plan() {
     assert!(message.contains("the first step of plan \"broken plan\""), "{message}");
     assert!(message.contains("destroyed"), "{message}");
 }
+
+/// An error after a plan's first submit, which no error scope catches (here a buffer destroyed between steps;
+/// in training an out-of-memory or a lost device), no longer reaches wgpu's default handler, which panics: the
+/// device keeps the first one and every later wait or readback returns it. (Its own device: the error is kept.)
+#[test]
+fn an_error_after_the_first_step_is_returned_by_the_next_readback() {
+    let gpu = latent::gpu::Gpu::new(&latent::gpu::GpuOptions::from_env().unwrap()).unwrap();
+    let gpu = &gpu;
+    let mut g = latent::graph::Graph::new();
+    let x = g.input("x", &[2, 3]);
+    let target = g.input("target", &[2, 4]);
+    let y = g.linear("fc", x, 4).unwrap();
+    g.mean_squared_error(y, target).unwrap();
+    let mut store = ParamStore::new(0);
+    let options = PlanOptions {
+        name: "plan".into(),
+        train: Some(TrainOptions {
+            optimizer: Optimizer::adam(1e-3),
+            update_prefixes: vec![],
+        }),
+        seed: 0,
+    };
+    let plan = plan::compile(gpu, &g, &mut store, &options).unwrap();
+    plan.run(gpu, 0);
+    assert!(plan.read_losses(gpu).unwrap()[0].is_finite());
+    plan.buffer(x).buffer.destroy();
+    plan.run(gpu, 1);
+    let message = plan.read_losses(gpu).unwrap_err().to_string();
+    assert!(message.contains("the GPU reported an error while running"), "{message}");
+    assert!(message.contains("destroyed"), "{message}");
+    assert!(gpu.wait().is_err(), "the error is kept");
+}

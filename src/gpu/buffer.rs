@@ -202,11 +202,11 @@ impl Gpu {
     pub fn wait(&self) -> Result<(), GpuError> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
             .map_err(|e| GpuError::Validation {
                 context: "waiting for the GPU".into(),
                 message: e.to_string(),
-            })
+            })?;
+        self.device_error()
     }
 }
 

@@ -256,6 +256,9 @@ pub struct Gpu {
     pub tiling: Tiling,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
+    /// The first error no error scope caught (an out-of-memory or a lost device mid-training, where wgpu's
+    /// default handler would panic): every later [`wait`](Self::wait) and readback returns it.
+    uncaptured: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for Gpu {
@@ -321,6 +324,12 @@ impl Gpu {
                 message: e.to_string(),
             })?;
         let tiling = Tiling::choose(&info);
+        let uncaptured = Arc::new(Mutex::new(None));
+        let slot = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            let mut first = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            first.get_or_insert_with(|| super::buffer::error_text(&error));
+        }));
         Ok(Self {
             adapter,
             device,
@@ -331,7 +340,19 @@ impl Gpu {
             tiling,
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
+            uncaptured,
         })
+    }
+
+    /// The first error the device reported outside any error scope, if any.
+    pub fn device_error(&self) -> Result<(), GpuError> {
+        let first = self.uncaptured.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match first.as_ref() {
+            Some(message) => Err(GpuError::Device {
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether the device can run shaders that need `capability`.

@@ -43,6 +43,12 @@ pub enum GpuError {
     RequestDevice { adapter: String, message: String },
 
     #[error(
+        "the GPU reported an error while running: {message}; nothing computed after it can be trusted (an \
+         out-of-memory error: use a smaller batch or model)"
+    )]
+    Device { message: String },
+
+    #[error(
         "kernel {kernel} needs {capability:?}, which {adapter} does not offer; \
          latent picks another kernel variant where one exists, so this is a bug if you did not ask for it"
     )]
