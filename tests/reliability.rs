@@ -372,26 +372,31 @@ fn a_buffer_over_the_adapters_limit_is_an_error_naming_it() {
     assert_eq!(gpu.read::<f32>(&small).unwrap(), [1.0, 2.0]);
 }
 
-/// A plan whose first submit fails wgpu's validation (a buffer it binds was destroyed) submits nothing more
-/// and reports the error, naming the plan, at its next readback instead of panicking.
-#[test]
-fn a_failed_first_submit_is_an_error_naming_the_plan() {
-    let gpu = check::shared_gpu();
+/// A one-layer training plan (linear 3 -> 4, MSE) named `name`, and its input x.
+fn linear_training_plan(gpu: &latent::gpu::Gpu, name: &str) -> (plan::Plan, latent::graph::TensorId) {
     let mut g = latent::graph::Graph::new();
     let x = g.input("x", &[2, 3]);
     let target = g.input("target", &[2, 4]);
     let y = g.linear("fc", x, 4).unwrap();
     g.mean_squared_error(y, target).unwrap();
-    let mut store = ParamStore::new(0);
     let options = PlanOptions {
-        name: "broken plan".into(),
+        name: name.into(),
         train: Some(TrainOptions {
             optimizer: Optimizer::adam(1e-3),
             update_prefixes: vec![],
         }),
         seed: 0,
     };
-    let plan = plan::compile(gpu, &g, &mut store, &options).unwrap();
+    // The plan holds its parameters' buffers; the store can go.
+    (plan::compile(gpu, &g, &mut ParamStore::new(0), &options).unwrap(), x)
+}
+
+/// A plan whose first submit fails wgpu's validation (a buffer it binds was destroyed) submits nothing more
+/// and reports the error, naming the plan, at its next readback instead of panicking.
+#[test]
+fn a_failed_first_submit_is_an_error_naming_the_plan() {
+    let gpu = check::shared_gpu();
+    let (plan, x) = linear_training_plan(gpu, "broken plan");
     plan.buffer(x).buffer.destroy();
     plan.run(gpu, 0);
     plan.run(gpu, 1); // skipped: it would fail the same way
@@ -407,21 +412,7 @@ fn a_failed_first_submit_is_an_error_naming_the_plan() {
 fn an_error_after_the_first_step_is_returned_by_the_next_readback() {
     let gpu = latent::gpu::Gpu::new(&latent::gpu::GpuOptions::from_env().unwrap()).unwrap();
     let gpu = &gpu;
-    let mut g = latent::graph::Graph::new();
-    let x = g.input("x", &[2, 3]);
-    let target = g.input("target", &[2, 4]);
-    let y = g.linear("fc", x, 4).unwrap();
-    g.mean_squared_error(y, target).unwrap();
-    let mut store = ParamStore::new(0);
-    let options = PlanOptions {
-        name: "plan".into(),
-        train: Some(TrainOptions {
-            optimizer: Optimizer::adam(1e-3),
-            update_prefixes: vec![],
-        }),
-        seed: 0,
-    };
-    let plan = plan::compile(gpu, &g, &mut store, &options).unwrap();
+    let (plan, x) = linear_training_plan(gpu, "plan");
     plan.run(gpu, 0);
     assert!(plan.read_losses(gpu).unwrap()[0].is_finite());
     plan.buffer(x).buffer.destroy();
