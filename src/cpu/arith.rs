@@ -22,3 +22,14 @@ pub fn add_channel_bias(a: &[f64], bias: &[f64], channels: usize, inner: usize) 
         .map(|(i, x)| x + bias[(i / inner) % channels])
         .collect()
 }
+
+/// out (copies * inner) = a repeated: out[i] = a[i mod inner]
+pub fn repeat(a: &[f64], copies: usize) -> Vec<f64> {
+    (0..copies * a.len()).map(|i| a[i % a.len()]).collect()
+}
+
+/// out (n) = alpha * a[0 .. n] + beta * a[n .. 2n]
+pub fn combine_halves(a: &[f64], alpha: f64, beta: f64) -> Vec<f64> {
+    let n = a.len() / 2;
+    (0..n).map(|i| alpha * a[i] + beta * a[i + n]).collect()
+}

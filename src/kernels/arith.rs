@@ -1,4 +1,5 @@
-//! Vector arithmetic (`shaders/arith.wgsl`): add, scale, axpy, copy, fill, per-channel broadcast add.
+//! Vector arithmetic (`shaders/arith.wgsl`): add, scale, axpy, copy, fill, per-channel broadcast add, and the
+//! repeat and combination of halves of classifier-free guidance.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -56,6 +57,30 @@ pub fn copy(gpu: &Gpu, out: &GpuBuffer, a: &GpuBuffer, n: usize) -> Result<Dispa
 /// out (n) = value
 pub fn fill(gpu: &Gpu, out: &GpuBuffer, value: f32, n: usize) -> Result<Dispatch, GpuError> {
     gpu.dispatch_1d(&wgsl::FILL, &[&params(gpu, "fill", n, value, 0.0)?, out], n as u64)
+}
+
+/// out (copies * inner) = a (inner) repeated `copies` times.
+pub fn repeat(gpu: &Gpu, out: &GpuBuffer, a: &GpuBuffer, inner: usize, copies: usize) -> Result<Dispatch, GpuError> {
+    let n = inner * copies;
+    let p = ArithParams {
+        n: n as u32,
+        inner: inner as u32,
+        ..Default::default()
+    };
+    gpu.dispatch_1d(&wgsl::REPEAT, &[&gpu.uniform("repeat", &p)?, out, a], n as u64)
+}
+
+/// out (n) = alpha * a[0 .. n] + beta * a[n .. 2n] (a holds 2n values).
+pub fn combine_halves(
+    gpu: &Gpu,
+    out: &GpuBuffer,
+    a: &GpuBuffer,
+    alpha: f32,
+    beta: f32,
+    n: usize,
+) -> Result<Dispatch, GpuError> {
+    let params = params(gpu, "combine_halves", n, alpha, beta)?;
+    gpu.dispatch_1d(&wgsl::COMBINE_HALVES, &[&params, out, a], n as u64)
 }
 
 /// out (N, C, H, W) = a (N, C, H, W) + bias (C), with `inner` = H * W.
@@ -159,6 +184,39 @@ pub fn checks() -> Vec<KernelCheck> {
                     &check::download(gpu, &out, n)?,
                     &vec![1.25; n],
                     Tolerance::new(0.0, 0.0),
+                ))
+            },
+        ));
+    }
+    // Classifier-free guidance's batch doubling and combination: odd sizes and the ldm's latents (64, 4, 7, 7).
+    for inner in [1usize, 7, 33, 64 * 196] {
+        checks.push(KernelCheck::new(
+            wgsl::REPEAT.qualified_name(),
+            format!("inner={inner} copies=2"),
+            move |gpu| {
+                let a = TestRng::new(inner as u64).uniform_vec(inner, -2.0, 2.0);
+                let out = check::poisoned(gpu, "out", 2 * inner)?;
+                gpu.run(&[&repeat(gpu, &out, &check::upload(gpu, "a", &a)?, inner, 2)?])?;
+                Ok(check::compare(
+                    &check::download(gpu, &out, 2 * inner)?,
+                    &cpu::arith::repeat(&check::to_f64(&a), 2),
+                    Tolerance::new(0.0, 0.0),
+                ))
+            },
+        ));
+        checks.push(KernelCheck::new(
+            wgsl::COMBINE_HALVES.qualified_name(),
+            format!("n={inner}"),
+            move |gpu| {
+                let a = TestRng::new(inner as u64 + 1).uniform_vec(2 * inner, -2.0, 2.0);
+                let out = check::poisoned(gpu, "out", inner)?;
+                let (w, a_gpu) = (2.5f32, check::upload(gpu, "a", &a)?);
+                gpu.run(&[&combine_halves(gpu, &out, &a_gpu, 1.0 + w, -w, inner)?])?;
+                let expected = cpu::arith::combine_halves(&check::to_f64(&a), (1.0 + w) as f64, -w as f64);
+                Ok(check::compare(
+                    &check::download(gpu, &out, inner)?,
+                    &expected,
+                    Tolerance::ELEMENTWISE,
                 ))
             },
         ));
