@@ -204,10 +204,12 @@ pub enum Op {
         target: f32,
         loss: TensorId,
     },
-    /// Per image: KL(N(mu, exp(logvar)) || N(0, I)); loss (1) = mean over the batch
+    /// Per image: KL(N(mu, exp(logvar)) || N(0, I)) (the per-sample values, in nats); loss (1) = weight times
+    /// their mean over the batch (1 for the vae; the ldm's first stage is lightly regularised)
     GaussianKl {
         mu: TensorId,
         logvar: TensorId,
+        weight: f32,
         loss: TensorId,
     },
     /// Diffusion's forward process: y (N, ...) = sqrt(alpha_bar[t_s]) x0 + sqrt(1 - alpha_bar[t_s]) eps for
@@ -805,9 +807,24 @@ impl Graph {
 
     /// Per image: KL(N(mu, exp(logvar)) || N(0, I)); the loss is the batch mean.
     pub fn gaussian_kl(&mut self, mu: TensorId, logvar: TensorId) -> Result<TensorId, GraphError> {
+        self.weighted_gaussian_kl(mu, logvar, 1.0)
+    }
+
+    /// Per image: KL(N(mu, exp(logvar)) || N(0, I)); the loss is `weight` times the batch mean.
+    pub fn weighted_gaussian_kl(
+        &mut self,
+        mu: TensorId,
+        logvar: TensorId,
+        weight: f32,
+    ) -> Result<TensorId, GraphError> {
         self.same_shape("gaussian_kl", mu, logvar)?;
         let loss = self.loss_tensor("kl");
-        Ok(self.push(Op::GaussianKl { mu, logvar, loss }))
+        Ok(self.push(Op::GaussianKl {
+            mu,
+            logvar,
+            weight,
+            loss,
+        }))
     }
 
     /// Mean over all elements of the squared difference.

@@ -279,7 +279,8 @@ pub fn bce_with_logits_backward(
 }
 
 /// The VAE's KL(N(mu, exp(logvar)) || N(0, I)): per_sample (B) = -0.5 sum over the latent of
-/// (1 + logvar - mu² - exp(logvar)), loss[slot] = sum / B.
+/// (1 + logvar - mu² - exp(logvar)), loss[slot] = weight * sum / B (weight 1 for the vae).
+#[allow(clippy::too_many_arguments)]
 pub fn kl_forward(
     gpu: &Gpu,
     loss: &LossSlot,
@@ -288,15 +289,16 @@ pub fn kl_forward(
     logvar: &GpuBuffer,
     batch: usize,
     latent: usize,
+    weight: f64,
 ) -> Result<[Dispatch; 2], GpuError> {
     let p = params(batch, latent, 0.0, false, "loss::kl_forward")?;
     Ok([
         per_sample_dispatch(gpu, &wgsl::KL_FORWARD, &p, &[per_sample, mu, logvar])?,
-        mean_dispatch(gpu, loss, per_sample, batch, 1.0 / batch as f64)?,
+        mean_dispatch(gpu, loss, per_sample, batch, weight / batch as f64)?,
     ])
 }
 
-/// dmu (B, L) = mu / B and dlogvar (B, L) = 0.5 (exp(logvar) - 1) / B, or both += with `accumulate`
+/// dmu (B, L) = weight mu / B and dlogvar (B, L) = weight 0.5 (exp(logvar) - 1) / B, or both += with `accumulate`
 /// (the decoder's gradient through z = mu + eps * exp(logvar / 2) lands in the same buffers).
 #[allow(clippy::too_many_arguments)]
 pub fn kl_backward(
@@ -308,8 +310,9 @@ pub fn kl_backward(
     accumulate: bool,
     batch: usize,
     latent: usize,
+    weight: f64,
 ) -> Result<Dispatch, GpuError> {
-    let p = params(batch, latent, 1.0 / batch as f64, accumulate, "loss::kl_backward")?;
+    let p = params(batch, latent, weight / batch as f64, accumulate, "loss::kl_backward")?;
     elementwise_dispatch(gpu, &wgsl::KL_BACKWARD, &p, &[dmu, dlogvar, mu, logvar])
 }
 
@@ -463,7 +466,7 @@ pub fn run_forward_check(
             let target = constant.map_or(Target::Values(&y), Target::Constant);
             bce_with_logits_forward(gpu, &loss, &per_sample, &x, target, batch, features)?
         }
-        LossKind::Kl => kl_forward(gpu, &loss, &per_sample, &x, &y, batch, features)?,
+        LossKind::Kl => kl_forward(gpu, &loss, &per_sample, &x, &y, batch, features, 1.0)?,
         LossKind::CrossEntropy => cross_entropy_forward(gpu, &loss, &per_sample, &x, &labels, batch, features)?,
     };
     gpu.run(&[&first, &second])?;
@@ -504,7 +507,7 @@ pub fn run_backward_check(
             let target = constant.map_or(Target::Values(&y), Target::Constant);
             bce_with_logits_backward(gpu, &dx, &x, target, accumulate, batch, features)?
         }
-        LossKind::Kl => kl_backward(gpu, &dx, &dlogvar, &x, &y, accumulate, batch, features)?,
+        LossKind::Kl => kl_backward(gpu, &dx, &dlogvar, &x, &y, accumulate, batch, features, 1.0)?,
         LossKind::CrossEntropy => cross_entropy_backward(gpu, &dx, &x, &labels, accumulate, batch, features)?,
     };
     gpu.run(&[&dispatch])?;

@@ -618,7 +618,9 @@ impl Builder<'_> {
             Op::BceWithLogitsConstant { target, .. } => {
                 loss::bce_with_logits_forward(gpu, &slot, &samples, x, Target::Constant(target), n, f)?
             }
-            Op::GaussianKl { logvar, .. } => loss::kl_forward(gpu, &slot, &samples, x, &buf(logvar), n, f)?,
+            Op::GaussianKl { logvar, weight, .. } => {
+                loss::kl_forward(gpu, &slot, &samples, x, &buf(logvar), n, f, weight as f64)?
+            }
             Op::MeanSquaredError { target, .. } => loss::mse_forward(gpu, &slot, &samples, x, &buf(target), n, f)?,
             Op::SquaredError { target, .. } => {
                 loss::squared_error_forward(gpu, &slot, &samples, x, &buf(target), n, f)?
@@ -654,7 +656,7 @@ impl Builder<'_> {
     fn backward_loss(&mut self, _index: usize, op: &Op) -> Result<(), GpuError> {
         let gpu = self.gpu;
         let label = format!("{} {}", self.name(op.output()), op.name());
-        if let Op::GaussianKl { mu, logvar, .. } = *op {
+        if let Op::GaussianKl { mu, logvar, weight, .. } = *op {
             let (batch, latent) = per_sample(self.graph, mu);
             if self.needs(mu) || self.needs(logvar) {
                 // One kernel writes both gradients: both must be first writes or both accumulations.
@@ -667,7 +669,7 @@ impl Builder<'_> {
                     });
                 }
                 let (mu, logvar) = (self.buf(mu), self.buf(logvar));
-                let d = loss::kl_backward(gpu, &dmu, &dlogvar, &mu, &logvar, acc_mu, batch, latent)?;
+                let d = loss::kl_backward(gpu, &dmu, &dlogvar, &mu, &logvar, acc_mu, batch, latent, weight as f64)?;
                 self.push(format!("{label} dmu dlogvar"), d, 0);
             }
             return Ok(());

@@ -182,9 +182,9 @@ impl<'g> Reference<'g> {
                     features,
                 )]
             }
-            Op::GaussianKl { mu, logvar, .. } => {
+            Op::GaussianKl { mu, logvar, weight, .. } => {
                 let (batch, latent) = per_sample(g, mu);
-                vec![cpu::loss::kl(self.value(mu), self.value(logvar), batch, latent)]
+                vec![weight as f64 * cpu::loss::kl(self.value(mu), self.value(logvar), batch, latent)]
             }
             Op::MeanSquaredError { prediction, target, .. } => {
                 let (batch, features) = per_sample(g, prediction);
@@ -318,11 +318,12 @@ impl<'g> Reference<'g> {
                 let d = cpu::loss::bce_with_logits_backward(self.value(logits), &targets, batch);
                 self.accumulate(logits, d);
             }
-            Op::GaussianKl { mu, logvar, .. } => {
+            Op::GaussianKl { mu, logvar, weight, .. } => {
                 let batch = g.shape(mu)[0];
                 let (dmu, dlogvar) = cpu::loss::kl_backward(self.value(mu), self.value(logvar), batch);
-                self.accumulate(mu, dmu);
-                self.accumulate(logvar, dlogvar);
+                let weighted = |d: Vec<f64>| d.into_iter().map(|v| weight as f64 * v).collect::<Vec<_>>();
+                self.accumulate(mu, weighted(dmu));
+                self.accumulate(logvar, weighted(dlogvar));
             }
             Op::MeanSquaredError { prediction, target, .. } => {
                 let (batch, features) = per_sample(g, prediction);
