@@ -72,9 +72,11 @@ impl Workload {
 
     /// Uploads the batch and submits every plan for global step `step`. Does not wait.
     pub fn step(&self, gpu: &Gpu, step: u64) -> Result<(), ProfileError> {
+        let indices: Vec<usize> = (0..self.batch).collect();
         let batch = Batch {
             images: &self.images,
             labels: self.training.uses_labels().then_some(&self.labels[..]),
+            indices: &indices,
         };
         self.training
             .write_batch(gpu, &batch, step)

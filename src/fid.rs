@@ -298,3 +298,59 @@ pub fn add_fid(
     }
     Ok(())
 }
+
+/// The FID, the class histogram and entropy of every set of `sets` (the ldm's reconstructions, a conditional
+/// model's samples at each guidance weight) against the test set, and, for sets with the classes they were asked
+/// for, the classifier's accuracy on them, overall and per class. Each set goes under its name in `report`.
+pub fn add_measured_sets(
+    gpu: &Gpu,
+    report: &mut serde_json::Value,
+    sets: &[crate::recipe::MeasuredSet],
+    splits: &Splits,
+    run: &LoadedRun,
+    options: &EvalOptions,
+) -> Result<(), TrainError> {
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let classifier = classifier_run(gpu, options.classifier.as_deref(), run.config.data.as_ref())?;
+    let net = FeatureNet::load(gpu, &classifier)?;
+    let dim = classifier::FEATURES;
+    let test_images = real_subset(&splits.test, splits.test.len(), run.config.seed);
+    let (test_features, _) = net.features(gpu, &test_images)?;
+    let test = FeatureStatistics::new(&test_features, dim);
+    for set in sets {
+        let (features, classes) = net.features(gpu, &set.images)?;
+        let mut histogram = vec![0usize; classifier::CLASSES];
+        for &c in &classes {
+            histogram[c as usize] += 1;
+        }
+        let mut entry = json!({
+            "description": set.description,
+            "n": classes.len(),
+            "fid": frechet_distance(&FeatureStatistics::new(&features, dim), &test),
+            "class_histogram": histogram,
+            "class_entropy_nats": entropy(&histogram),
+        });
+        if let Some(guidance) = set.guidance {
+            entry["guidance"] = json!(guidance);
+        }
+        if let Some(labels) = &set.labels {
+            let mut asked = vec![0usize; classifier::CLASSES];
+            let mut hits = vec![0usize; classifier::CLASSES];
+            for (&label, &class) in labels.iter().zip(&classes) {
+                asked[label as usize] += 1;
+                hits[label as usize] += (label == class) as usize;
+            }
+            let correct: usize = hits.iter().sum();
+            entry["accuracy_of_asked_class"] = json!(correct as f64 / labels.len().max(1) as f64);
+            entry["accuracy_per_class"] = json!(hits
+                .iter()
+                .zip(&asked)
+                .map(|(&h, &a)| if a > 0 { h as f64 / a as f64 } else { f64::NAN })
+                .collect::<Vec<_>>());
+        }
+        report[&set.name] = entry;
+    }
+    Ok(())
+}

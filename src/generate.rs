@@ -168,10 +168,19 @@ pub const GRID_LIMIT: usize = 256;
 /// grid.png (the first [`GRID_LIMIT`] in a square-ish grid, at least 8 wide) and samples.npy (all of them,
 /// [N, 1, 28, 28]) of `images` in [0, 1].
 pub fn write_samples(dir: &Path, images: &[f32]) -> Result<(PathBuf, PathBuf), TrainError> {
+    write_samples_in_columns(dir, images, None)
+}
+
+/// [`write_samples`] with the grid's number of columns given (one row per class), else about square.
+pub fn write_samples_in_columns(
+    dir: &Path,
+    images: &[f32],
+    columns: Option<usize>,
+) -> Result<(PathBuf, PathBuf), TrainError> {
     let n = images.len() / 784;
     let shown = n.min(GRID_LIMIT);
     let (grid, npy) = (dir.join("grid.png"), dir.join("samples.npy"));
-    let columns = 8.max((shown as f64).sqrt().ceil() as usize);
+    let columns = columns.unwrap_or_else(|| 8.max((shown as f64).sqrt().ceil() as usize));
     run::save_png(
         &grid,
         &run::image_grid(&images[..shown * 784], [shown, 1, 28, 28], columns),

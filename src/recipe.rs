@@ -28,9 +28,15 @@ use crate::run::{self, RunConfig};
 #[derive(Clone, Copy, Debug)]
 pub struct Flag {
     pub name: &'static str,
-    /// The value's placeholder in `--help`.
+    /// The value's placeholder in `--help`; empty for a switch (`--conditional`), which takes no value.
     pub value: &'static str,
     pub help: &'static str,
+}
+
+impl Flag {
+    pub fn is_switch(&self) -> bool {
+        self.value.is_empty()
+    }
 }
 
 /// The model flags given to `latent train`, by name, as text: each recipe parses its own.
@@ -46,6 +52,11 @@ impl ModelOptions {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.values.keys().map(String::as_str)
+    }
+
+    /// Whether the switch `--name` was given.
+    pub fn switch(&self, name: &str) -> bool {
+        self.values.contains_key(name)
     }
 
     /// The value of `--name`, parsed; an error names the flag and the value.
@@ -141,9 +152,96 @@ pub struct SampleRequest {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub diffusion: DiffusionOptions,
+    /// Class-conditional models: the class of every sample (0..K-1), or `all` for a grid with one row per class
+    /// (--n rounded up to a multiple of K). Default: the classes in turn.
+    #[arg(long)]
+    pub class: Option<ClassChoice>,
+    /// Class-conditional models: the classifier-free guidance weight w >= 0, eps = (1 + w) eps(x, c) - w eps(x,
+    /// null); 0 samples the conditional model alone. Default 2.
+    #[arg(long, allow_negative_numbers = true)]
+    pub guidance: Option<f32>,
     /// Show progress on stderr.
     #[arg(skip)]
     pub progress: bool,
+}
+
+/// `--class`: one class for every sample, or every class in turn as the rows of the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassChoice {
+    One(u32),
+    All,
+}
+
+impl FromStr for ClassChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(Self::All),
+            _ => s
+                .parse()
+                .map(Self::One)
+                .map_err(|_| format!("{s:?} is neither a class number nor `all`")),
+        }
+    }
+}
+
+/// The guidance weight of `latent sample` and of FID's samples of a conditional model.
+pub const DEFAULT_GUIDANCE: f32 = 2.0;
+
+impl SampleRequest {
+    /// What a model with `classes` (None: unconditional) is asked to sample: the class of each of the `n` images
+    /// and the guidance, with the number of images (a multiple of K for `--class all`). One clear error for a
+    /// class out of range, a negative guidance, or either flag on an unconditional model.
+    pub fn conditioning(
+        &self,
+        classes: Option<usize>,
+    ) -> Result<(usize, Option<crate::diffusion::Conditioning>), TrainError> {
+        if let Some(w) = self.guidance {
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(TrainError::Config(format!(
+                    "--guidance {w}: the guidance weight must be a finite number >= 0 (0 samples the conditional \
+                     model alone; 1 to 4 is usual)"
+                )));
+            }
+        }
+        let Some(k) = classes else {
+            if self.class.is_some() || self.guidance.is_some() {
+                return Err(TrainError::Config(format!(
+                    "--{}: this run is not class-conditional; train one with --conditional to sample by class",
+                    if self.class.is_some() { "class" } else { "guidance" }
+                )));
+            }
+            return Ok((self.n, None));
+        };
+        let (n, labels): (usize, Vec<u32>) = match self.class {
+            Some(ClassChoice::One(c)) if c as usize >= k => {
+                return Err(TrainError::Config(format!(
+                    "--class {c}: this model has {k} classes, 0 to {}",
+                    k - 1
+                )))
+            }
+            Some(ClassChoice::One(c)) => (self.n, vec![c; self.n]),
+            Some(ClassChoice::All) => {
+                let per_class = self.n.div_ceil(k);
+                (
+                    per_class * k,
+                    (0..per_class * k).map(|i| (i / per_class) as u32).collect(),
+                )
+            }
+            None => (self.n, (0..self.n).map(|i| (i % k) as u32).collect()),
+        };
+        let guidance = self.guidance.unwrap_or(DEFAULT_GUIDANCE);
+        Ok((n, Some(crate::diffusion::Conditioning { labels, guidance })))
+    }
+
+    /// Columns of the sample grid: one row per class for `--class all`.
+    pub fn grid_columns(&self, n: usize, classes: Option<usize>) -> usize {
+        match (self.class, classes) {
+            (Some(ClassChoice::All), Some(k)) => n / k,
+            _ => 8,
+        }
+    }
 }
 
 /// A count that must be at least 1 (batch sizes, sample counts), as a command-line value.
@@ -174,6 +272,28 @@ pub struct InpaintRequest {
     pub progress: bool,
 }
 
+/// Images that `latent eval` measures beside the model's samples (FID, classes, and the accuracy of the asked
+/// classes when `labels` is given), reported under `name`.
+pub struct MeasuredSet {
+    pub name: String,
+    pub description: String,
+    /// (N, 784) in [0, 1]
+    pub images: Vec<f32>,
+    /// The class each image was asked to be.
+    pub labels: Option<Vec<u32>>,
+    pub guidance: Option<f32>,
+}
+
+/// The guidance weights of `latent eval`'s trade-off curve for conditional models (Ho & Salimans's Figure 2).
+pub const EVAL_GUIDANCE: [f32; 4] = [0.0, 1.0, 2.0, 4.0];
+
+/// A run that must exist before a model trains: `model` trained for `epochs` into `dir`.
+pub struct Prerequisite {
+    pub model: &'static str,
+    pub dir: PathBuf,
+    pub epochs: u64,
+}
+
 /// A model family: its defaults and configuration, its training step, and what each command means for it.
 pub trait Recipe: Sync {
     /// The name `latent train` takes and config.json records.
@@ -201,6 +321,24 @@ pub trait Recipe: Sync {
         Ok(())
     }
 
+    /// A model this one needs trained first (the ldm's first stage), which `latent train` trains into the given
+    /// directory before this model's own training starts, or resumes if it was interrupted.
+    fn prerequisite(&self, _config: &RunConfig, _run: &std::path::Path) -> Option<Prerequisite> {
+        None
+    }
+
+    /// Completes the configuration once the prerequisite exists, before config.json is written and training
+    /// starts (the ldm measures its latent scale on the training set).
+    fn prepare(
+        &self,
+        _gpu: &Gpu,
+        _run: &std::path::Path,
+        _config: &mut RunConfig,
+        _splits: &Splits,
+    ) -> Result<(), TrainError> {
+        Ok(())
+    }
+
     /// The graph of the training step (its first plan) at batch `batch` with the default configuration.
     fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError>;
 
@@ -217,6 +355,12 @@ pub trait Recipe: Sync {
     /// `latent eval`: the model's own metrics on the test set (FID and SWD are added for models that
     /// [`generate`](Self::generate)).
     fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, options: &EvalOptions) -> Result<Value, TrainError>;
+
+    /// Image sets `latent eval` measures with FID beside [`generate`](Self::generate)'s samples: the ldm's
+    /// first-stage reconstructions, a conditional model's samples at each of [`EVAL_GUIDANCE`].
+    fn measured_sets(&self, _gpu: &Gpu, _run: &LoadedRun, _n: usize) -> Result<Vec<MeasuredSet>, TrainError> {
+        Ok(Vec::new())
+    }
 
     /// The model as a decoder of latent codes (and an encoder of images), if it is one: `sample`, `reconstruct`,
     /// `interpolate` and FID's samples then come from `crate::generate` unless the model says otherwise.
@@ -294,6 +438,8 @@ pub struct Batch<'a> {
     pub images: &'a [f32],
     /// (N), when the model uses labels.
     pub labels: Option<&'a [u32]>,
+    /// (N) the images' places in the training set (the ldm looks up their precomputed latents).
+    pub indices: &'a [usize],
 }
 
 /// What loss.png draws: a title and (label, split, metric) per curve.

@@ -105,7 +105,11 @@ impl clap::FromArgMatches for ModelOptions {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         let mut options = ModelOptions::default();
         for (flag, _) in ModelKind::all_flags() {
-            if let Some(value) = matches.get_one::<String>(flag.name) {
+            if flag.is_switch() {
+                if matches.get_flag(flag.name) {
+                    options.set(flag.name, "true");
+                }
+            } else if let Some(value) = matches.get_one::<String>(flag.name) {
                 options.set(flag.name, value);
             }
         }
@@ -121,13 +125,13 @@ impl clap::FromArgMatches for ModelOptions {
 impl clap::Args for ModelOptions {
     fn augment_args(mut command: clap::Command) -> clap::Command {
         for (flag, owners) in ModelKind::all_flags() {
-            command = command.arg(
-                clap::Arg::new(flag.name)
-                    .long(flag.name)
-                    .value_name(flag.value)
-                    .allow_negative_numbers(true)
-                    .help(format!("{}: {}", owners.join(", "), flag.help)),
-            );
+            let help = format!("{}: {}", owners.join(", "), flag.help);
+            let arg = clap::Arg::new(flag.name).long(flag.name).help(help);
+            command = command.arg(if flag.is_switch() {
+                arg.action(clap::ArgAction::SetTrue)
+            } else {
+                arg.value_name(flag.value).allow_negative_numbers(true)
+            });
         }
         command
     }
@@ -312,7 +316,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     check_flags(recipe, &request.options)?;
     let RunSetup {
         place,
-        config,
+        mut config,
         resume_from,
     } = setup_run(gpu, request, recipe)?;
     // Refuse a configuration the adapter cannot hold before loading data or allocating anything.
@@ -326,6 +330,10 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
     let run = place.into_dir()?;
     let _lock = run.lock_for_writing()?; // held until training returns; refuses a second writer
+    if let Some(first) = recipe.prerequisite(&config, &run.path) {
+        train_prerequisite(gpu, request, &config, &first)?;
+    }
+    recipe.prepare(gpu, &run.path, &mut config, &splits)?;
     run.write_config(&config)?;
 
     let training = recipe.training(gpu, &config, &request.options)?;
@@ -388,9 +396,11 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                     &mut images,
                     training.uses_labels().then_some(&mut labels[..]),
                 );
+                let indices = batcher.indices(epoch, index).to_vec();
                 let batch = Batch {
                     images: &images,
                     labels: training.uses_labels().then_some(&labels[..]),
+                    indices: &indices,
                 };
                 training.write_batch(gpu, &batch, step)?;
                 for step_plan in training.plans() {
@@ -492,6 +502,39 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         }
         Err(error) => Err(error),
     }
+}
+
+/// Trains (or finishes training) the run a model needs first, with the seed, data and batch of the run that
+/// needs it.
+fn train_prerequisite(
+    gpu: &Gpu,
+    request: &TrainRequest,
+    config: &RunConfig,
+    first: &crate::recipe::Prerequisite,
+) -> Result<(), TrainError> {
+    let model: ModelKind = first.model.parse().map_err(TrainError::Config)?;
+    let resume = first.dir.join(run::CHECKPOINT).exists();
+    eprintln!(
+        "{} the {} first stage in {} ({} epochs)",
+        if resume { "Finishing" } else { "Training" },
+        first.model,
+        first.dir.display(),
+        first.epochs
+    );
+    let first_request = TrainRequest {
+        epochs: Some(first.epochs),
+        batch: (!resume).then_some(config.batch),
+        seed: (!resume).then_some(config.seed),
+        data: if resume { None } else { config.data.clone() },
+        run: (!resume).then(|| first.dir.clone()),
+        resume: resume.then(|| first.dir.clone()),
+        progress: request.progress,
+        interrupt: request.interrupt.clone(),
+        log_every: request.log_every,
+        ..TrainRequest::new(model)
+    };
+    train(gpu, &first_request)?;
+    Ok(())
 }
 
 /// The progress display's losses: each term by name.

@@ -24,6 +24,7 @@ fn small() -> DdpmConfig {
         width: 8,
         groups: 2,
         schedule: ScheduleKind::Linear,
+        classes: None,
     }
 }
 
@@ -227,7 +228,8 @@ fn sampling_is_finite_and_clamped_and_inpainting_keeps_known_pixels() {
     let reverse_plan = |sampler: &str, steps: usize, seed: u64, inpaint: bool| {
         let denoiser = model::denoiser(&config, n, size).unwrap();
         let sampler = diffusion::sampler(sampler, steps).unwrap();
-        ReversePlan::new(gpu, denoiser, sampler, &config.schedule.schedule(), seed, inpaint).unwrap()
+        let options = diffusion::ReverseOptions::pixels(inpaint);
+        ReversePlan::new(gpu, denoiser, sampler, &config.schedule.schedule(), seed, &options).unwrap()
     };
     for (sampler, steps) in [("ddim", 10), ("ancestral", 0)] {
         let reverse = reverse_plan(sampler, steps, 1, false);

@@ -28,6 +28,15 @@ impl Sampler for Ancestral {
 
     fn step(&self, gpu: &Gpu, b: &StepBuffers) -> Result<Dispatch, GpuError> {
         let z = self.z.expect("prepare adds z before the plan is compiled");
-        kernels::ddpm_step(gpu, b.x, b.eps_theta, b.plan.buffer(z), b.table, b.step, true, b.values)
+        kernels::ddpm_step(
+            gpu,
+            b.x,
+            b.eps_theta,
+            b.plan.buffer(z),
+            b.table,
+            b.step,
+            b.clamp,
+            b.values,
+        )
     }
 }

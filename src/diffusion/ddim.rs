@@ -34,6 +34,6 @@ impl Sampler for Ddim {
     }
 
     fn step(&self, gpu: &Gpu, b: &StepBuffers) -> Result<Dispatch, GpuError> {
-        kernels::ddim_step(gpu, b.x, b.eps_theta, b.table, b.step, true, b.values)
+        kernels::ddim_step(gpu, b.x, b.eps_theta, b.table, b.step, b.clamp, b.values)
     }
 }

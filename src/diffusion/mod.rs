@@ -36,12 +36,37 @@ pub const X_T_STREAM: u32 = 3000;
 pub const Z_STREAM: u32 = 3001;
 pub const INPAINT_STREAM: u32 = 3002;
 
-/// A network that predicts the noise: x_t (N, C, H, W) and t (N) -> eps_theta (N, C, H, W).
+/// A network that predicts the noise: x_t (N, C, H, W) and t (N) -> eps_theta (N, C, H, W), for a conditional
+/// model also given the class as a one-hot row (N, K + 1), the last column being the null class.
 pub struct Denoiser {
     pub graph: Graph,
     pub x: TensorId,
     pub t: TensorId,
     pub eps_theta: TensorId,
+    pub class: Option<TensorId>,
+}
+
+/// How the reverse process is recorded.
+#[derive(Clone, Copy, Debug)]
+pub struct ReverseOptions {
+    /// Mix the known pixels back after each step (`ReversePlan::inpaint`).
+    pub inpaint: bool,
+    /// Clamp the last step's x_0 to [-1, 1] (images; a latent map is not clamped).
+    pub clamp: bool,
+    /// Classifier-free guidance with weight w: the denoiser runs at twice the samples (each image with its class,
+    /// then with the null class) and eps = (1 + w) eps(x, c) - w eps(x, null).
+    pub guidance: Option<f32>,
+}
+
+impl ReverseOptions {
+    /// Pixels in [-1, 1], no guidance.
+    pub fn pixels(inpaint: bool) -> Self {
+        Self {
+            inpaint,
+            clamp: true,
+            guidance: None,
+        }
+    }
 }
 
 /// What a sampler's step dispatch works on: buffers of the compiled sampling plan.
@@ -55,6 +80,8 @@ pub struct StepBuffers<'a> {
     pub step: &'a GpuBuffer,
     /// Values in x.
     pub values: usize,
+    /// Clamp the last step's result to [-1, 1].
+    pub clamp: bool,
 }
 
 /// A way to walk the reverse process.
@@ -84,6 +111,48 @@ pub fn sampler(name: &str, steps: usize) -> Result<Box<dyn Sampler>, TrainError>
     }
 }
 
+/// The probability that training replaces a label by the null class (Ho & Salimans 2022, p_uncond = 0.1).
+pub const NULL_PROBABILITY: f64 = 0.1;
+
+/// The class rows of training batch `step`: each label one-hot among K + 1 columns, replaced by the null class K
+/// with probability [`NULL_PROBABILITY`], drawn from ChaCha8 keyed by (seed, step) so a resumed run draws the
+/// same.
+pub fn training_class_rows(seed: u64, step: u64, labels: &[u32], classes: usize) -> Vec<f32> {
+    use rand::{RngExt, SeedableRng};
+    let mut key = [0u8; 32];
+    key[0..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&0x6e75_6c6c_636c_6173u64.to_le_bytes());
+    key[16..24].copy_from_slice(&step.to_le_bytes());
+    let mut rng = rand_chacha::ChaCha8Rng::from_seed(key);
+    let rows: Vec<u32> = labels
+        .iter()
+        .map(|&label| {
+            if rng.random_bool(NULL_PROBABILITY) {
+                classes as u32
+            } else {
+                label
+            }
+        })
+        .collect();
+    one_hot(&rows, classes + 1)
+}
+
+/// What a conditional model is asked to sample: the class of each image and the guidance weight w >= 0.
+#[derive(Clone, Debug)]
+pub struct Conditioning {
+    pub labels: Vec<u32>,
+    pub guidance: f32,
+}
+
+/// One-hot rows (labels.len(), width) of class labels.
+pub fn one_hot(labels: &[u32], width: usize) -> Vec<f32> {
+    let mut rows = vec![0.0f32; labels.len() * width];
+    for (row, &label) in rows.chunks_mut(width).zip(labels) {
+        row[label as usize] = 1.0;
+    }
+    rows
+}
+
 /// The reverse process of `n` images, recorded once: `[denoiser forward, sampling step, (inpainting mix)]`,
 /// replayed once per timestep with only the per-iteration values rewritten.
 pub struct ReversePlan {
@@ -93,6 +162,14 @@ pub struct ReversePlan {
     pub x: TensorId,
     /// Known pixels x0 and the mask (1 keeps) when inpainting, both shaped as x.
     pub known: Option<(TensorId, TensorId)>,
+    /// The denoiser's one-hot class rows of a conditional model (twice the samples under guidance: the asked
+    /// classes, then the null class), written by [`ReversePlan::set_classes`].
+    pub class: Option<TensorId>,
+    /// The number of classes K of a conditional model (the null class is K).
+    classes: usize,
+    guided: bool,
+    /// The number of images.
+    pub samples: usize,
     pub steps: Vec<SampleStep>,
     /// Values in x.
     pub values: usize,
@@ -100,28 +177,46 @@ pub struct ReversePlan {
 }
 
 impl ReversePlan {
-    /// Compiles the reverse process of `denoiser` (its batch is the number of images) with `sampler` over
-    /// `schedule`, inpainting when `inpaint`. `seed` keys x_T and every noise draw.
+    /// Compiles the reverse process of `denoiser` with `sampler` over `schedule`. Its batch is the number of
+    /// images, or twice it under guidance. `seed` keys x_T and every noise draw.
     pub fn new(
         gpu: &Gpu,
         denoiser: Denoiser,
         mut sampler: Box<dyn Sampler>,
         schedule: &Schedule,
         seed: u64,
-        inpaint: bool,
+        options: &ReverseOptions,
     ) -> Result<Self, TrainError> {
         let sample_steps = sampler.timesteps(schedule)?;
         let Denoiser {
             graph: mut g,
-            x,
+            x: network_x,
             t,
-            eps_theta,
+            eps_theta: network_eps,
+            class,
         } = denoiser;
+        let network_shape = g.shape(network_x).to_vec();
+        let batch = network_shape[0];
+        let guided = options.guidance.is_some();
+        if guided && (class.is_none() || batch % 2 != 0) {
+            return Err(TrainError::Config(
+                "classifier-free guidance needs a conditional denoiser at twice the number of samples".into(),
+            ));
+        }
+        // Under guidance the sample x (n) and the guided estimate (n) are tensors of their own; the network sees
+        // x twice over (2n).
+        let (x, eps_theta) = if guided {
+            let mut shape = network_shape.clone();
+            shape[0] = batch / 2;
+            (g.input("x_sample", &shape), g.input("eps_guided", &shape))
+        } else {
+            (network_x, network_eps)
+        };
         let shape = g.shape(x).to_vec();
         let values: usize = shape.iter().product();
-        let n = shape[0];
+        let classes = class.map_or(0, |c| g.shape(c)[1] - 1);
         sampler.prepare(&mut g, &shape);
-        let inpainting = inpaint.then(|| Inpainting::add_to(&mut g, &shape));
+        let inpainting = options.inpaint.then(|| Inpainting::add_to(&mut g, &shape));
         let mut store = ParamStore::new(0);
         let mut plan = plan::compile(
             gpu,
@@ -148,7 +243,7 @@ impl ReversePlan {
             buffer: plan.buffer(t).clone(),
             bytes: Box::new(move |k| {
                 let timestep = for_t[k as usize % for_t.len()].t;
-                bytemuck::cast_slice(&vec![timestep; n]).to_vec()
+                bytemuck::cast_slice(&vec![timestep; batch]).to_vec()
             }),
         });
         let x_buffer = plan.buffer(x).clone();
@@ -160,10 +255,31 @@ impl ReversePlan {
             table: &table,
             step: &step_buffer,
             values,
+            clamp: options.clamp,
         };
-        let mut dispatches = vec![("sampling step", sampler.step(gpu, &buffers)?)];
+        let mut dispatches = Vec::new();
+        let mut repeat = None;
+        if let Some(w) = options.guidance {
+            // Before the network: its input is x twice; after it: the guided combination of its two halves.
+            repeat = Some(arith::repeat(gpu, plan.buffer(network_x), &x_buffer, values, 2)?);
+            let combine = arith::combine_halves(gpu, &eps_buffer, plan.buffer(network_eps), 1.0 + w, -w, values)?;
+            dispatches.push(("guidance: (1 + w) eps(x, c) - w eps(x, null)", combine));
+        }
+        dispatches.push(("sampling step", sampler.step(gpu, &buffers)?));
         if let Some(inpainting) = &inpainting {
             dispatches.push(("inpaint mix", inpainting.mix(gpu, &buffers)?));
+        }
+        if let Some(repeat) = repeat {
+            plan.steps.insert(
+                0,
+                Step {
+                    label: "guidance: x twice".into(),
+                    phase: Phase::Forward,
+                    bytes: repeat.bytes,
+                    dispatch: repeat,
+                    flops: 0,
+                },
+            );
         }
         for (label, dispatch) in dispatches {
             plan.steps.push(Step {
@@ -179,10 +295,66 @@ impl ReversePlan {
             store,
             x,
             known: inpainting.map(|i| i.inputs()),
+            class,
+            classes,
+            guided,
+            samples: shape[0],
             steps: Arc::try_unwrap(shared_steps).unwrap_or_else(|shared| (*shared).clone()),
             values,
             seed,
         })
+    }
+
+    /// The reverse process of `n` samples of the denoiser that `build` makes at a batch size, with the classes
+    /// `labels` written for a conditional model: under guidance w > 0 the denoiser runs at 2n (guidance 0 is the
+    /// conditional model alone, at n). The caller loads the weights.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_samples(
+        gpu: &Gpu,
+        build: &dyn Fn(usize) -> Result<Denoiser, crate::graph::GraphError>,
+        n: usize,
+        sampler: Box<dyn Sampler>,
+        schedule: &Schedule,
+        seed: u64,
+        options: ReverseOptions,
+        labels: Option<&[u32]>,
+    ) -> Result<Self, TrainError> {
+        let guidance = options.guidance.filter(|&w| w != 0.0);
+        let batch = if guidance.is_some() { 2 * n } else { n };
+        let options = ReverseOptions { guidance, ..options };
+        let reverse = Self::new(gpu, build(batch)?, sampler, schedule, seed, &options)?;
+        match (reverse.class, labels) {
+            (Some(_), Some(labels)) => reverse.set_classes(gpu, labels)?,
+            (Some(_), None) => reverse.set_classes(gpu, &vec![reverse.classes as u32; n])?,
+            (None, Some(_)) => {
+                return Err(TrainError::Config(
+                    "--class: this model is not class-conditional (train it with --conditional)".into(),
+                ))
+            }
+            (None, None) => {}
+        }
+        Ok(reverse)
+    }
+
+    /// Writes the class of every sample (each below K, or K for the null class) into the denoiser's one-hot rows;
+    /// under guidance the second half of the batch gets the null class.
+    pub fn set_classes(&self, gpu: &Gpu, labels: &[u32]) -> Result<(), TrainError> {
+        let Some(class) = self.class else {
+            return Err(TrainError::Config("this sampling plan has no class input".into()));
+        };
+        let n = self.samples;
+        if labels.len() != n {
+            return Err(TrainError::Config(format!(
+                "{} class labels for {n} samples",
+                labels.len()
+            )));
+        }
+        let mut rows: Vec<u32> = labels.to_vec();
+        if self.guided {
+            rows.extend(std::iter::repeat_n(self.classes as u32, n));
+        }
+        self.plan.write_input(gpu, class, &one_hot(&rows, self.classes + 1))?;
+        Ok(())
     }
 
     /// Loads the weights from a checkpoint: the EMA copies (`ema.<name>`) or the trained values.

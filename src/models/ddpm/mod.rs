@@ -32,7 +32,11 @@ use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
 use crate::kernels::diffusion::Schedule;
 
-pub use recipe::{attach_ema, demo_masks, draw_timesteps, test_mse, Ddpm, TimestepPurpose, DIFFUSE_TIMESTEPS};
+pub use recipe::{
+    attach_ema, attach_ema_with_prefix, check_resume_conditional, conditional_description, demo_masks, draw_timesteps,
+    guidance_sets, test_mse, uniform_classes, write_training_classes, Ddpm, TimestepPurpose, CLASSES, CONDITIONAL,
+    DIFFUSE_TIMESTEPS, SAMPLE_CHUNK,
+};
 
 /// Width of the sinusoidal timestep embedding (32 frequencies).
 pub const EMBEDDING: usize = 64;
@@ -102,6 +106,10 @@ pub struct DdpmConfig {
     /// GroupNorm groups (8).
     pub groups: usize,
     pub schedule: ScheduleKind,
+    /// Class conditioning (`--conditional`): the number of classes K; a learned embedding of the class (K + 1
+    /// rows, the last the null class of classifier-free guidance) is added to the time embedding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
 }
 
 impl Default for DdpmConfig {
@@ -111,6 +119,7 @@ impl Default for DdpmConfig {
             width: 64,
             groups: 8,
             schedule: ScheduleKind::Linear,
+            classes: None,
         }
     }
 }
@@ -139,12 +148,30 @@ impl DdpmConfig {
     }
 }
 
-/// The time MLP: t (N) u32 -> e (N, 4 width).
-fn time_embedding(g: &mut Graph, config: &DdpmConfig, t: TensorId) -> Result<TensorId, GraphError> {
+/// The time MLP: t (N) u32 -> e (N, width), plus the class embedding `net.ce` of one-hot rows `class` (N, K + 1)
+/// for a conditional model (a Linear over one-hot rows is an embedding table with a bias).
+pub fn time_embedding(
+    g: &mut Graph,
+    width: usize,
+    t: TensorId,
+    class: Option<TensorId>,
+) -> Result<TensorId, GraphError> {
     let emb = g.timestep_embedding(t, EMBEDDING)?;
-    let h = g.linear("net.te.0", emb, config.time_width())?;
+    let h = g.linear("net.te.0", emb, width)?;
     let h = g.activation(Activation::Silu, h);
-    g.linear("net.te.2", h, config.time_width())
+    let e = g.linear("net.te.2", h, width)?;
+    match class {
+        Some(class) => {
+            let c = g.linear("net.ce", class, width)?;
+            g.add(e, c)
+        }
+        None => Ok(e),
+    }
+}
+
+/// The class input of a conditional model: one-hot rows (batch, K + 1), the last column the null class.
+pub fn class_input(g: &mut Graph, classes: Option<usize>, batch: usize) -> Option<TensorId> {
+    classes.map(|k| g.input("class", &[batch, k + 1]))
 }
 
 /// ResBlock(ci, co) named `name`: x (N, ci, H, W), e (N, 4 width) -> (N, co, H, W).
@@ -176,8 +203,15 @@ fn res_block(
     g.add(h, skip)
 }
 
-/// The noise predictor eps_theta(x_t, t): x_t (N, 1, H, W) with H, W divisible by 4, t (N) u32 -> (N, 1, H, W).
-pub fn unet(g: &mut Graph, config: &DdpmConfig, x: TensorId, t: TensorId) -> Result<TensorId, GraphError> {
+/// The noise predictor eps_theta(x_t, t[, c]): x_t (N, 1, H, W) with H, W divisible by 4, t (N) u32, the one-hot
+/// class rows of a conditional model -> (N, 1, H, W).
+pub fn unet(
+    g: &mut Graph,
+    config: &DdpmConfig,
+    x: TensorId,
+    t: TensorId,
+    class: Option<TensorId>,
+) -> Result<TensorId, GraphError> {
     let (c1, c2) = (config.width, 2 * config.width);
     let shape = g.shape(x).to_vec();
     if shape.len() != 4 || shape[2] % 4 != 0 || shape[3] % 4 != 0 {
@@ -187,7 +221,7 @@ pub fn unet(g: &mut Graph, config: &DdpmConfig, x: TensorId, t: TensorId) -> Res
             message: format!("images must be (N, C, H, W) with H and W divisible by 4, got {shape:?}"),
         });
     }
-    let e = time_embedding(g, config, t)?;
+    let e = time_embedding(g, config.time_width(), t, class)?;
     let h0 = g.conv2d("net.inc", x, c1, SAME)?;
     let h1 = res_block(g, config, "net.d1", h0, e, c1)?;
     let h = g.conv2d("net.ds1", h1, c1, DOWN)?;
@@ -213,6 +247,8 @@ pub struct Objective {
     pub x: TensorId,
     /// t (N) u32 in 0..T, written by the host every step
     pub t: TensorId,
+    /// The one-hot class rows (N, K + 1) of a conditional model, written by the host every step.
+    pub class: Option<TensorId>,
     /// eps ~ N(0, I), drawn on the GPU from random stream 0
     pub eps: TensorId,
     pub x_t: TensorId,
@@ -227,14 +263,16 @@ pub fn objective(config: &DdpmConfig, batch: usize, size: (usize, usize)) -> Res
     let shape = [batch, 1, size.0, size.1];
     let x = g.input("x", &shape);
     let t = g.integer_input("t", &[batch]);
+    let class = class_input(&mut g, config.classes, batch);
     let eps = g.normal_noise("eps", &shape, 0);
     let x_t = g.q_sample(x, eps, t, Arc::new(config.schedule.schedule()))?;
-    let prediction = unet(&mut g, config, x_t, t)?;
+    let prediction = unet(&mut g, config, x_t, t, class)?;
     let loss = g.mean_squared_error(prediction, eps)?;
     Ok(Objective {
         graph: g,
         x,
         t,
+        class,
         eps,
         x_t,
         prediction,
@@ -242,16 +280,18 @@ pub fn objective(config: &DdpmConfig, batch: usize, size: (usize, usize)) -> Res
     })
 }
 
-/// The denoiser alone, for sampling: x_t (N, 1, H, W) and t (N) -> eps_theta (N, 1, H, W).
+/// The denoiser alone, for sampling: x_t (N, 1, H, W) and t (N) [and the class rows] -> eps_theta (N, 1, H, W).
 pub fn denoiser(config: &DdpmConfig, batch: usize, size: (usize, usize)) -> Result<Denoiser, GraphError> {
     let mut g = Graph::new();
     let x = g.input("x", &[batch, 1, size.0, size.1]);
     let t = g.integer_input("t", &[batch]);
-    let eps_theta = unet(&mut g, config, x, t)?;
+    let class = class_input(&mut g, config.classes, batch);
+    let eps_theta = unet(&mut g, config, x, t, class)?;
     Ok(Denoiser {
         graph: g,
         x,
         t,
         eps_theta,
+        class,
     })
 }

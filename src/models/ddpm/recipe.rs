@@ -16,17 +16,18 @@ use serde_json::{json, Map, Value};
 
 use super::{denoiser, objective, DdpmConfig, Objective, EMA_DECAY, LEARNING_RATE, TIMESTEPS};
 use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
-use crate::diffusion::{self, ReversePlan};
+use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
 use crate::error::TrainError;
-use crate::generate::{progress_bar, to_unit, write_samples, LoadedRun, GRID_LIMIT};
+use crate::generate::{progress_bar, to_unit, write_samples_in_columns, LoadedRun, GRID_LIMIT};
 use crate::gpu::{Dispatch, Gpu, GpuError};
-use crate::graph::Graph;
+use crate::graph::{Graph, TensorId};
 use crate::kernels::optim as optim_kernels;
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Phase, Plan, Step};
 use crate::recipe::{
     forward_options, train_options, Batch, Command, Defaults, DiffusionOptions, EvalOptions, Flag, InpaintRequest,
-    InpaintSource, ModelOptions, Recipe, SampleRequest, StepPlan, TrainGraph, Training,
+    InpaintSource, MeasuredSet, ModelOptions, Recipe, SampleRequest, StepPlan, TrainGraph, Training, DEFAULT_GUIDANCE,
+    EVAL_GUIDANCE,
 };
 use crate::run::{self, RunConfig};
 
@@ -60,7 +61,23 @@ pub fn draw_timesteps(seed: u64, purpose: TimestepPurpose, index: u64, n: usize,
 /// Gives every trainable parameter of `store` an EMA buffer starting as a copy of its value (unless it has one),
 /// and appends `ema = decay ema + (1 - decay) p` for each to `plan`, after its optimizer updates.
 pub fn attach_ema(gpu: &Gpu, store: &mut ParamStore, plan: &mut Plan, decay: f64) -> Result<(), GpuError> {
-    for entry in store.entries.iter_mut().filter(|e| e.trainable) {
+    attach_ema_with_prefix(gpu, store, plan, decay, "")
+}
+
+/// [`attach_ema`] for the trainable parameters whose names start with `prefix` (the ldm's denoiser, not its
+/// frozen first stage).
+pub fn attach_ema_with_prefix(
+    gpu: &Gpu,
+    store: &mut ParamStore,
+    plan: &mut Plan,
+    decay: f64,
+    prefix: &str,
+) -> Result<(), GpuError> {
+    for entry in store
+        .entries
+        .iter_mut()
+        .filter(|e| e.trainable && e.name.starts_with(prefix))
+    {
         let n = entry.len();
         if entry.ema.is_none() {
             let mut values: Vec<f32> = gpu.read(&entry.value)?;
@@ -106,6 +123,13 @@ pub fn test_mse(
         let t = draw_timesteps(seed, TimestepPurpose::Test, index as u64, batch, TIMESTEPS);
         plan.write_input(gpu, objective.x, &images)?;
         plan.write_input(gpu, objective.t, &t)?;
+        if let Some(class) = objective.class {
+            // The true class of every test image (no null class).
+            let mut labels = vec![0u32; batch];
+            dataset.fill_labels(&indices, &mut labels);
+            let width = objective.graph.shape(class)[1];
+            plan.write_input(gpu, class, &diffusion::one_hot(&labels, width))?;
+        }
         plan.run(gpu, index as u64);
         // Per-sample values are sums of squares over the image.
         let per_sample = plan.read_per_sample(gpu, objective.loss)?;
@@ -114,7 +138,8 @@ pub fn test_mse(
     Ok(sum / (dataset.len() * per_image) as f64)
 }
 
-/// The reverse process of `n` images of the ddpm `config`, walked by `options.sampler`.
+/// The reverse process of `n` images of the ddpm `config`, walked by `options.sampler`, for the classes and
+/// guidance of `conditioning` when the model is conditional.
 fn reverse_plan(
     gpu: &Gpu,
     config: &DdpmConfig,
@@ -122,13 +147,20 @@ fn reverse_plan(
     options: &DiffusionOptions,
     seed: u64,
     inpaint: bool,
+    conditioning: Option<&Conditioning>,
 ) -> Result<ReversePlan, TrainError> {
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
     let sampler = diffusion::sampler(&options.sampler, options.steps)?;
     let schedule = config.schedule.schedule();
-    ReversePlan::new(gpu, denoiser(config, n, IMAGE)?, sampler, &schedule, seed, inpaint)
+    let reverse_options = ReverseOptions {
+        guidance: conditioning.map(|c| c.guidance),
+        ..ReverseOptions::pixels(inpaint)
+    };
+    let build = |batch| denoiser(config, batch, IMAGE);
+    let labels = conditioning.map(|c| &c.labels[..]);
+    ReversePlan::for_samples(gpu, &build, n, sampler, &schedule, seed, reverse_options, labels)
 }
 
 /// A ddpm's training step, its test plan, and the preview: DDIM from a copy of the EMA weights.
@@ -152,19 +184,34 @@ impl Training for DdpmTraining {
         &self.plans
     }
 
+    fn uses_labels(&self) -> bool {
+        self.objective.class.is_some()
+    }
+
     fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError> {
         let n = batch.images.len() / PIXELS;
         let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, n, TIMESTEPS);
         let plan = &self.plans[0].plan;
         plan.write_input(gpu, self.objective.x, batch.images)?;
         plan.write_input(gpu, self.objective.t, &t)?;
-        Ok(())
+        write_training_classes(
+            gpu,
+            plan,
+            self.objective.class,
+            self.config.classes,
+            batch,
+            self.seed,
+            step,
+        )
     }
 
     fn describe(&self) -> String {
         format!(
-            "width {}, {} groups, {:?} schedule",
-            self.config.width, self.config.groups, self.config.schedule
+            "width {}, {} groups, {:?} schedule{}",
+            self.config.width,
+            self.config.groups,
+            self.config.schedule,
+            conditional_description(self.config.classes),
         )
     }
 
@@ -195,10 +242,54 @@ impl Training for DdpmTraining {
     }
 }
 
-/// Sampling runs at most this many images at once.
-const SAMPLE_CHUNK: usize = 64;
+/// The class rows of a conditional model's training batch (labels dropped to the null class with probability
+/// 0.1), written into `plan`; nothing for an unconditional model.
+pub fn write_training_classes(
+    gpu: &Gpu,
+    plan: &Plan,
+    input: Option<TensorId>,
+    classes: Option<usize>,
+    batch: &Batch,
+    seed: u64,
+    step: u64,
+) -> Result<(), TrainError> {
+    let (Some(input), Some(classes)) = (input, classes) else {
+        return Ok(());
+    };
+    let labels = batch.labels.ok_or_else(|| {
+        TrainError::Config("a class-conditional model needs labelled data (IDX labels or class folders)".into())
+    })?;
+    if let Some(bad) = labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(TrainError::Config(format!(
+            "label {bad} is out of range for a {classes}-class conditional model"
+        )));
+    }
+    plan.write_input(gpu, input, &diffusion::training_class_rows(seed, step, labels, classes))?;
+    Ok(())
+}
 
-/// `n` images (n, 1, 28, 28) in [0, 1] from a ddpm run's weights, with a progress bar on stderr if `progress`.
+/// Refuses `--conditional` on resuming a run that was trained without it (a run keeps what it was trained as).
+pub fn check_resume_conditional(options: &ModelOptions, classes: Option<usize>) -> Result<(), TrainError> {
+    if options.switch("conditional") && classes.is_none() {
+        return Err(TrainError::Config(
+            "this run was trained without --conditional; resume it without the flag, or start a new run".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// ", conditional on K classes" for the first line of a conditional run.
+pub fn conditional_description(classes: Option<usize>) -> String {
+    classes
+        .map(|k| format!(", conditional on {k} classes (null class with p = 0.1)"))
+        .unwrap_or_default()
+}
+
+/// Sampling runs at most this many images at once.
+pub const SAMPLE_CHUNK: usize = 64;
+
+/// `n` images (n, 1, 28, 28) in [0, 1] from a ddpm run's weights, with a progress bar on stderr if `progress`;
+/// image i of a conditional model gets class `conditioning.labels[i]`.
 fn generate_images(
     gpu: &Gpu,
     run: &LoadedRun,
@@ -206,6 +297,7 @@ fn generate_images(
     options: &DiffusionOptions,
     seed: u64,
     progress: bool,
+    conditioning: Option<&Conditioning>,
 ) -> Result<Vec<f32>, TrainError> {
     let config = ddpm_config(&run.config)?;
     if n == 0 {
@@ -216,7 +308,19 @@ fn generate_images(
         let count = SAMPLE_CHUNK.min(n - start);
         // One plan per chunk (compiled once, replayed per timestep); each chunk has its own noise.
         let chunk_seed = seed.wrapping_add((chunk as u64) << 32);
-        let reverse = reverse_plan(gpu, &config, count, options, chunk_seed, false)?;
+        let chunk_conditioning = conditioning.map(|c| Conditioning {
+            labels: c.labels[start..start + count].to_vec(),
+            guidance: c.guidance,
+        });
+        let reverse = reverse_plan(
+            gpu,
+            &config,
+            count,
+            options,
+            chunk_seed,
+            false,
+            chunk_conditioning.as_ref(),
+        )?;
         reverse.load_weights(gpu, &run.checkpoint, options.ema)?;
         let bar = progress_bar(0, progress, "timesteps");
         bar.set_prefix(format!("images {}..{} of {n}", start + 1, start + count));
@@ -224,6 +328,40 @@ fn generate_images(
         bar.finish_and_clear();
     }
     Ok(images)
+}
+
+/// A conditional model's samples at each guidance weight of `EVAL_GUIDANCE`, classes i mod K, for `latent eval`'s
+/// trade-off between the accuracy of the asked class and FID; nothing for an unconditional model.
+pub fn guidance_sets(
+    classes: Option<usize>,
+    n: usize,
+    generate: &dyn Fn(&Conditioning) -> Result<Vec<f32>, TrainError>,
+) -> Result<Vec<MeasuredSet>, TrainError> {
+    let Some(k) = classes else { return Ok(Vec::new()) };
+    EVAL_GUIDANCE
+        .iter()
+        .map(|&guidance| {
+            let conditioning = Conditioning {
+                labels: (0..n).map(|i| (i % k) as u32).collect(),
+                guidance,
+            };
+            Ok(MeasuredSet {
+                name: format!("guidance_{guidance}"),
+                description: format!("{n} samples, classes in turn, guidance w = {guidance} (50 DDIM steps, EMA)"),
+                images: generate(&conditioning)?,
+                labels: Some(conditioning.labels),
+                guidance: Some(guidance),
+            })
+        })
+        .collect()
+}
+
+/// Image i of `n` gets class i mod K at the default guidance: FID's samples of a conditional model.
+pub fn uniform_classes(classes: Option<usize>, n: usize) -> Option<Conditioning> {
+    classes.map(|k| Conditioning {
+        labels: (0..n).map(|i| (i % k) as u32).collect(),
+        guidance: DEFAULT_GUIDANCE,
+    })
 }
 
 /// The ddpm's part of a run's configuration (models.md's for a config.json without one), checked.
@@ -256,7 +394,19 @@ pub fn demo_masks() -> [Vec<f32>; 2] {
 /// The ddpm of models.md: 60 epochs, batch 128, Adam 2e-4, EMA 0.999, the linear schedule, data in [-1, 1].
 pub struct Ddpm;
 
-const FLAGS: [Flag; 4] = [
+/// `--conditional`: class conditioning with a null class (classifier-free guidance).
+pub const CONDITIONAL: Flag = Flag {
+    name: "conditional",
+    value: "",
+    help: "condition on the class labels (a learned class embedding added to the time embedding, the label \
+           replaced by a null class with probability 0.1): `latent sample --class K --guidance W`",
+};
+
+/// The number of classes of a conditional model (the labelled datasets are digits or Fashion-MNIST's 10).
+pub const CLASSES: usize = crate::models::classifier::CLASSES;
+
+const FLAGS: [Flag; 5] = [
+    CONDITIONAL,
     Flag {
         name: "schedule",
         value: "linear|cosine",
@@ -265,12 +415,12 @@ const FLAGS: [Flag; 4] = [
     Flag {
         name: "width",
         value: "N",
-        help: "the U-Net's base width (64; smaller nets train faster)",
+        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 512; smaller nets train faster)",
     },
     Flag {
         name: "groups",
         value: "N",
-        help: "GroupNorm groups (8; must divide --width)",
+        help: "GroupNorm groups (ddpm 8, ldm 1; must divide --width)",
     },
     Flag {
         name: "preview-steps",
@@ -303,6 +453,7 @@ impl Recipe for Ddpm {
             width: options.get("width")?.unwrap_or(defaults.width),
             groups: options.get("groups")?.unwrap_or(defaults.groups),
             schedule: options.get("schedule")?.unwrap_or(defaults.schedule),
+            classes: options.switch("conditional").then_some(CLASSES),
         };
         config.validate().map_err(TrainError::Config)?;
         Ok(Some(json!(config)))
@@ -316,6 +467,10 @@ impl Recipe for Ddpm {
 
     fn check_config(&self, config: &RunConfig) -> Result<(), TrainError> {
         ddpm_config(config).map(|_| ())
+    }
+
+    fn check_resume(&self, options: &ModelOptions, config: &RunConfig) -> Result<(), TrainError> {
+        check_resume_conditional(options, ddpm_config(config)?.classes)
     }
 
     /// The U-Net's configuration only (as before the recipe interface, no batch-size check).
@@ -337,7 +492,20 @@ impl Recipe for Ddpm {
             steps: options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS),
             ema: true,
         };
-        let preview = reverse_plan(gpu, &ddpm, PREVIEW_COUNT, &preview_options, seed, false)?;
+        // A conditional model's preview shows the classes in turn, unguided.
+        let preview_classes = ddpm.classes.map(|k| Conditioning {
+            labels: (0..PREVIEW_COUNT).map(|i| (i % k) as u32).collect(),
+            guidance: 0.0,
+        });
+        let preview = reverse_plan(
+            gpu,
+            &ddpm,
+            PREVIEW_COUNT,
+            &preview_options,
+            seed,
+            false,
+            preview_classes.as_ref(),
+        )?;
         let preview_copy = preview.copy_weights_from(gpu, &store, true)?;
         Ok(Box::new(DdpmTraining {
             store,
@@ -386,7 +554,24 @@ impl Recipe for Ddpm {
 
     /// DDIM with 50 steps from the EMA weights, as the per-epoch grids.
     fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
-        Some(generate_images(gpu, run, n, &DiffusionOptions::default(), 0, false))
+        let conditioning = match ddpm_config(&run.config) {
+            Ok(config) => uniform_classes(config.classes, n),
+            Err(e) => return Some(Err(e)),
+        };
+        Some(generate_images(
+            gpu,
+            run,
+            n,
+            &DiffusionOptions::default(),
+            0,
+            false,
+            conditioning.as_ref(),
+        ))
+    }
+
+    fn measured_sets(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Result<Vec<MeasuredSet>, TrainError> {
+        let generate = |c: &Conditioning| generate_images(gpu, run, n, &DiffusionOptions::default(), 0, false, Some(c));
+        guidance_sets(ddpm_config(&run.config)?.classes, n, &generate)
     }
 
     fn supports(&self, command: Command) -> bool {
@@ -396,17 +581,31 @@ impl Recipe for Ddpm {
     /// grid.png and samples.npy ([N, 1, 28, 28] float32 in [0, 1]).
     fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
         let options = &request.diffusion;
+        let classes = ddpm_config(&run.config)?.classes;
+        let (n, conditioning) = request.conditioning(classes)?;
         let start = Instant::now();
-        let images = generate_images(gpu, run, request.n, options, request.seed, request.progress)?;
+        let images = generate_images(
+            gpu,
+            run,
+            n,
+            options,
+            request.seed,
+            request.progress,
+            conditioning.as_ref(),
+        )?;
         let seconds = start.elapsed().as_secs_f64();
-        let (grid, samples) = write_samples(&run.out_dir(request.out.as_deref())?, &images)?;
+        let columns = request.grid_columns(n, classes);
+        let dir = run.out_dir(request.out.as_deref())?;
+        let (grid, samples) = write_samples_in_columns(&dir, &images, Some(columns))?;
         let sampler = diffusion::sampler(&options.sampler, options.steps)?;
         let network_evaluations = sampler.timesteps(&ddpm_config(&run.config)?.schedule.schedule())?.len();
         Ok(json!({
             "grid": grid,
-            "grid_images": request.n.min(GRID_LIMIT),
+            "grid_images": n.min(GRID_LIMIT),
             "samples": samples,
-            "n": request.n,
+            "n": n,
+            "classes": conditioning.as_ref().map(|c| c.labels.clone()),
+            "guidance": conditioning.as_ref().map(|c| c.guidance),
             "sampler": sampler.name(),
             "steps": network_evaluations,
             "weights": if options.ema { "ema" } else { "trained" },
@@ -490,7 +689,7 @@ impl Recipe for Ddpm {
             ema: true,
             ..request.diffusion.clone()
         };
-        let reverse = reverse_plan(gpu, &config, total, &options, request.seed, true)?;
+        let reverse = reverse_plan(gpu, &config, total, &options, request.seed, true, None)?;
         reverse.load_weights(gpu, &run.checkpoint, true)?;
         let bar = progress_bar(0, request.progress, "timesteps");
         bar.set_prefix("inpainting");
