@@ -60,6 +60,24 @@ fn spec(model: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
             ("fc4.bias", vec![784]),
         ],
         ModelKind::Ddpm => ddpm_spec(),
+        // The ldm's first stage (its own section of models.md).
+        ModelKind::AeKl => vec![
+            ("enc.0.weight", vec![32, 1, 4, 4]),
+            ("enc.0.bias", vec![32]),
+            ("enc.2.weight", vec![64, 32, 4, 4]),
+            ("enc.2.bias", vec![64]),
+            ("enc.mu.weight", vec![4, 64, 3, 3]),
+            ("enc.mu.bias", vec![4]),
+            ("enc.logvar.weight", vec![4, 64, 3, 3]),
+            ("enc.logvar.bias", vec![4]),
+            ("dec.0.weight", vec![64, 4, 3, 3]),
+            ("dec.0.bias", vec![64]),
+            ("dec.2.weight", vec![64, 32, 4, 4]),
+            ("dec.2.bias", vec![32]),
+            ("dec.4.weight", vec![32, 1, 4, 4]),
+            ("dec.4.bias", vec![1]),
+        ],
+        ModelKind::Ldm => ldm_spec(),
         ModelKind::Classifier => vec![
             ("c1.weight", vec![32, 1, 3, 3]),
             ("c1.bias", vec![32]),
@@ -132,6 +150,44 @@ fn ddpm_spec() -> Vec<(&'static str, Vec<usize>)> {
         .collect()
 }
 
+/// The ldm's denoiser: a residual MLP of width 512 with 3 blocks over the 4x7x7 latent, and its first stage.
+fn ldm_spec() -> Vec<(&'static str, Vec<usize>)> {
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![
+        ("net.te.0.weight".into(), vec![256, 64]),
+        ("net.te.0.bias".into(), vec![256]),
+        ("net.te.2.weight".into(), vec![256, 256]),
+        ("net.te.2.bias".into(), vec![256]),
+        ("net.in.weight".into(), vec![512, 196]),
+        ("net.in.bias".into(), vec![512]),
+        ("net.out_n.weight".into(), vec![512]),
+        ("net.out_n.bias".into(), vec![512]),
+        ("net.out.weight".into(), vec![196, 512]),
+        ("net.out.bias".into(), vec![196]),
+    ];
+    for b in 0..3 {
+        for (layer, shape) in [
+            ("n1.weight", vec![512]),
+            ("n1.bias", vec![512]),
+            ("l1.weight", vec![512, 512]),
+            ("l1.bias", vec![512]),
+            ("t.weight", vec![512, 256]),
+            ("t.bias", vec![512]),
+            ("l2.weight", vec![512, 512]),
+            ("l2.bias", vec![512]),
+        ] {
+            tensors.push((format!("net.b{b}.{layer}"), shape));
+        }
+    }
+    // Its first stage, frozen, inside the same checkpoint.
+    for (name, shape) in spec(ModelKind::AeKl) {
+        tensors.push((format!("first_stage.{name}"), shape));
+    }
+    tensors
+        .into_iter()
+        .map(|(name, shape)| (&*Box::leak(name.into_boxed_str()), shape))
+        .collect()
+}
+
 #[test]
 fn parameter_counts_match_models_md() {
     for (model, count) in [
@@ -141,6 +197,8 @@ fn parameter_counts_match_models_md() {
         (ModelKind::Gan, 679_042),
         (ModelKind::Ddpm, 1_965_121),
         (ModelKind::Wae, 120_009),
+        (ModelKind::AeKl, 73_673),
+        (ModelKind::Ldm, 2_332_301),
     ] {
         let tg = train::train_graph(model, 2).unwrap();
         assert_eq!(tg.graph.parameter_count(), count, "{model}");
@@ -188,6 +246,10 @@ fn checkpoints_carry_the_names_shapes_and_dtypes_of_models_md() {
                 .unwrap_or_else(|| panic!("{model}: no tensor {name}"));
             assert_eq!(tensor.shape, shape, "{model}: {name}");
             assert!(matches!(tensor.data, TensorData::F32(_)), "{model}: {name} must be F32");
+            if name.starts_with("first_stage.") {
+                // The ldm's first stage is frozen: no optimizer state.
+                continue;
+            }
             for state in ["exp_avg", "exp_avg_sq"] {
                 let moment = &loaded.tensors[&format!("optim.{name}.{state}")];
                 assert_eq!(moment.shape, shape, "{model}: optim.{name}.{state}");

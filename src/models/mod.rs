@@ -8,6 +8,7 @@ pub mod ae;
 pub mod classifier;
 pub mod ddpm;
 pub mod gan;
+pub mod ldm;
 pub mod vae;
 pub mod wae;
 
@@ -25,10 +26,21 @@ pub enum ModelKind {
     Gan,
     Ddpm,
     Wae,
+    AeKl,
+    Ldm,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 6] = [Self::Ae, Self::Vae, Self::Classifier, Self::Gan, Self::Ddpm, Self::Wae];
+    pub const ALL: [ModelKind; 8] = [
+        Self::Ae,
+        Self::Vae,
+        Self::Classifier,
+        Self::Gan,
+        Self::Ddpm,
+        Self::Wae,
+        Self::AeKl,
+        Self::Ldm,
+    ];
 
     /// The registry: the one place a model's kind is matched.
     pub fn recipe(self) -> &'static dyn Recipe {
@@ -39,6 +51,8 @@ impl ModelKind {
             Self::Gan => &gan::Gan,
             Self::Ddpm => &ddpm::Ddpm,
             Self::Wae => &wae::Wae,
+            Self::AeKl => &ldm::AeKl,
+            Self::Ldm => &ldm::Ldm,
         }
     }
 

@@ -1,0 +1,799 @@
+//! The ldm's recipe: the first stage first (trained into the run's `autoencoder/`, or given), its latent scale
+//! measured on the training set, then the ddpm's Algorithm 1 on scaled latents with EMA; `sample`, `inpaint` and
+//! `eval` decode to pixels.
+//!
+//! A training step replays two plans: the encoding (the batch through the frozen encoder, z = mu + eps
+//! exp(logvar / 2), then z0 = scale z copied into the objective's input) and the objective (q_sample, the
+//! denoiser, the MSE, its backward, Adam on `net.*` only, the EMA of `net.*`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use serde_json::{json, Map, Value};
+
+use super::first_stage::NAME as FIRST_STAGE_NAME;
+use super::{
+    decoding, denoiser, encoding, objective, Encoding, LdmConfig, Objective, AUTOENCODER_DIR, FIRST_STAGE, LATENT,
+    LATENT_CHANNELS, LATENT_SIDE,
+};
+use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
+use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
+use crate::error::TrainError;
+use crate::generate::{progress_bar, write_samples_in_columns, LoadedRun, GRID_LIMIT};
+use crate::gpu::{Dispatch, Gpu};
+use crate::graph::{Graph, TensorId};
+use crate::kernels::arith;
+use crate::models::ddpm::{
+    attach_ema_with_prefix, check_resume_conditional, conditional_description, demo_masks, draw_timesteps,
+    guidance_sets, uniform_classes, write_training_classes, TimestepPurpose, CLASSES, CONDITIONAL, EMA_DECAY,
+    SAMPLE_CHUNK, TIMESTEPS,
+};
+use crate::optim::Optimizer;
+use crate::plan::{self, ParamStore, Phase, Plan, Step};
+use crate::recipe::{
+    forward_options, train_options, Batch, Command, Defaults, DiffusionOptions, EvalOptions, Flag, InpaintRequest,
+    InpaintSource, MeasuredSet, ModelOptions, Prerequisite, Recipe, SampleRequest, StepPlan, TrainGraph, Training,
+};
+use crate::run::{self, RunConfig};
+
+const PIXELS: usize = 784;
+const PREVIEW_COUNT: usize = 32;
+const PREVIEW_STEPS: usize = 20;
+/// The denoiser's parameters (trained, with EMA).
+const DENOISER: &str = "net.";
+
+fn ldm_config(config: &RunConfig) -> Result<LdmConfig, TrainError> {
+    let own: LdmConfig = config.model_config()?;
+    own.validate()
+        .map_err(|e| TrainError::Config(format!("{}: {e}", crate::run::CONFIG)))?;
+    Ok(own)
+}
+
+/// The first stage's directory of a run at `run`.
+fn autoencoder_dir(config: &LdmConfig, run: &Path) -> PathBuf {
+    if config.autoencoder.is_absolute() {
+        config.autoencoder.clone()
+    } else {
+        run.join(&config.autoencoder)
+    }
+}
+
+/// Copies `first`'s checkpoint (an ae-kl run) into the `first_stage.*` entries of `store`.
+fn load_first_stage(gpu: &Gpu, store: &ParamStore, first: &crate::checkpoint::Checkpoint) -> Result<(), TrainError> {
+    for entry in store.entries.iter().filter(|e| e.name.starts_with(FIRST_STAGE)) {
+        let name = &entry.name[FIRST_STAGE.len()..];
+        gpu.write(&entry.value, first.f32(name, &entry.shape)?)?;
+    }
+    Ok(())
+}
+
+/// The encoding of `batch` images into the scaled latent input `z0` of `target`: the encoder's plan with
+/// `z0 = scale z` appended.
+#[allow(clippy::too_many_arguments)]
+fn encoding_plan(
+    gpu: &Gpu,
+    store: &mut ParamStore,
+    batch: usize,
+    target: &Plan,
+    z0: TensorId,
+    scale: f32,
+    name: &str,
+    seed: u64,
+) -> Result<(Plan, Encoding), TrainError> {
+    let enc = encoding(FIRST_STAGE, batch)?;
+    let mut plan = plan::compile(gpu, &enc.graph, store, &forward_options(name, seed))?;
+    let values = batch * LATENT;
+    let dispatch = arith::scale(gpu, target.buffer(z0), plan.buffer(enc.z), scale, values)?;
+    plan.steps.push(Step {
+        label: "z0 = scale z".into(),
+        phase: Phase::Forward,
+        bytes: dispatch.bytes,
+        dispatch,
+        flops: values as u64,
+    });
+    Ok((plan, enc))
+}
+
+/// Decodes scaled latents (N, C, 7, 7) to images (N, 784) in [0, 1] with a decoding plan of batch `batch`.
+fn decode_latents(
+    gpu: &Gpu,
+    plan: &Plan,
+    z: TensorId,
+    images: TensorId,
+    latents: &[f32],
+    scale: f32,
+    batch: usize,
+) -> Result<Vec<f32>, TrainError> {
+    let unscaled: Vec<f32> = latents.iter().map(|v| v / scale).collect();
+    crate::generate::run_batched(gpu, plan, z, images, &unscaled, LATENT, batch)
+}
+
+struct LdmTraining {
+    store: ParamStore,
+    plans: Vec<StepPlan>,
+    encode: Encoding,
+    objective: Objective,
+    eval_encode: (Plan, Encoding),
+    eval: Plan,
+    config: LdmConfig,
+    seed: u64,
+    preview: ReversePlan,
+    preview_copy: Vec<Dispatch>,
+    decode: (Plan, TensorId, TensorId),
+}
+
+impl Training for LdmTraining {
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn plans(&self) -> &[StepPlan] {
+        &self.plans
+    }
+
+    fn uses_labels(&self) -> bool {
+        self.objective.class.is_some()
+    }
+
+    fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError> {
+        let n = batch.images.len() / PIXELS;
+        let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, n, TIMESTEPS);
+        self.plans[0].plan.write_input(gpu, self.encode.x, batch.images)?;
+        let plan = &self.plans[1].plan;
+        plan.write_input(gpu, self.objective.t, &t)?;
+        write_training_classes(
+            gpu,
+            plan,
+            self.objective.class,
+            self.config.classes,
+            batch,
+            self.seed,
+            step,
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "latent {LATENT_CHANNELS}x{LATENT_SIDE}x{LATENT_SIDE} scaled by {:.4}, MLP width {} x {} blocks, {} groups{}",
+            self.config.scale.unwrap_or(1.0),
+            self.config.width,
+            self.config.blocks,
+            self.config.groups,
+            conditional_description(self.config.classes),
+        )
+    }
+
+    fn test_metrics(&self, gpu: &Gpu, splits: &Splits) -> Result<Map<String, Value>, TrainError> {
+        let (encode_plan, encode) = &self.eval_encode;
+        let mse = latent_test_mse(
+            gpu,
+            encode_plan,
+            encode,
+            &self.eval,
+            &self.objective,
+            &splits.test,
+            self.seed,
+        )?;
+        Ok(json!({ "mse": mse, "loss": mse })
+            .as_object()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn preview(&self, gpu: &Gpu, _splits: &Splits) -> Result<Option<image::RgbImage>, TrainError> {
+        gpu.run(&self.preview_copy.iter().collect::<Vec<_>>())?;
+        let latents = self.preview.sample(gpu, &ProgressBar::hidden())?;
+        let (plan, z, images) = &self.decode;
+        let scale = self.config.scale.unwrap_or(1.0);
+        let images = decode_latents(gpu, plan, *z, *images, &latents, scale, PREVIEW_COUNT)?;
+        Ok(Some(run::image_grid(&images, [PREVIEW_COUNT, 1, 28, 28], 8)))
+    }
+
+    fn summary(&self, record: &Value) -> String {
+        format!(
+            "train latent mse {:.4}, test latent mse {:.4}",
+            record["train"]["mse"].as_f64().unwrap_or(f64::NAN),
+            record["test"]["mse"].as_f64().unwrap_or(f64::NAN),
+        )
+    }
+}
+
+/// The test epsilon-MSE on latents (mean over elements): each test batch encoded (its own posterior noise), t
+/// uniform per image, eps fresh per batch, all from `seed`, so two calls agree.
+fn latent_test_mse(
+    gpu: &Gpu,
+    encode_plan: &Plan,
+    encode: &Encoding,
+    eval: &Plan,
+    objective: &Objective,
+    dataset: &Dataset,
+    seed: u64,
+) -> Result<f64, TrainError> {
+    let batch = objective.graph.shape(objective.z0)[0];
+    let mut images = vec![0.0f32; batch * PIXELS];
+    let mut sum = 0.0f64;
+    for (index, start) in (0..dataset.len()).step_by(batch).enumerate() {
+        let indices: Vec<usize> = (0..batch).map(|i| (start + i) % dataset.len()).collect();
+        let valid = batch.min(dataset.len() - start);
+        dataset.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
+        encode_plan.write_input(gpu, encode.x, &images)?;
+        encode_plan.run(gpu, index as u64);
+        let t = draw_timesteps(seed, TimestepPurpose::Test, index as u64, batch, TIMESTEPS);
+        eval.write_input(gpu, objective.t, &t)?;
+        if let Some(class) = objective.class {
+            let mut labels = vec![0u32; batch];
+            dataset.fill_labels(&indices, &mut labels);
+            let width = objective.graph.shape(class)[1];
+            eval.write_input(gpu, class, &diffusion::one_hot(&labels, width))?;
+        }
+        eval.run(gpu, index as u64);
+        let per_sample = eval.read_per_sample(gpu, objective.loss)?;
+        sum += per_sample[..valid].iter().map(|&v| v as f64).sum::<f64>();
+    }
+    Ok(sum / (dataset.len() * LATENT) as f64)
+}
+
+/// The reverse process of `n` latents (no clamping), for the classes of `conditioning`.
+fn reverse_plan(
+    gpu: &Gpu,
+    config: &LdmConfig,
+    n: usize,
+    options: &DiffusionOptions,
+    seed: u64,
+    inpaint: bool,
+    conditioning: Option<&Conditioning>,
+) -> Result<ReversePlan, TrainError> {
+    if n == 0 {
+        return Err(TrainError::Config("--n must be at least 1".into()));
+    }
+    let sampler = diffusion::sampler(&options.sampler, options.steps)?;
+    let schedule = config.schedule.schedule();
+    let reverse_options = ReverseOptions {
+        inpaint,
+        clamp: false,
+        guidance: conditioning.map(|c| c.guidance),
+    };
+    let build = |batch| denoiser(config, batch);
+    let labels = conditioning.map(|c| &c.labels[..]);
+    ReversePlan::for_samples(gpu, &build, n, sampler, &schedule, seed, reverse_options, labels)
+}
+
+/// `n` images (n, 784) in [0, 1] from an ldm run: latents by the reverse process (chunks of 64), decoded.
+fn generate_images(
+    gpu: &Gpu,
+    run: &LoadedRun,
+    n: usize,
+    options: &DiffusionOptions,
+    seed: u64,
+    progress: bool,
+    conditioning: Option<&Conditioning>,
+) -> Result<Vec<f32>, TrainError> {
+    let config = ldm_config(&run.config)?;
+    let scale = config.scale.unwrap_or(1.0);
+    if n == 0 {
+        return Err(TrainError::Config("--n must be at least 1".into()));
+    }
+    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK)?;
+    let (decoder, _store) = run.forward_plan(gpu, &graph, "ldm decode")?;
+    let mut images = Vec::with_capacity(n * PIXELS);
+    for (chunk, start) in (0..n).step_by(SAMPLE_CHUNK).enumerate() {
+        let count = SAMPLE_CHUNK.min(n - start);
+        let chunk_seed = seed.wrapping_add((chunk as u64) << 32);
+        let chunk_conditioning = conditioning.map(|c| Conditioning {
+            labels: c.labels[start..start + count].to_vec(),
+            guidance: c.guidance,
+        });
+        let reverse = reverse_plan(
+            gpu,
+            &config,
+            count,
+            options,
+            chunk_seed,
+            false,
+            chunk_conditioning.as_ref(),
+        )?;
+        reverse.load_weights(gpu, &run.checkpoint, options.ema)?;
+        let bar = progress_bar(0, progress, "timesteps");
+        bar.set_prefix(format!("images {}..{} of {n}", start + 1, start + count));
+        let latents = reverse.sample(gpu, &bar)?;
+        bar.finish_and_clear();
+        images.extend(decode_latents(gpu, &decoder, z, out, &latents, scale, SAMPLE_CHUNK)?);
+    }
+    Ok(images)
+}
+
+/// 1 / std of the first stage's latents z = mu + sigma eps over `dataset` (E[z²] = mu² + sigma²).
+fn measure_scale(gpu: &Gpu, first: &LoadedRun, dataset: &Dataset) -> Result<f32, TrainError> {
+    let batch = 128;
+    let mut g = Graph::new();
+    let x = g.input("x", &[batch, 784]);
+    let image = g.reshape(x, &[batch, 1, 28, 28])?;
+    let (mu, logvar) = super::encoder(&mut g, "", image)?;
+    let (plan, _store) = first.forward_plan(gpu, &g, "latent scale")?;
+    let images = crate::generate::test_images(dataset, dataset.len());
+    let outputs = crate::generate::run_batched_outputs(gpu, &plan, x, &[mu, logvar], &images, 784, batch)?;
+    let (mut sum, mut square) = (0.0f64, 0.0f64);
+    for (m, lv) in outputs[0].iter().zip(&outputs[1]) {
+        let m = *m as f64;
+        sum += m;
+        square += m * m + (*lv as f64).exp();
+    }
+    let count = outputs[0].len() as f64;
+    let variance = square / count - (sum / count).powi(2);
+    if !(variance.is_finite() && variance > 0.0) {
+        return Err(TrainError::Config(format!(
+            "{}: the first stage's latents have variance {variance}; it cannot serve as an autoencoder",
+            first.dir.path.display()
+        )));
+    }
+    Ok((1.0 / variance.sqrt()) as f32)
+}
+
+/// The ldm: the first stage for 10 epochs, then the diffusion on its latents (batch 128, Adam 1e-3, EMA 0.999).
+pub struct Ldm;
+
+const FLAGS: [Flag; 8] = [
+    CONDITIONAL,
+    Flag {
+        name: "autoencoder",
+        value: "RUN",
+        help: "a trained ae-kl run to use as the first stage (default: train one into RUN/autoencoder)",
+    },
+    Flag {
+        name: "autoencoder-epochs",
+        value: "N",
+        help: "epochs of the first stage it trains (10)",
+    },
+    Flag {
+        name: "width",
+        value: "N",
+        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 512; smaller nets train faster)",
+    },
+    Flag {
+        name: "blocks",
+        value: "N",
+        help: "the ldm denoiser's residual blocks (3)",
+    },
+    Flag {
+        name: "groups",
+        value: "N",
+        help: "GroupNorm groups (ddpm 8, ldm 1; must divide --width)",
+    },
+    Flag {
+        name: "schedule",
+        value: "linear|cosine",
+        help: "the noise schedule, `linear` (models.md) or `cosine`",
+    },
+    Flag {
+        name: "preview-steps",
+        value: "N",
+        help: "DDIM steps of each epoch's sample grid (20)",
+    },
+];
+
+impl Recipe for Ldm {
+    fn name(&self) -> &'static str {
+        "ldm"
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            epochs: 60,
+            batch: 128,
+            lr: 1e-3,
+            range: PixelRange::ZeroToOne,
+        }
+    }
+
+    fn flags(&self) -> &'static [Flag] {
+        &FLAGS
+    }
+
+    fn configure(&self, options: &ModelOptions) -> Result<Option<Value>, TrainError> {
+        let defaults = LdmConfig::default();
+        let autoencoder = match options.get::<PathBuf>("autoencoder")? {
+            Some(path) => std::fs::canonicalize(&path).map_err(|e| {
+                TrainError::Config(format!(
+                    "--autoencoder {}: {e}; give the directory of an ae-kl run",
+                    path.display()
+                ))
+            })?,
+            None => AUTOENCODER_DIR.into(),
+        };
+        let config = LdmConfig {
+            width: options.get("width")?.unwrap_or(defaults.width),
+            blocks: options.get("blocks")?.unwrap_or(defaults.blocks),
+            groups: options.get("groups")?.unwrap_or(defaults.groups),
+            schedule: options.get("schedule")?.unwrap_or(defaults.schedule),
+            classes: options.switch("conditional").then_some(CLASSES),
+            autoencoder,
+            autoencoder_epochs: options
+                .get("autoencoder-epochs")?
+                .unwrap_or(defaults.autoencoder_epochs),
+            scale: None,
+        };
+        config.validate().map_err(TrainError::Config)?;
+        Ok(Some(json!(config)))
+    }
+
+    fn check_config(&self, config: &RunConfig) -> Result<(), TrainError> {
+        ldm_config(config).map(|_| ())
+    }
+
+    fn check_resume(&self, options: &ModelOptions, config: &RunConfig) -> Result<(), TrainError> {
+        if options.get::<PathBuf>("autoencoder")?.is_some() {
+            return Err(TrainError::Config(
+                "a resumed ldm keeps its first stage; resume it without --autoencoder".into(),
+            ));
+        }
+        check_resume_conditional(options, ldm_config(config)?.classes)
+    }
+
+    fn check(&self, _gpu: &Gpu, config: &RunConfig) -> Result<(), TrainError> {
+        self.check_config(config)
+    }
+
+    fn prerequisite(&self, config: &RunConfig, run: &Path) -> Option<Prerequisite> {
+        let ldm = ldm_config(config).ok()?;
+        (ldm.autoencoder.is_relative() && ldm.scale.is_none()).then(|| Prerequisite {
+            model: FIRST_STAGE_NAME,
+            dir: autoencoder_dir(&ldm, run),
+            epochs: ldm.autoencoder_epochs,
+        })
+    }
+
+    /// Checks the first stage (an ae-kl run of the same image shape) and measures the latent scale.
+    fn prepare(&self, gpu: &Gpu, run: &Path, config: &mut RunConfig, splits: &Splits) -> Result<(), TrainError> {
+        let mut ldm = ldm_config(config)?;
+        if ldm.scale.is_some() {
+            return Ok(());
+        }
+        let dir = autoencoder_dir(&ldm, run);
+        let first =
+            LoadedRun::open(&dir).map_err(|e| TrainError::Config(format!("--autoencoder {}: {e}", dir.display())))?;
+        if first.config.model != FIRST_STAGE_NAME {
+            return Err(TrainError::Config(format!(
+                "--autoencoder {}: that is a {} run, not an {FIRST_STAGE_NAME} run; train one with `latent train \
+                 {FIRST_STAGE_NAME}` (or leave out --autoencoder and `latent train ldm` trains it)",
+                dir.display(),
+                first.config.model
+            )));
+        }
+        let first_data = data::load_run_data(first.config.data.as_ref())?;
+        if first_data.train.shape() != splits.train.shape() {
+            return Err(TrainError::Config(format!(
+                "--autoencoder {}: its images are {:?}, these are {:?}; train a first stage on images of this shape",
+                dir.display(),
+                first_data.train.shape(),
+                splits.train.shape()
+            )));
+        }
+        let scale = measure_scale(gpu, &first, &splits.train)?;
+        eprintln!(
+            "Latent scale 1/std = {scale:.5} (measured on the {} training images)",
+            splits.train.len()
+        );
+        ldm.autoencoder = std::fs::canonicalize(&dir).unwrap_or(dir);
+        ldm.scale = Some(scale);
+        config.sections.insert(self.name().into(), json!(ldm));
+        Ok(())
+    }
+
+    fn train_graph(&self, batch: usize) -> Result<TrainGraph, crate::graph::GraphError> {
+        let (o, x) = super::whole_step(&LdmConfig::default(), batch)?;
+        Ok(TrainGraph::new(o.graph, x, vec![("mse", o.loss)]))
+    }
+
+    fn training(&self, gpu: &Gpu, config: &RunConfig, options: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
+        let ldm = ldm_config(config)?;
+        let (seed, batch) = (config.seed, config.batch);
+        let scale = ldm.scale.unwrap_or(1.0);
+        let mut store = ParamStore::new(seed);
+        let objective = objective(&ldm, batch)?;
+        let update = [DENOISER];
+        let mut train = plan::compile(
+            gpu,
+            &objective.graph,
+            &mut store,
+            &train_options("ldm train", Optimizer::adam(config.lr), &update, seed),
+        )?;
+        attach_ema_with_prefix(gpu, &mut store, &mut train, EMA_DECAY, DENOISER)?;
+        let eval = plan::compile(gpu, &objective.graph, &mut store, &forward_options("ldm test", seed))?;
+        let (encode_plan, encode) =
+            encoding_plan(gpu, &mut store, batch, &train, objective.z0, scale, "ldm encode", seed)?;
+        let eval_encode = encoding_plan(
+            gpu,
+            &mut store,
+            batch,
+            &eval,
+            objective.z0,
+            scale,
+            "ldm test encode",
+            seed,
+        )?;
+        let (graph, z, images) = decoding(FIRST_STAGE, PREVIEW_COUNT)?;
+        let decode = plan::compile(gpu, &graph, &mut store, &forward_options("ldm preview decode", seed))?;
+        // The first stage's weights, from its run (a resumed run then loads its own checkpoint over them).
+        let first_checkpoint = ldm.autoencoder.join(run::CHECKPOINT);
+        if first_checkpoint.exists() {
+            load_first_stage(gpu, &store, &crate::checkpoint::Checkpoint::load(&first_checkpoint)?)?;
+        }
+        let preview_options = DiffusionOptions {
+            sampler: "ddim".into(),
+            steps: options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS),
+            ema: true,
+        };
+        let preview_classes = ldm.classes.map(|k| Conditioning {
+            labels: (0..PREVIEW_COUNT).map(|i| (i % k) as u32).collect(),
+            guidance: 0.0,
+        });
+        let preview = reverse_plan(
+            gpu,
+            &ldm,
+            PREVIEW_COUNT,
+            &preview_options,
+            seed,
+            false,
+            preview_classes.as_ref(),
+        )?;
+        let preview_copy = preview.copy_weights_from(gpu, &store, true)?;
+        Ok(Box::new(LdmTraining {
+            store,
+            plans: vec![
+                StepPlan {
+                    plan: encode_plan,
+                    losses: vec![],
+                },
+                StepPlan {
+                    plan: train,
+                    losses: vec!["mse"],
+                },
+            ],
+            encode,
+            objective,
+            eval_encode,
+            eval,
+            config: ldm,
+            seed,
+            preview,
+            preview_copy,
+            decode: (decode, z, images),
+        }))
+    }
+
+    /// The test latent epsilon-MSE (EMA weights), and the first stage's test reconstruction BCE and MSE.
+    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
+        let config = ldm_config(&run.config)?;
+        let test = run.test_set()?;
+        let mut report = run.report(gpu, test.len());
+        report["latent_scale"] = json!(config.scale);
+        report["first_stage"] = json!(config.autoencoder);
+        let originals = crate::generate::test_images(&test, test.len());
+        let reconstructions = reconstruct_images(gpu, run, &originals)?;
+        let (mut bce, mut mse) = (0.0f64, 0.0f64);
+        for (&x, &r) in originals.iter().zip(&reconstructions) {
+            let (x, r) = (x as f64, (r as f64).clamp(1e-7, 1.0 - 1e-7));
+            bce -= x * r.ln() + (1.0 - x) * (1.0 - r).ln();
+            mse += (x - r).powi(2);
+        }
+        report["first_stage_reconstruction_bce_nats"] = json!(bce / test.len() as f64);
+        report["first_stage_reconstruction_mse"] = json!(mse / originals.len() as f64);
+        Ok(report)
+    }
+
+    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+        let conditioning = match ldm_config(&run.config) {
+            Ok(config) => uniform_classes(config.classes, n),
+            Err(e) => return Some(Err(e)),
+        };
+        Some(generate_images(
+            gpu,
+            run,
+            n,
+            &DiffusionOptions::default(),
+            0,
+            false,
+            conditioning.as_ref(),
+        ))
+    }
+
+    /// The first stage's reconstructions of the floor's real images (how much of the samples' FID the
+    /// autoencoder alone costs), and a conditional model's samples at each guidance weight.
+    fn measured_sets(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Result<Vec<MeasuredSet>, TrainError> {
+        let config = ldm_config(&run.config)?;
+        let train = data::load_run_data(run.config.data.as_ref())?.train;
+        // The floor's images: the same subset as `fid::real_subset` (the first n of epoch 0's shuffle).
+        let indices: Vec<usize> = data::shuffled_order(train.len(), run.config.seed, 0)
+            .into_iter()
+            .take(n)
+            .collect();
+        let mut images = vec![0.0f32; indices.len() * PIXELS];
+        train.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
+        let mut sets = vec![MeasuredSet {
+            name: "first_stage_reconstructions".into(),
+            description: format!(
+                "the first stage's reconstructions (posterior mean) of the floor's {} training images",
+                indices.len()
+            ),
+            images: reconstruct_images(gpu, run, &images)?,
+            labels: None,
+            guidance: None,
+        }];
+        let generate = |c: &Conditioning| generate_images(gpu, run, n, &DiffusionOptions::default(), 0, false, Some(c));
+        sets.extend(guidance_sets(config.classes, n, &generate)?);
+        Ok(sets)
+    }
+
+    fn supports(&self, command: Command) -> bool {
+        matches!(command, Command::Sample | Command::Inpaint | Command::Reconstruct)
+    }
+
+    fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
+        let options = &request.diffusion;
+        let classes = ldm_config(&run.config)?.classes;
+        let (n, conditioning) = request.conditioning(classes)?;
+        let start = Instant::now();
+        let images = generate_images(
+            gpu,
+            run,
+            n,
+            options,
+            request.seed,
+            request.progress,
+            conditioning.as_ref(),
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        let dir = run.out_dir(request.out.as_deref())?;
+        let (grid, samples) = write_samples_in_columns(&dir, &images, Some(request.grid_columns(n, classes)))?;
+        Ok(json!({
+            "grid": grid,
+            "grid_images": n.min(GRID_LIMIT),
+            "samples": samples,
+            "n": n,
+            "classes": conditioning.as_ref().map(|c| c.labels.clone()),
+            "guidance": conditioning.as_ref().map(|c| c.guidance),
+            "sampler": options.sampler,
+            "weights": if options.ema { "ema" } else { "trained" },
+            "seconds": seconds,
+        }))
+    }
+
+    /// Test images above their first-stage reconstructions: reconstruct.png.
+    fn reconstruct(&self, gpu: &Gpu, run: &LoadedRun, n: usize, out: Option<PathBuf>) -> Result<Value, TrainError> {
+        let test = run.test_set()?;
+        let images = crate::generate::test_images(&test, n.max(1));
+        let reconstructions = reconstruct_images(gpu, run, &images)?;
+        let file = run.out_dir(out.as_deref())?.join("reconstruct.png");
+        let count = images.len() / PIXELS;
+        run::save_png(&file, &crate::generate::pairs_grid(&images, &reconstructions, count))?;
+        Ok(json!({ "image": file, "n": count }))
+    }
+
+    fn inpaint(&self, gpu: &Gpu, run: &LoadedRun, request: &InpaintRequest) -> Result<Value, TrainError> {
+        inpaint(gpu, run, request)
+    }
+}
+
+/// The first stage's reconstructions (posterior mean, decoded) of images (N, 784) in [0, 1].
+fn reconstruct_images(gpu: &Gpu, run: &LoadedRun, images: &[f32]) -> Result<Vec<f32>, TrainError> {
+    let latents = encode_means(gpu, run, images)?;
+    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK)?;
+    let (decoder, _store) = run.forward_plan(gpu, &graph, "ldm decode")?;
+    decode_latents(gpu, &decoder, z, out, &latents, 1.0, SAMPLE_CHUNK)
+}
+
+/// The posterior means (N, 196), unscaled, of images (N, 784) in [0, 1].
+fn encode_means(gpu: &Gpu, run: &LoadedRun, images: &[f32]) -> Result<Vec<f32>, TrainError> {
+    let enc = encoding(FIRST_STAGE, SAMPLE_CHUNK)?;
+    let (plan, _store) = run.forward_plan(gpu, &enc.graph, "ldm encode")?;
+    crate::generate::run_batched(gpu, &plan, enc.x, enc.mu, images, PIXELS, SAMPLE_CHUNK)
+}
+
+/// Inpainting in latent space: the mask taken down to the 7x7 grid (a latent cell is known when all 16 of its
+/// pixels are), the known image encoded (posterior mean, scaled) and mixed back at every step, the result decoded,
+/// and the known pixels pasted back exactly.
+fn inpaint(gpu: &Gpu, run: &LoadedRun, request: &InpaintRequest) -> Result<Value, TrainError> {
+    let config = ldm_config(&run.config)?;
+    let scale = config.scale.unwrap_or(1.0);
+    let n = request.n.max(1);
+    let pairs: Vec<(Vec<f32>, Vec<f32>)> = match &request.source {
+        InpaintSource::Files { image, mask } => {
+            let fit = data::Fit::default();
+            let image_bytes = data::folder::load_image(image, ImageShape::MNIST, fit)?;
+            let mask_bytes = data::folder::load_image(mask, ImageShape::MNIST, fit)?;
+            vec![(
+                image_bytes.iter().map(|&b| b as f32 / 255.0).collect(),
+                mask_bytes.iter().map(|&b| if b >= 128 { 1.0 } else { 0.0 }).collect(),
+            )]
+        }
+        InpaintSource::Demo { images } => {
+            let test = run.test_set()?;
+            let count = (*images).clamp(1, test.len());
+            let pixels = crate::generate::test_images(&test, count);
+            demo_masks()
+                .iter()
+                .flat_map(|mask| {
+                    pixels
+                        .chunks(PIXELS)
+                        .map(|image| (image.to_vec(), mask.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }
+    };
+    let total = pairs.len() * n;
+    let mut known_images = Vec::with_capacity(total * PIXELS);
+    let mut pixel_masks = Vec::with_capacity(total * PIXELS);
+    for (image, mask) in &pairs {
+        for _ in 0..n {
+            known_images.extend_from_slice(image);
+            pixel_masks.extend_from_slice(mask);
+        }
+    }
+    let known_latents: Vec<f32> = encode_means(gpu, run, &known_images)?
+        .iter()
+        .map(|v| v * scale)
+        .collect();
+    let latent_masks: Vec<f32> = pixel_masks.chunks(PIXELS).flat_map(latent_mask).collect();
+    let options = DiffusionOptions {
+        ema: true,
+        ..request.diffusion.clone()
+    };
+    let reverse = reverse_plan(gpu, &config, total, &options, request.seed, true, None)?;
+    reverse.load_weights(gpu, &run.checkpoint, true)?;
+    let bar = progress_bar(0, request.progress, "timesteps");
+    bar.set_prefix("inpainting");
+    let latents = reverse.inpaint(gpu, &known_latents, &latent_masks, &bar)?;
+    bar.finish_and_clear();
+    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK)?;
+    let (decoder, _store) = run.forward_plan(gpu, &graph, "ldm decode")?;
+    let decoded = decode_latents(gpu, &decoder, z, out, &latents, scale, SAMPLE_CHUNK)?;
+    // The known pixels pasted back exactly.
+    let completed: Vec<f32> = decoded
+        .iter()
+        .zip(&known_images)
+        .zip(&pixel_masks)
+        .map(|((&d, &k), &m)| if m == 1.0 { k } else { d })
+        .collect();
+    let max_known_change = completed
+        .iter()
+        .zip(&known_images)
+        .zip(&pixel_masks)
+        .filter(|(_, &m)| m == 1.0)
+        .map(|((a, b), _)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let mut grid = Vec::with_capacity(pairs.len() * (n + 2) * PIXELS);
+    for (p, (image, mask)) in pairs.iter().enumerate() {
+        grid.extend_from_slice(image);
+        grid.extend(image.iter().zip(mask).map(|(&v, &m)| if m == 1.0 { v } else { 0.5 }));
+        grid.extend_from_slice(&completed[p * n * PIXELS..(p + 1) * n * PIXELS]);
+    }
+    let dir = run.out_dir(request.out.as_deref())?;
+    let file = dir.join("inpaint.png");
+    run::save_png(
+        &file,
+        &run::image_grid(&grid, [pairs.len() * (n + 2), 1, 28, 28], n + 2),
+    )?;
+    let npy = dir.join("inpainted.npy");
+    run::save_npy(&npy, &completed, &[total, 1, 28, 28])?;
+    Ok(json!({
+        "image": file,
+        "samples": npy,
+        "pairs": pairs.len(),
+        "completions_per_pair": n,
+        "max_known_pixel_change": max_known_change,
+        "latent_cells_known": latent_masks.iter().filter(|&&m| m == 1.0).count() / LATENT_CHANNELS / total.max(1),
+    }))
+}
+
+/// A pixel mask (784, 1 keeps) on the latent grid (C x 7 x 7): a cell is known when its 4x4 pixels all are.
+pub fn latent_mask(pixels: &[f32]) -> Vec<f32> {
+    let mut cells = [0.0f32; LATENT_SIDE * LATENT_SIDE];
+    for (cell, value) in cells.iter_mut().enumerate() {
+        let (r, c) = (cell / LATENT_SIDE, cell % LATENT_SIDE);
+        let all_known = (0..16).all(|k| pixels[(4 * r + k / 4) * 28 + 4 * c + k % 4] == 1.0);
+        *value = if all_known { 1.0 } else { 0.0 };
+    }
+    cells.repeat(LATENT_CHANNELS)
+}
