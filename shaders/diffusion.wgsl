@@ -1,6 +1,6 @@
 // Denoising diffusion: the forward process q(x_t | x_0), DDPM's ancestral sampling step (Ho et al. 2020,
 // Algorithm 2), the DDIM step with eta = 0 (Song et al. 2021), the sinusoidal timestep embedding, and the
-// inpainting mix.
+// inpainting mix with RePaint's jump back (renoise).
 //
 // Dimensions: N = samples, C, H, W = image channels and size, D = C * H * W values per sample (per_sample),
 //             n = N * D; T = schedule length (1000); E = embedding width (64), E / 2 frequencies.
@@ -131,6 +131,20 @@ fn inpaint_mix(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgr
     }
     let m = mask[i % params.mask_len];
     x[i] = m * known + (1.0 - m) * x[i];
+}
+
+// RePaint's jump back (Lugmayr et al. 2022): x at level sample_step.t_prev (-1: clean data) re-noised to the
+// higher level sample_step.t by q(x_to | x_from) = N(r x_from, (1 - r²) I), r = \sqrt{\bar\alpha_to / \bar\alpha_from}:
+//   x = r x + \sqrt{1 - r²} z.
+// With t_prev = t (no jump) r = 1 and x is left unchanged bit for bit.
+@compute @workgroup_size(256)
+fn renoise(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = linear_index(id, groups);
+    if i >= params.n { return; }
+    let below = signal_noise(sample_step.t_prev);
+    let above = signal_noise(i32(sample_step.t));
+    let r = above.x / below.x;
+    x[i] = r * x[i] + sqrt(max(1.0 - r * r, 0.0)) * z[i];
 }
 
 // sin and cos of an angle of any size: the reduction to [-pi, pi] takes 2 pi in three parts (Cody and Waite)

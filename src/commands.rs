@@ -47,6 +47,10 @@ fn open_for(path: &Path, command: Command) -> Result<(LoadedRun, &'static dyn Re
 /// `latent eval`: the model's metrics on the whole test set, and for models that generate, FID and the sliced
 /// Wasserstein distance of `options.fid_n` samples with their floors.
 pub fn evaluate(gpu: &Gpu, path: &Path, options: &EvalOptions) -> Result<Value, TrainError> {
+    if let Some(mask) = &options.inpaint {
+        let (run, recipe) = open_for(path, Command::Inpaint)?;
+        return fid::completion_benchmark(gpu, recipe, &run, mask, options);
+    }
     let (run, recipe) = open(path)?;
     let mut report = recipe.evaluate(gpu, &run, options)?;
     if options.fid_n > 0 {
@@ -88,5 +92,5 @@ pub fn diffuse(gpu: &Gpu, path: &Path, n: usize, out: Option<PathBuf>) -> Result
 
 pub fn inpaint(gpu: &Gpu, path: &Path, request: &InpaintRequest) -> Result<Value, TrainError> {
     let (run, recipe) = open_for(path, Command::Inpaint)?;
-    recipe.inpaint(gpu, &run, request)
+    crate::recipe::inpaint_with(recipe, gpu, &run, request)
 }

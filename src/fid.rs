@@ -354,3 +354,93 @@ pub fn add_measured_sets(
     }
     Ok(())
 }
+
+/// The completion benchmark (`latent eval --inpaint MASK`): the first `inpaint_n` test images masked, completed by
+/// the model (RePaint's `resample` and `jump`, DDIM with `inpaint_steps` steps, the EMA weights), and measured: the
+/// classifier's accuracy on the completions against the original labels (beside its accuracy on the originals),
+/// FID of the completions against the test set with its floor, the seam score of the completions beside that of
+/// the real images under the same masks, and the largest change of a known pixel.
+pub fn completion_benchmark(
+    gpu: &Gpu,
+    recipe: &dyn crate::recipe::Recipe,
+    run: &LoadedRun,
+    mask: &crate::diffusion::completion::MaskKind,
+    options: &EvalOptions,
+) -> Result<serde_json::Value, TrainError> {
+    use crate::diffusion::completion;
+    let splits = data::load_run_data(run.config.data.as_ref())?;
+    let test = &splits.test;
+    let n = options.inpaint_n.min(test.len());
+    if n < 2 || splits.train.len() < n {
+        return Err(TrainError::Config(format!(
+            "--inpaint-n {n}: the benchmark needs at least 2 test images and no more than the {} training images of \
+             the FID floor",
+            splits.train.len()
+        )));
+    }
+    let indices: Vec<usize> = (0..n).collect();
+    let mut originals = vec![0.0f32; n * 784];
+    test.fill_images(&indices, PixelRange::ZeroToOne, &mut originals);
+    let mut labels = vec![0u32; n];
+    let labelled = test.fill_labels(&indices, &mut labels);
+    let mut masks = Vec::with_capacity(n * 784);
+    for i in 0..n {
+        masks.extend(mask.mask(i, run.config.seed)?);
+    }
+    let diffusion = crate::recipe::DiffusionOptions {
+        sampler: "ddim".into(),
+        steps: options.inpaint_steps,
+        ema: true,
+    };
+    let request = crate::recipe::Completion {
+        images: &originals,
+        masks: &masks,
+        diffusion: &diffusion,
+        resample: options.resample,
+        jump: options.jump,
+        seed: run.config.seed,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let start = std::time::Instant::now();
+    let completed = recipe.complete(gpu, run, &request)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let evaluations = crate::diffusion::repaint::schedule(
+        &crate::kernels::diffusion::Schedule::ddpm().ddim_steps(options.inpaint_steps),
+        options.jump,
+        options.resample,
+    )?
+    .len();
+
+    let classifier = classifier_run(gpu, options.classifier.as_deref(), run.config.data.as_ref())?;
+    let net = FeatureNet::load(gpu, &classifier)?;
+    let dim = classifier::FEATURES;
+    let test_images = real_subset(test, test.len(), run.config.seed);
+    let (test_features, _) = net.features(gpu, &test_images)?;
+    let test_stats = FeatureStatistics::new(&test_features, dim);
+    let (features, classes) = net.features(gpu, &completed)?;
+    let (_, original_classes) = net.features(gpu, &originals)?;
+    let (real_features, _) = net.features(gpu, &real_subset(&splits.train, n, run.config.seed))?;
+    let accuracy = |predicted: &[u32]| {
+        labelled.then(|| predicted.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / n as f64)
+    };
+    let known_pixels = masks.iter().filter(|&&m| m == 1.0).count();
+    Ok(json!({
+        "model": run.config.model,
+        "mask": mask.name(),
+        "images": n,
+        "regenerated_fraction": 1.0 - known_pixels as f64 / masks.len() as f64,
+        "sampler": format!("ddim, {} steps", options.inpaint_steps),
+        "resample": options.resample,
+        "jump": options.jump,
+        "network_evaluations": evaluations,
+        "seconds": seconds,
+        "accuracy_on_completions": accuracy(&classes),
+        "accuracy_on_originals": accuracy(&original_classes),
+        "fid": frechet_distance(&FeatureStatistics::new(&features, dim), &test_stats),
+        "fid_floor": frechet_distance(&FeatureStatistics::new(&real_features, dim), &test_stats),
+        "fid_classifier": net.run,
+        "seam_score": completion::seam_score(&completed, &masks),
+        "seam_score_of_real_images": completion::seam_score(&originals, &masks),
+        "max_known_pixel_change": completion::max_known_change(&completed, &originals, &masks),
+    }))
+}

@@ -111,6 +111,13 @@ enum Command {
         out: Option<PathBuf>,
         #[command(flatten)]
         diffusion: DiffusionOptions,
+        /// RePaint's resamplings r: after every j-th step, jump back j steps (re-noising) and denoise them again,
+        /// r - 1 times, so the new region joins the known one (1: plain inpainting; RePaint uses 10).
+        #[arg(long, default_value_t = 1)]
+        resample: usize,
+        /// RePaint's jump length j, in the sampler's steps (RePaint uses 10 of 250).
+        #[arg(long, default_value_t = 5)]
+        jump: usize,
         #[arg(long)]
         json: bool,
     },
@@ -266,6 +273,8 @@ fn main() -> ExitCode {
             seed,
             out,
             diffusion,
+            resample,
+            jump,
             json,
         } => with_gpu(
             &cli.device,
@@ -283,6 +292,8 @@ fn main() -> ExitCode {
                     seed: *seed,
                     out: out.clone(),
                     diffusion: diffusion.clone(),
+                    resample: *resample,
+                    jump: *jump,
                     progress: std::io::stderr().is_terminal(),
                 };
                 Ok(commands::inpaint(gpu, run, &request)?)

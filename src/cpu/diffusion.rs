@@ -71,6 +71,17 @@ pub fn inpaint_mix(rows: &[ScheduleRow], x: &mut [f64], x0: &[f64], z: &[f64], m
     }
 }
 
+/// RePaint's jump back: x at level step.t_prev re-noised to level step.t, x = r x + sqrt(1 - r²) z with
+/// r = sqrt(ab_t / ab_t_prev).
+pub fn renoise(rows: &[ScheduleRow], x: &mut [f64], z: &[f64], step: SampleStep) {
+    let (from, _) = signal_noise(rows, step.t_prev);
+    let (to, _) = signal_noise(rows, step.t as i32);
+    let r = to / from;
+    for (v, e) in x.iter_mut().zip(z) {
+        *v = r * *v + (1.0 - r * r).max(0.0).sqrt() * e;
+    }
+}
+
 /// emb[s] = cat(sin(t_s f), cos(t_s f)), the angle t_s f rounded to f32 as the GPU (and PyTorch) computes it.
 pub fn timestep_embedding(t: &[u32], frequencies: &[f32]) -> Vec<f64> {
     let mut emb = Vec::with_capacity(t.len() * 2 * frequencies.len());

@@ -11,8 +11,10 @@
 //! iteration and reads the images back once at the end.
 
 pub mod ancestral;
+pub mod completion;
 pub mod ddim;
 pub mod inpaint;
+pub mod repaint;
 
 use std::sync::Arc;
 
@@ -35,6 +37,8 @@ use crate::plan::{self, ParamStore, Phase, Plan, PlanOptions, Step, StepWrite};
 pub const X_T_STREAM: u32 = 3000;
 pub const Z_STREAM: u32 = 3001;
 pub const INPAINT_STREAM: u32 = 3002;
+/// The noise of RePaint's jumps back.
+pub const RENOISE_STREAM: u32 = 3004;
 
 /// A network that predicts the noise: x_t (N, C, H, W) and t (N) -> eps_theta (N, C, H, W), for a conditional
 /// model also given the class as a one-hot row (N, K + 1), the last column being the null class.
@@ -56,6 +60,8 @@ pub struct ReverseOptions {
     /// Classifier-free guidance with weight w: the denoiser runs at twice the samples (each image with its class,
     /// then with the null class) and eps = (1 + w) eps(x, c) - w eps(x, null).
     pub guidance: Option<f32>,
+    /// RePaint's resampling when inpainting: (jump length j, resamplings r); r = 1 is the plain walk.
+    pub resampling: Option<(usize, usize)>,
 }
 
 impl ReverseOptions {
@@ -65,6 +71,7 @@ impl ReverseOptions {
             inpaint,
             clamp: true,
             guidance: None,
+            resampling: None,
         }
     }
 }
@@ -187,7 +194,19 @@ impl ReversePlan {
         seed: u64,
         options: &ReverseOptions,
     ) -> Result<Self, TrainError> {
-        let sample_steps = sampler.timesteps(schedule)?;
+        let walk: Vec<repaint::Iteration> = match options.resampling {
+            Some((jump, resample)) => repaint::schedule(&sampler.timesteps(schedule)?, jump, resample)?,
+            None => sampler
+                .timesteps(schedule)?
+                .into_iter()
+                .map(|step| repaint::Iteration {
+                    renoise: SampleStep::new(step.t, step.t as i32),
+                    step,
+                })
+                .collect(),
+        };
+        let jumps_back = walk.iter().any(|i| i.renoise.t as i32 != i.renoise.t_prev);
+        let sample_steps: Vec<SampleStep> = walk.iter().map(|i| i.step).collect();
         let Denoiser {
             graph: mut g,
             x: network_x,
@@ -217,6 +236,7 @@ impl ReversePlan {
         let classes = class.map_or(0, |c| g.shape(c)[1] - 1);
         sampler.prepare(&mut g, &shape);
         let inpainting = options.inpaint.then(|| Inpainting::add_to(&mut g, &shape));
+        let renoise_z = jumps_back.then(|| g.normal_noise("z_renoise", &shape, RENOISE_STREAM));
         let mut store = ParamStore::new(0);
         let mut plan = plan::compile(
             gpu,
@@ -269,14 +289,29 @@ impl ReversePlan {
         if let Some(inpainting) = &inpainting {
             dispatches.push(("inpaint mix", inpainting.mix(gpu, &buffers)?));
         }
+        let mut front = Vec::new();
+        if let Some(z) = renoise_z {
+            // Before the network: RePaint's jump back (the identity on iterations without one).
+            let renoise_buffer = Arc::new(kernels::sample_step_buffer(gpu)?);
+            let renoises: Vec<SampleStep> = walk.iter().map(|i| i.renoise).collect();
+            plan.step_writes.push(StepWrite {
+                buffer: renoise_buffer.clone(),
+                bytes: Box::new(move |k| bytemuck::bytes_of(&renoises[k as usize % renoises.len()]).to_vec()),
+            });
+            let dispatch = kernels::renoise(gpu, &x_buffer, plan.buffer(z), &table, &renoise_buffer, values)?;
+            front.push(("RePaint: jump back", dispatch));
+        }
         if let Some(repeat) = repeat {
+            front.push(("guidance: x twice", repeat));
+        }
+        for (index, (label, dispatch)) in front.into_iter().enumerate() {
             plan.steps.insert(
-                0,
+                index,
                 Step {
-                    label: "guidance: x twice".into(),
+                    label: label.into(),
                     phase: Phase::Forward,
-                    bytes: repeat.bytes,
-                    dispatch: repeat,
+                    bytes: dispatch.bytes,
+                    dispatch,
                     flops: 0,
                 },
             );

@@ -360,6 +360,22 @@ pub fn inpaint_mix(
     gpu.dispatch_1d(entry, &[&params, x, x0, z, mask, schedule, sample_step], n as u64)
 }
 
+/// RePaint's jump back, in place on x (n values): from level `sample_step.t_prev` (-1: clean) up to level
+/// `sample_step.t`, x = r x + sqrt(1 - r²) z with r = sqrt(ab_t / ab_t_prev); unchanged when the two are equal.
+pub fn renoise(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    z: &GpuBuffer,
+    schedule: &GpuBuffer,
+    sample_step: &GpuBuffer,
+    n: usize,
+) -> Result<Dispatch, GpuError> {
+    let entry = &wgsl::RENOISE;
+    let params = params_for(entry, Some(schedule), &[(x, n), (z, n)], n, 1)?;
+    let params = gpu.uniform(entry.name, &params)?;
+    gpu.dispatch_1d(entry, &[&params, x, z, schedule, sample_step], n as u64)
+}
+
 /// emb (samples, dim) = cat(sin(t f), cos(t f)) per sample, t from the u32 buffer `t` (samples), f from
 /// [`frequencies_buffer`] (dim / 2).
 pub fn timestep_embedding(
@@ -560,6 +576,34 @@ fn inpaint_check(shape: [usize; 4], t_prev: i32, shared_mask: bool) -> KernelChe
     )
 }
 
+/// The jump back from `from` to `to` (equal: x unchanged, exactly).
+fn renoise_check(shape: [usize; 4], from: i32, to: u32) -> KernelCheck {
+    KernelCheck::new(
+        wgsl::RENOISE.qualified_name(),
+        shape_name(shape, &format!("{from}->{to}")),
+        move |gpu| {
+            let n = shape.iter().product::<usize>();
+            let mut rng = TestRng::new(n as u64 + 17);
+            let schedule = Schedule::ddpm();
+            let (x, z) = (rng.uniform_vec(n, -3.0, 3.0), rng.uniform_vec(n, -3.0, 3.0));
+            let (x_gpu, z_gpu) = (check::upload(gpu, "x", &x)?, check::upload(gpu, "z", &z)?);
+            let table = schedule_buffer(gpu, &schedule)?;
+            let step_buffer = sample_step_buffer(gpu)?;
+            let step = SampleStep::new(to, from);
+            write_sample_step(gpu, &step_buffer, step)?;
+            gpu.run(&[&renoise(gpu, &x_gpu, &z_gpu, &table, &step_buffer, n)?])?;
+            let mut expected = check::to_f64(&x);
+            cpu::diffusion::renoise(&schedule.rows(), &mut expected, &check::to_f64(&z), step);
+            let tolerance = if from == to as i32 {
+                Tolerance::new(0.0, 0.0)
+            } else {
+                Tolerance::ELEMENTWISE
+            };
+            Ok(check::compare(&check::download(gpu, &x_gpu, n)?, &expected, tolerance))
+        },
+    )
+}
+
 /// The embedding at random t in 0..=1000 (and t = 0, 999, 1000), width 64.
 fn embedding_check(samples: usize) -> KernelCheck {
     const DIM: usize = 64;
@@ -590,6 +634,9 @@ fn embedding_check(samples: usize) -> KernelCheck {
 pub fn checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     let [tiny, small, odd, real] = CHECK_SHAPES;
+    for (shape, from, to) in [(tiny, -1, 9), (odd, 40, 49), (real, 500, 520), (small, 300, 300)] {
+        checks.push(renoise_check(shape, from, to));
+    }
     for shape in CHECK_SHAPES {
         checks.push(q_sample_check(shape));
     }

@@ -34,8 +34,8 @@ use crate::kernels::diffusion::Schedule;
 
 pub use recipe::{
     attach_ema, attach_ema_with_prefix, check_resume_conditional, conditional_description, demo_masks, draw_timesteps,
-    guidance_sets, test_mse, uniform_classes, write_training_classes, Ddpm, TimestepPurpose, CLASSES, CONDITIONAL,
-    DIFFUSE_TIMESTEPS, SAMPLE_CHUNK,
+    guidance_sets, paste_known, test_mse, uniform_classes, write_training_classes, Ddpm, TimestepPurpose, CLASSES,
+    CONDITIONAL, DIFFUSE_TIMESTEPS, SAMPLE_CHUNK,
 };
 
 /// Width of the sinusoidal timestep embedding (32 frequencies).

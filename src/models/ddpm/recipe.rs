@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
 
 use super::{denoiser, objective, DdpmConfig, Objective, EMA_DECAY, LEARNING_RATE, TIMESTEPS};
-use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
+use crate::data::{Dataset, PixelRange, Splits};
 use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
 use crate::error::TrainError;
 use crate::generate::{progress_bar, to_unit, write_samples_in_columns, LoadedRun, GRID_LIMIT};
@@ -25,9 +25,8 @@ use crate::kernels::optim as optim_kernels;
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Phase, Plan, Step};
 use crate::recipe::{
-    forward_options, train_options, Batch, Command, Defaults, DiffusionOptions, EvalOptions, Flag, InpaintRequest,
-    InpaintSource, MeasuredSet, ModelOptions, Recipe, SampleRequest, StepPlan, TrainGraph, Training, DEFAULT_GUIDANCE,
-    EVAL_GUIDANCE,
+    forward_options, train_options, Batch, Command, Completion, Defaults, DiffusionOptions, EvalOptions, Flag,
+    MeasuredSet, ModelOptions, Recipe, SampleRequest, StepPlan, TrainGraph, Training, DEFAULT_GUIDANCE, EVAL_GUIDANCE,
 };
 use crate::run::{self, RunConfig};
 
@@ -146,7 +145,7 @@ fn reverse_plan(
     n: usize,
     options: &DiffusionOptions,
     seed: u64,
-    inpaint: bool,
+    inpaint: Option<(usize, usize)>,
     conditioning: Option<&Conditioning>,
 ) -> Result<ReversePlan, TrainError> {
     if n == 0 {
@@ -156,7 +155,8 @@ fn reverse_plan(
     let schedule = config.schedule.schedule();
     let reverse_options = ReverseOptions {
         guidance: conditioning.map(|c| c.guidance),
-        ..ReverseOptions::pixels(inpaint)
+        resampling: inpaint,
+        ..ReverseOptions::pixels(inpaint.is_some())
     };
     let build = |batch| denoiser(config, batch, IMAGE);
     let labels = conditioning.map(|c| &c.labels[..]);
@@ -318,7 +318,7 @@ fn generate_images(
             count,
             options,
             chunk_seed,
-            false,
+            None,
             chunk_conditioning.as_ref(),
         )?;
         reverse.load_weights(gpu, &run.checkpoint, options.ema)?;
@@ -370,6 +370,16 @@ fn ddpm_config(config: &RunConfig) -> Result<DdpmConfig, TrainError> {
     own.validate()
         .map_err(|e| TrainError::Config(format!("{}: {e}", crate::run::CONFIG)))?;
     Ok(own)
+}
+
+/// `completed` with the known pixels (mask 1) replaced by `known`, exactly.
+pub fn paste_known(completed: &[f32], known: &[f32], masks: &[f32]) -> Vec<f32> {
+    completed
+        .iter()
+        .zip(known)
+        .zip(masks)
+        .map(|((&c, &k), &m)| if m == 1.0 { k } else { c })
+        .collect()
 }
 
 /// The timesteps `latent diffuse` shows.
@@ -503,7 +513,7 @@ impl Recipe for Ddpm {
             PREVIEW_COUNT,
             &preview_options,
             seed,
-            false,
+            None,
             preview_classes.as_ref(),
         )?;
         let preview_copy = preview.copy_weights_from(gpu, &store, true)?;
@@ -643,87 +653,23 @@ impl Recipe for Ddpm {
         Ok(json!({ "image": file, "images": count, "timesteps": DIFFUSE_TIMESTEPS }))
     }
 
-    /// For each (image, mask), `n` completions; inpaint.png has one row per pair: original | masked input |
-    /// completions. Also inpainted.npy ([pairs * n, 1, 28, 28] in [0, 1]). Reports the largest change of a known
-    /// pixel (zero up to rounding: they are put back exactly at the last step).
-    fn inpaint(&self, gpu: &Gpu, run: &LoadedRun, request: &InpaintRequest) -> Result<Value, TrainError> {
+    /// Inpainting in pixel space: after each step the known pixels are put back, noised to the step's level
+    /// (RePaint's jumps back when `resample` > 1); the known pixels are returned exactly as given.
+    fn complete(&self, gpu: &Gpu, run: &LoadedRun, completion: &Completion) -> Result<Vec<f32>, TrainError> {
         let config = ddpm_config(&run.config)?;
-        let n = request.n.max(1);
-        // (image in [0, 1], mask) pairs.
-        let pairs: Vec<(Vec<f32>, Vec<f32>)> = match &request.source {
-            InpaintSource::Files { image, mask } => {
-                let fit = data::Fit::default();
-                let image_bytes = data::folder::load_image(image, ImageShape::MNIST, fit)?;
-                let mask_bytes = data::folder::load_image(mask, ImageShape::MNIST, fit)?;
-                vec![(
-                    image_bytes.iter().map(|&b| b as f32 / 255.0).collect(),
-                    mask_bytes.iter().map(|&b| if b >= 128 { 1.0 } else { 0.0 }).collect(),
-                )]
-            }
-            InpaintSource::Demo { images } => {
-                let test = run.test_set()?;
-                let count = (*images).clamp(1, test.len());
-                let mut pixels = vec![0.0f32; count * PIXELS];
-                test.fill_images(&(0..count).collect::<Vec<_>>(), PixelRange::ZeroToOne, &mut pixels);
-                demo_masks()
-                    .iter()
-                    .flat_map(|mask| {
-                        pixels
-                            .chunks(PIXELS)
-                            .map(|image| (image.to_vec(), mask.clone()))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect()
-            }
-        };
-        let total = pairs.len() * n;
-        let mut known = Vec::with_capacity(total * PIXELS);
-        let mut masks = Vec::with_capacity(total * PIXELS);
-        for (image, mask) in &pairs {
-            for _ in 0..n {
-                known.extend(image.iter().map(|&v| 2.0 * v - 1.0));
-                masks.extend_from_slice(mask);
-            }
-        }
+        let known: Vec<f32> = completion.images.iter().map(|&v| 2.0 * v - 1.0).collect();
+        let total = known.len() / PIXELS;
         let options = DiffusionOptions {
             ema: true,
-            ..request.diffusion.clone()
+            ..completion.diffusion.clone()
         };
-        let reverse = reverse_plan(gpu, &config, total, &options, request.seed, true, None)?;
+        let resampling = Some((completion.jump, completion.resample));
+        let reverse = reverse_plan(gpu, &config, total, &options, completion.seed, resampling, None)?;
         reverse.load_weights(gpu, &run.checkpoint, true)?;
-        let bar = progress_bar(0, request.progress, "timesteps");
+        let bar = progress_bar(0, completion.progress, "network evaluations");
         bar.set_prefix("inpainting");
-        let completed = to_unit(&reverse.inpaint(gpu, &known, &masks, &bar)?);
+        let completed = to_unit(&reverse.inpaint(gpu, &known, completion.masks, &bar)?);
         bar.finish_and_clear();
-        let known_unit = to_unit(&known);
-        let max_known_change = completed
-            .iter()
-            .zip(&known_unit)
-            .zip(&masks)
-            .filter(|(_, &m)| m == 1.0)
-            .map(|((a, b), _)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        // Grid rows: original | masked (regenerated pixels shown mid-grey) | n completions.
-        let mut grid = Vec::with_capacity(pairs.len() * (n + 2) * PIXELS);
-        for (p, (image, mask)) in pairs.iter().enumerate() {
-            grid.extend_from_slice(image);
-            grid.extend(image.iter().zip(mask).map(|(&v, &m)| if m == 1.0 { v } else { 0.5 }));
-            grid.extend_from_slice(&completed[p * n * PIXELS..(p + 1) * n * PIXELS]);
-        }
-        let dir = run.out_dir(request.out.as_deref())?;
-        let file = dir.join("inpaint.png");
-        run::save_png(
-            &file,
-            &run::image_grid(&grid, [pairs.len() * (n + 2), 1, 28, 28], n + 2),
-        )?;
-        let npy = dir.join("inpainted.npy");
-        run::save_npy(&npy, &completed, &[total, 1, 28, 28])?;
-        Ok(json!({
-            "image": file,
-            "samples": npy,
-            "pairs": pairs.len(),
-            "completions_per_pair": n,
-            "max_known_pixel_change": max_known_change,
-        }))
+        Ok(paste_known(&completed, completion.images, completion.masks))
     }
 }

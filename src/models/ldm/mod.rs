@@ -94,6 +94,9 @@ pub struct LdmConfig {
     pub autoencoder: std::path::PathBuf,
     /// Epochs of the first stage when `latent train ldm` trains it.
     pub autoencoder_epochs: u64,
+    /// Diffuse samples of the posterior z = mu + sigma eps (a fresh eps each step) instead of its mean mu.
+    #[serde(default)]
+    pub sample_posterior: bool,
     /// 1 / std of the first stage's latents over the training set, measured before the diffusion trains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<f32>,
@@ -112,6 +115,7 @@ impl Default for LdmConfig {
             classes: None,
             autoencoder: AUTOENCODER_DIR.into(),
             autoencoder_epochs: 10,
+            sample_posterior: false,
             scale: None,
         }
     }

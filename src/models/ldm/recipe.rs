@@ -17,7 +17,7 @@ use super::{
     decoding, denoiser, encoding, objective, Encoding, LdmConfig, Objective, AUTOENCODER_DIR, FIRST_STAGE, LATENT,
     LATENT_CHANNELS, LATENT_SIDE,
 };
-use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
+use crate::data::{self, Dataset, PixelRange, Splits};
 use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
 use crate::error::TrainError;
 use crate::generate::{progress_bar, write_samples_in_columns, LoadedRun, GRID_LIMIT};
@@ -25,15 +25,15 @@ use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{Graph, TensorId};
 use crate::kernels::arith;
 use crate::models::ddpm::{
-    attach_ema_with_prefix, check_resume_conditional, conditional_description, demo_masks, draw_timesteps,
-    guidance_sets, uniform_classes, write_training_classes, TimestepPurpose, CLASSES, CONDITIONAL, EMA_DECAY,
+    attach_ema_with_prefix, check_resume_conditional, conditional_description, draw_timesteps, guidance_sets,
+    paste_known, uniform_classes, write_training_classes, TimestepPurpose, CLASSES, CONDITIONAL, EMA_DECAY,
     SAMPLE_CHUNK, TIMESTEPS,
 };
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Phase, Plan, Step};
 use crate::recipe::{
-    forward_options, train_options, Batch, Command, Defaults, DiffusionOptions, EvalOptions, Flag, InpaintRequest,
-    InpaintSource, MeasuredSet, ModelOptions, Prerequisite, Recipe, SampleRequest, StepPlan, TrainGraph, Training,
+    forward_options, train_options, Batch, Command, Completion, Defaults, DiffusionOptions, EvalOptions, Flag,
+    MeasuredSet, ModelOptions, Prerequisite, Recipe, SampleRequest, StepPlan, TrainGraph, Training,
 };
 use crate::run::{self, RunConfig};
 
@@ -69,7 +69,7 @@ fn load_first_stage(gpu: &Gpu, store: &ParamStore, first: &crate::checkpoint::Ch
 }
 
 /// The encoding of `batch` images into the scaled latent input `z0` of `target`: the encoder's plan with
-/// `z0 = scale z` appended.
+/// `z0 = scale mu` (or `scale z`, a posterior sample, with `sample_posterior`) appended.
 #[allow(clippy::too_many_arguments)]
 fn encoding_plan(
     gpu: &Gpu,
@@ -78,13 +78,15 @@ fn encoding_plan(
     target: &Plan,
     z0: TensorId,
     scale: f32,
+    sample_posterior: bool,
     name: &str,
     seed: u64,
 ) -> Result<(Plan, Encoding), TrainError> {
     let enc = encoding(FIRST_STAGE, batch)?;
     let mut plan = plan::compile(gpu, &enc.graph, store, &forward_options(name, seed))?;
     let values = batch * LATENT;
-    let dispatch = arith::scale(gpu, target.buffer(z0), plan.buffer(enc.z), scale, values)?;
+    let latent = if sample_posterior { enc.z } else { enc.mu };
+    let dispatch = arith::scale(gpu, target.buffer(z0), plan.buffer(latent), scale, values)?;
     plan.steps.push(Step {
         label: "z0 = scale z".into(),
         phase: Phase::Forward,
@@ -241,7 +243,7 @@ fn reverse_plan(
     n: usize,
     options: &DiffusionOptions,
     seed: u64,
-    inpaint: bool,
+    inpaint: Option<(usize, usize)>,
     conditioning: Option<&Conditioning>,
 ) -> Result<ReversePlan, TrainError> {
     if n == 0 {
@@ -250,9 +252,10 @@ fn reverse_plan(
     let sampler = diffusion::sampler(&options.sampler, options.steps)?;
     let schedule = config.schedule.schedule();
     let reverse_options = ReverseOptions {
-        inpaint,
+        inpaint: inpaint.is_some(),
         clamp: false,
         guidance: conditioning.map(|c| c.guidance),
+        resampling: inpaint,
     };
     let build = |batch| denoiser(config, batch);
     let labels = conditioning.map(|c| &c.labels[..]);
@@ -290,7 +293,7 @@ fn generate_images(
             count,
             options,
             chunk_seed,
-            false,
+            None,
             chunk_conditioning.as_ref(),
         )?;
         reverse.load_weights(gpu, &run.checkpoint, options.ema)?;
@@ -303,8 +306,9 @@ fn generate_images(
     Ok(images)
 }
 
-/// 1 / std of the first stage's latents z = mu + sigma eps over `dataset` (E[z²] = mu² + sigma²).
-fn measure_scale(gpu: &Gpu, first: &LoadedRun, dataset: &Dataset) -> Result<f32, TrainError> {
+/// 1 / std over `dataset` of the first stage's posterior means mu, or of its samples z = mu + sigma eps with
+/// `sample_posterior` (E[z²] = mu² + sigma²).
+fn measure_scale(gpu: &Gpu, first: &LoadedRun, dataset: &Dataset, sample_posterior: bool) -> Result<f32, TrainError> {
     let batch = 128;
     let mut g = Graph::new();
     let x = g.input("x", &[batch, 784]);
@@ -317,7 +321,7 @@ fn measure_scale(gpu: &Gpu, first: &LoadedRun, dataset: &Dataset) -> Result<f32,
     for (m, lv) in outputs[0].iter().zip(&outputs[1]) {
         let m = *m as f64;
         sum += m;
-        square += m * m + (*lv as f64).exp();
+        square += m * m + if sample_posterior { (*lv as f64).exp() } else { 0.0 };
     }
     let count = outputs[0].len() as f64;
     let variance = square / count - (sum / count).powi(2);
@@ -411,6 +415,7 @@ impl Recipe for Ldm {
             autoencoder_epochs: options
                 .get("autoencoder-epochs")?
                 .unwrap_or(defaults.autoencoder_epochs),
+            sample_posterior: false,
             scale: None,
         };
         config.validate().map_err(TrainError::Config)?;
@@ -469,7 +474,7 @@ impl Recipe for Ldm {
                 splits.train.shape()
             )));
         }
-        let scale = measure_scale(gpu, &first, &splits.train)?;
+        let scale = measure_scale(gpu, &first, &splits.train, ldm.sample_posterior)?;
         eprintln!(
             "Latent scale 1/std = {scale:.5} (measured on the {} training images)",
             splits.train.len()
@@ -500,8 +505,18 @@ impl Recipe for Ldm {
         )?;
         attach_ema_with_prefix(gpu, &mut store, &mut train, EMA_DECAY, DENOISER)?;
         let eval = plan::compile(gpu, &objective.graph, &mut store, &forward_options("ldm test", seed))?;
-        let (encode_plan, encode) =
-            encoding_plan(gpu, &mut store, batch, &train, objective.z0, scale, "ldm encode", seed)?;
+        let sample = ldm.sample_posterior;
+        let (encode_plan, encode) = encoding_plan(
+            gpu,
+            &mut store,
+            batch,
+            &train,
+            objective.z0,
+            scale,
+            sample,
+            "ldm encode",
+            seed,
+        )?;
         let eval_encode = encoding_plan(
             gpu,
             &mut store,
@@ -509,6 +524,7 @@ impl Recipe for Ldm {
             &eval,
             objective.z0,
             scale,
+            sample,
             "ldm test encode",
             seed,
         )?;
@@ -534,7 +550,7 @@ impl Recipe for Ldm {
             PREVIEW_COUNT,
             &preview_options,
             seed,
-            false,
+            None,
             preview_classes.as_ref(),
         )?;
         let preview_copy = preview.copy_weights_from(gpu, &store, true)?;
@@ -670,8 +686,8 @@ impl Recipe for Ldm {
         Ok(json!({ "image": file, "n": count }))
     }
 
-    fn inpaint(&self, gpu: &Gpu, run: &LoadedRun, request: &InpaintRequest) -> Result<Value, TrainError> {
-        inpaint(gpu, run, request)
+    fn complete(&self, gpu: &Gpu, run: &LoadedRun, completion: &Completion) -> Result<Vec<f32>, TrainError> {
+        complete(gpu, run, completion)
     }
 }
 
@@ -691,100 +707,32 @@ fn encode_means(gpu: &Gpu, run: &LoadedRun, images: &[f32]) -> Result<Vec<f32>, 
 }
 
 /// Inpainting in latent space: the mask taken down to the 7x7 grid (a latent cell is known when all 16 of its
-/// pixels are), the known image encoded (posterior mean, scaled) and mixed back at every step, the result decoded,
-/// and the known pixels pasted back exactly.
-fn inpaint(gpu: &Gpu, run: &LoadedRun, request: &InpaintRequest) -> Result<Value, TrainError> {
+/// pixels are), the known image encoded (posterior mean, scaled) and mixed back after every step (RePaint's jumps
+/// back when `resample` > 1), the result decoded, and the known pixels pasted back exactly.
+fn complete(gpu: &Gpu, run: &LoadedRun, completion: &Completion) -> Result<Vec<f32>, TrainError> {
     let config = ldm_config(&run.config)?;
     let scale = config.scale.unwrap_or(1.0);
-    let n = request.n.max(1);
-    let pairs: Vec<(Vec<f32>, Vec<f32>)> = match &request.source {
-        InpaintSource::Files { image, mask } => {
-            let fit = data::Fit::default();
-            let image_bytes = data::folder::load_image(image, ImageShape::MNIST, fit)?;
-            let mask_bytes = data::folder::load_image(mask, ImageShape::MNIST, fit)?;
-            vec![(
-                image_bytes.iter().map(|&b| b as f32 / 255.0).collect(),
-                mask_bytes.iter().map(|&b| if b >= 128 { 1.0 } else { 0.0 }).collect(),
-            )]
-        }
-        InpaintSource::Demo { images } => {
-            let test = run.test_set()?;
-            let count = (*images).clamp(1, test.len());
-            let pixels = crate::generate::test_images(&test, count);
-            demo_masks()
-                .iter()
-                .flat_map(|mask| {
-                    pixels
-                        .chunks(PIXELS)
-                        .map(|image| (image.to_vec(), mask.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        }
-    };
-    let total = pairs.len() * n;
-    let mut known_images = Vec::with_capacity(total * PIXELS);
-    let mut pixel_masks = Vec::with_capacity(total * PIXELS);
-    for (image, mask) in &pairs {
-        for _ in 0..n {
-            known_images.extend_from_slice(image);
-            pixel_masks.extend_from_slice(mask);
-        }
-    }
-    let known_latents: Vec<f32> = encode_means(gpu, run, &known_images)?
+    let total = completion.images.len() / PIXELS;
+    let known_latents: Vec<f32> = encode_means(gpu, run, completion.images)?
         .iter()
         .map(|v| v * scale)
         .collect();
-    let latent_masks: Vec<f32> = pixel_masks.chunks(PIXELS).flat_map(latent_mask).collect();
+    let latent_masks: Vec<f32> = completion.masks.chunks(PIXELS).flat_map(latent_mask).collect();
     let options = DiffusionOptions {
         ema: true,
-        ..request.diffusion.clone()
+        ..completion.diffusion.clone()
     };
-    let reverse = reverse_plan(gpu, &config, total, &options, request.seed, true, None)?;
+    let resampling = Some((completion.jump, completion.resample));
+    let reverse = reverse_plan(gpu, &config, total, &options, completion.seed, resampling, None)?;
     reverse.load_weights(gpu, &run.checkpoint, true)?;
-    let bar = progress_bar(0, request.progress, "timesteps");
+    let bar = progress_bar(0, completion.progress, "network evaluations");
     bar.set_prefix("inpainting");
     let latents = reverse.inpaint(gpu, &known_latents, &latent_masks, &bar)?;
     bar.finish_and_clear();
     let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK)?;
     let (decoder, _store) = run.forward_plan(gpu, &graph, "ldm decode")?;
     let decoded = decode_latents(gpu, &decoder, z, out, &latents, scale, SAMPLE_CHUNK)?;
-    // The known pixels pasted back exactly.
-    let completed: Vec<f32> = decoded
-        .iter()
-        .zip(&known_images)
-        .zip(&pixel_masks)
-        .map(|((&d, &k), &m)| if m == 1.0 { k } else { d })
-        .collect();
-    let max_known_change = completed
-        .iter()
-        .zip(&known_images)
-        .zip(&pixel_masks)
-        .filter(|(_, &m)| m == 1.0)
-        .map(|((a, b), _)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    let mut grid = Vec::with_capacity(pairs.len() * (n + 2) * PIXELS);
-    for (p, (image, mask)) in pairs.iter().enumerate() {
-        grid.extend_from_slice(image);
-        grid.extend(image.iter().zip(mask).map(|(&v, &m)| if m == 1.0 { v } else { 0.5 }));
-        grid.extend_from_slice(&completed[p * n * PIXELS..(p + 1) * n * PIXELS]);
-    }
-    let dir = run.out_dir(request.out.as_deref())?;
-    let file = dir.join("inpaint.png");
-    run::save_png(
-        &file,
-        &run::image_grid(&grid, [pairs.len() * (n + 2), 1, 28, 28], n + 2),
-    )?;
-    let npy = dir.join("inpainted.npy");
-    run::save_npy(&npy, &completed, &[total, 1, 28, 28])?;
-    Ok(json!({
-        "image": file,
-        "samples": npy,
-        "pairs": pairs.len(),
-        "completions_per_pair": n,
-        "max_known_pixel_change": max_known_change,
-        "latent_cells_known": latent_masks.iter().filter(|&&m| m == 1.0).count() / LATENT_CHANNELS / total.max(1),
-    }))
+    Ok(paste_known(&decoded, completion.images, completion.masks))
 }
 
 /// A pixel mask (784, 1 keeps) on the latent grid (C x 7 x 7): a cell is known when its 4x4 pixels all are.
