@@ -20,7 +20,7 @@ struct Params {
     steps: u32,        // T: timesteps past the table are clamped to T - 1
     mask_len: u32,     // inpaint_mix: the mask repeats every mask_len values (D: one mask for all samples; n)
     clamp_final: u32,  // 1: clamp to [-1, 1] when a sampling step reaches clean data (t_prev = -1)
-    _pad0: u32,
+    eta: f32,          // ddim_eta_step: the noise of Song et al.'s eta (1: as much as the ancestral step's)
     _pad1: u32,
     _pad2: u32,
 }
@@ -113,6 +113,29 @@ fn ddim_step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgrou
         x[i] = select(x0_pred, clamp(x0_pred, -1.0, 1.0), params.clamp_final != 0u);
     } else {
         x[i] = prev.x * x0_pred + prev.y * e;
+    }
+}
+
+// DDIM step with noise, eta > 0 (Song et al. 2021, eq. 12 and 16), from sample_step.t to sample_step.t_prev:
+//   sigma = eta \sqrt{(1 - \bar\alpha_{prev}) / (1 - \bar\alpha_t)} \sqrt{1 - \bar\alpha_t / \bar\alpha_{prev}}
+//   x = \sqrt{\bar\alpha_{prev}} x0_pred + \sqrt{1 - \bar\alpha_{prev} - sigma²} eps_theta + sigma z
+// (t_prev = -1: x = x0_pred, clamped when params.clamp_final is 1). eta = 1 over every timestep is the ancestral
+// step; over a subsequence it keeps the ancestral walk's noise at a fraction of its network evaluations.
+@compute @workgroup_size(256)
+fn ddim_eta_step(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = linear_index(id, groups);
+    if i >= params.n { return; }
+    let now = signal_noise(i32(sample_step.t));
+    let prev = signal_noise(sample_step.t_prev);
+    let e = eps_theta[i];
+    let x0_pred = (x[i] - now.y * e) / now.x;
+    if sample_step.t_prev < 0 {
+        x[i] = select(x0_pred, clamp(x0_pred, -1.0, 1.0), params.clamp_final != 0u);
+    } else {
+        let ab_now = now.x * now.x;
+        let ab_prev = prev.x * prev.x;
+        let sigma = params.eta * sqrt((1.0 - ab_prev) / (1.0 - ab_now)) * sqrt(max(1.0 - ab_now / ab_prev, 0.0));
+        x[i] = prev.x * x0_pred + sqrt(max(1.0 - ab_prev - sigma * sigma, 0.0)) * e + sigma * z[i];
     }
 }
 

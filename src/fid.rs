@@ -389,7 +389,8 @@ pub fn completion_benchmark(
     }
     let diffusion = crate::recipe::DiffusionOptions {
         sampler: "ddim".into(),
-        steps: options.inpaint_steps,
+        steps: Some(options.inpaint_steps),
+        eta: None,
         ema: true,
     };
     let request = crate::recipe::Completion {

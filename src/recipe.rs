@@ -138,9 +138,12 @@ pub struct DiffusionOptions {
     /// ddpm: `ancestral` (all 1000 timesteps) or `ddim` (eta = 0, --steps timesteps).
     #[arg(long, default_value = "ddim")]
     pub sampler: String,
-    /// ddpm: DDIM's number of steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
+    /// DDIM's number of steps (default: ddpm 50, ldm 100).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's eta: 0 deterministic, 1 the ancestral step's noise at each of its steps (default: ddpm 0, ldm 1).
+    #[arg(long)]
+    pub eta: Option<f32>,
     /// Sample the EMA weights (true) or the trained ones (`--no-ema`).
     #[arg(long = "no-ema", action = clap::ArgAction::SetFalse)]
     pub ema: bool,
@@ -150,9 +153,17 @@ impl Default for DiffusionOptions {
     fn default() -> Self {
         Self {
             sampler: "ddim".into(),
-            steps: 50,
+            steps: None,
+            eta: None,
             ema: true,
         }
+    }
+}
+
+impl DiffusionOptions {
+    /// The sampler asked for, DDIM with the model's own steps and eta where none were given.
+    pub fn sampler(&self, steps: usize, eta: f32) -> Result<Box<dyn crate::diffusion::Sampler>, TrainError> {
+        crate::diffusion::sampler_with_eta(&self.sampler, self.steps.unwrap_or(steps), self.eta.unwrap_or(eta))
     }
 }
 

@@ -17,13 +17,13 @@ fn diffusion_kernels_match_cpu_twin() {
 fn params_structs_match_their_wgsl_twins() {
     let fields = field_offsets!(
         DiffusionParams,
-        [n, per_sample, steps, mask_len, clamp_final, _pad0, _pad1, _pad2]
+        [n, per_sample, steps, mask_len, clamp_final, eta, _pad1, _pad2]
     );
     let entries: Vec<_> = shaders::ENTRY_POINTS
         .iter()
         .filter(|e| e.shader.name == "diffusion")
         .collect();
-    assert_eq!(entries.len(), 5);
+    assert_eq!(entries.len(), 7);
     for entry in &entries {
         let mismatch = params_layout_mismatch(entry, size_of::<DiffusionParams>(), &fields);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());
@@ -32,7 +32,9 @@ fn params_structs_match_their_wgsl_twins() {
     for entry in [
         &shaders::diffusion::DDPM_STEP,
         &shaders::diffusion::DDIM_STEP,
+        &shaders::diffusion::DDIM_ETA_STEP,
         &shaders::diffusion::INPAINT_MIX,
+        &shaders::diffusion::RENOISE,
     ] {
         let layout = entry
             .bindings

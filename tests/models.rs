@@ -150,30 +150,30 @@ fn ddpm_spec() -> Vec<(&'static str, Vec<usize>)> {
         .collect()
 }
 
-/// The ldm's denoiser: a residual MLP of width 512 with 3 blocks over the 4x7x7 latent, and its first stage.
+/// The ldm's denoiser: a residual MLP of width 256 with 3 blocks over the 4x7x7 latent, and its first stage.
 fn ldm_spec() -> Vec<(&'static str, Vec<usize>)> {
     let mut tensors: Vec<(String, Vec<usize>)> = vec![
         ("net.te.0.weight".into(), vec![256, 64]),
         ("net.te.0.bias".into(), vec![256]),
         ("net.te.2.weight".into(), vec![256, 256]),
         ("net.te.2.bias".into(), vec![256]),
-        ("net.in.weight".into(), vec![512, 196]),
-        ("net.in.bias".into(), vec![512]),
-        ("net.out_n.weight".into(), vec![512]),
-        ("net.out_n.bias".into(), vec![512]),
-        ("net.out.weight".into(), vec![196, 512]),
+        ("net.in.weight".into(), vec![256, 196]),
+        ("net.in.bias".into(), vec![256]),
+        ("net.out_n.weight".into(), vec![256]),
+        ("net.out_n.bias".into(), vec![256]),
+        ("net.out.weight".into(), vec![196, 256]),
         ("net.out.bias".into(), vec![196]),
     ];
     for b in 0..3 {
         for (layer, shape) in [
-            ("n1.weight", vec![512]),
-            ("n1.bias", vec![512]),
-            ("l1.weight", vec![512, 512]),
-            ("l1.bias", vec![512]),
-            ("t.weight", vec![512, 256]),
-            ("t.bias", vec![512]),
-            ("l2.weight", vec![512, 512]),
-            ("l2.bias", vec![512]),
+            ("n1.weight", vec![256]),
+            ("n1.bias", vec![256]),
+            ("l1.weight", vec![256, 256]),
+            ("l1.bias", vec![256]),
+            ("t.weight", vec![256, 256]),
+            ("t.bias", vec![256]),
+            ("l2.weight", vec![256, 256]),
+            ("l2.bias", vec![256]),
         ] {
             tensors.push((format!("net.b{b}.{layer}"), shape));
         }
@@ -198,7 +198,7 @@ fn parameter_counts_match_models_md() {
         (ModelKind::Ddpm, 1_965_121),
         (ModelKind::Wae, 120_009),
         (ModelKind::AeKl, 73_673),
-        (ModelKind::Ldm, 2_332_301),
+        (ModelKind::Ldm, 851_085),
     ] {
         let tg = train::train_graph(model, 2).unwrap();
         assert_eq!(tg.graph.parameter_count(), count, "{model}");

@@ -57,6 +57,22 @@ pub fn ddim_step(rows: &[ScheduleRow], x: &mut [f64], eps_theta: &[f64], step: S
     }
 }
 
+/// The DDIM step with noise eta: x = sqrt(ab') x0_pred + sqrt(1 - ab' - sigma²) eps + sigma z (x0_pred at -1).
+pub fn ddim_eta_step(rows: &[ScheduleRow], x: &mut [f64], eps: &[f64], z: &[f64], step: SampleStep, eta: f64) {
+    let (sqrt_ab, sqrt_one_minus_ab) = signal_noise(rows, step.t as i32);
+    let (sqrt_ab_prev, _) = signal_noise(rows, step.t_prev);
+    let (ab, ab_prev) = (sqrt_ab * sqrt_ab, sqrt_ab_prev * sqrt_ab_prev);
+    let sigma = eta * ((1.0 - ab_prev) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_prev).max(0.0).sqrt();
+    for i in 0..x.len() {
+        let x0_pred = (x[i] - sqrt_one_minus_ab * eps[i]) / sqrt_ab;
+        x[i] = if step.t_prev < 0 {
+            x0_pred
+        } else {
+            sqrt_ab_prev * x0_pred + (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt() * eps[i] + sigma * z[i]
+        };
+    }
+}
+
 /// x = mask known + (1 - mask) x, known = q_sample(x0, t_prev) with noise z (x0 itself at t_prev = -1).
 pub fn inpaint_mix(rows: &[ScheduleRow], x: &mut [f64], x0: &[f64], z: &[f64], mask: &[f64], step: SampleStep) {
     let (sqrt_ab, sqrt_one_minus_ab) = signal_noise(rows, step.t_prev);

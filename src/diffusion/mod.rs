@@ -106,11 +106,16 @@ pub trait Sampler {
 /// The samplers `--sampler` names.
 pub const SAMPLERS: [&str; 2] = ["ancestral", "ddim"];
 
-/// The sampler called `name` (`ddpm` is ancestral's other name), DDIM with `steps` steps.
+/// The sampler called `name` (`ddpm` is ancestral's other name), DDIM with `steps` steps and eta 0.
 pub fn sampler(name: &str, steps: usize) -> Result<Box<dyn Sampler>, TrainError> {
+    sampler_with_eta(name, steps, 0.0)
+}
+
+/// The sampler called `name`, DDIM with `steps` steps and noise `eta`.
+pub fn sampler_with_eta(name: &str, steps: usize, eta: f32) -> Result<Box<dyn Sampler>, TrainError> {
     match name {
         "ancestral" | "ddpm" => Ok(Box::new(Ancestral::default())),
-        "ddim" => Ok(Box::new(Ddim::new(steps))),
+        "ddim" => Ok(Box::new(Ddim::with_eta(steps, eta))),
         _ => Err(TrainError::Config(format!(
             "unknown sampler {name:?}: choose {}",
             SAMPLERS.join(" or ")

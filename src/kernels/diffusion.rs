@@ -28,7 +28,8 @@ pub struct DiffusionParams {
     pub steps: u32,
     pub mask_len: u32,
     pub clamp_final: u32,
-    pub _pad0: u32,
+    /// `ddim_eta_step`'s eta.
+    pub eta: f32,
     pub _pad1: u32,
     pub _pad2: u32,
 }
@@ -323,6 +324,32 @@ pub fn ddim_step(
     gpu.dispatch_1d(entry, &[&params, x, eps_theta, schedule, sample_step], n as u64)
 }
 
+/// The DDIM step with noise (eta > 0) from `sample_step.t` to `sample_step.t_prev`, in place on x (n values):
+/// x = sqrt(ab_prev) x0_pred + sqrt(1 - ab_prev - sigma²) eps_theta + sigma z,
+/// sigma = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev); x0_pred at t_prev = -1.
+#[allow(clippy::too_many_arguments)]
+pub fn ddim_eta_step(
+    gpu: &Gpu,
+    x: &GpuBuffer,
+    eps_theta: &GpuBuffer,
+    z: &GpuBuffer,
+    schedule: &GpuBuffer,
+    sample_step: &GpuBuffer,
+    clamp_final: bool,
+    eta: f32,
+    n: usize,
+) -> Result<Dispatch, GpuError> {
+    let entry = &wgsl::DDIM_ETA_STEP;
+    let params = params_for(entry, Some(schedule), &[(x, n), (eps_theta, n), (z, n)], n, 1)?;
+    let params = DiffusionParams {
+        clamp_final: clamp_final as u32,
+        eta,
+        ..params
+    };
+    let params = gpu.uniform(entry.name, &params)?;
+    gpu.dispatch_1d(entry, &[&params, x, eps_theta, z, schedule, sample_step], n as u64)
+}
+
 /// Inpainting at level `sample_step.t_prev`, in place on x (n values): x = mask known + (1 - mask) x with
 /// known = sqrt(ab) x0 + sqrt(1 - ab) z, or known = x0 exactly at t_prev = -1. `mask` (mask_len) repeats over x:
 /// mask_len = C*H*W for one mask for every sample, n for one per sample; 1 keeps the known pixel.
@@ -576,6 +603,36 @@ fn inpaint_check(shape: [usize; 4], t_prev: i32, shared_mask: bool) -> KernelChe
     )
 }
 
+/// The DDIM step with eta against the twin, from `step`.
+fn ddim_eta_check(shape: [usize; 4], step: SampleStep, eta: f32) -> KernelCheck {
+    KernelCheck::new(
+        wgsl::DDIM_ETA_STEP.qualified_name(),
+        shape_name(shape, &format!("t={} t_prev={} eta={eta}", step.t, step.t_prev)),
+        move |gpu| {
+            let n = shape.iter().product::<usize>();
+            let mut rng = TestRng::new(n as u64 + 23);
+            let schedule = Schedule::ddpm();
+            let x = rng.uniform_vec(n, -3.0, 3.0);
+            let (eps, z) = (rng.uniform_vec(n, -2.0, 2.0), rng.uniform_vec(n, -2.0, 2.0));
+            let x_gpu = check::upload(gpu, "x", &x)?;
+            let (eps_gpu, z_gpu) = (check::upload(gpu, "eps", &eps)?, check::upload(gpu, "z", &z)?);
+            let table = schedule_buffer(gpu, &schedule)?;
+            let step_buffer = sample_step_buffer(gpu)?;
+            write_sample_step(gpu, &step_buffer, step)?;
+            let dispatch = ddim_eta_step(gpu, &x_gpu, &eps_gpu, &z_gpu, &table, &step_buffer, false, eta, n)?;
+            gpu.run(&[&dispatch])?;
+            let mut expected = check::to_f64(&x);
+            let (eps, z) = (check::to_f64(&eps), check::to_f64(&z));
+            cpu::diffusion::ddim_eta_step(&schedule.rows(), &mut expected, &eps, &z, step, eta as f64);
+            Ok(check::compare(
+                &check::download(gpu, &x_gpu, n)?,
+                &expected,
+                Tolerance::new(1e-4, 1e-4),
+            ))
+        },
+    )
+}
+
 /// The jump back from `from` to `to` (equal: x unchanged, exactly).
 fn renoise_check(shape: [usize; 4], from: i32, to: u32) -> KernelCheck {
     KernelCheck::new(
@@ -634,6 +691,14 @@ fn embedding_check(samples: usize) -> KernelCheck {
 pub fn checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     let [tiny, small, odd, real] = CHECK_SHAPES;
+    for (shape, step, eta) in [
+        (tiny, SampleStep::new(999, 979), 1.0),
+        (odd, SampleStep::new(500, 480), 0.5),
+        (real, SampleStep::new(20, 0), 1.0),
+        (small, SampleStep::new(19, -1), 1.0),
+    ] {
+        checks.push(ddim_eta_check(shape, step, eta));
+    }
     for (shape, from, to) in [(tiny, -1, 9), (odd, 40, 49), (real, 500, 520), (small, 300, 300)] {
         checks.push(renoise_check(shape, from, to));
     }

@@ -36,6 +36,8 @@ const PIXELS: usize = 28 * 28;
 /// Images in each epoch's preview grid, and DDIM steps to make them.
 const PREVIEW_COUNT: usize = 32;
 const PREVIEW_STEPS: usize = 20;
+/// DDIM's steps unless told otherwise.
+const SAMPLING_STEPS: usize = 50;
 /// The random stream of `latent diffuse`'s noise.
 const DIFFUSE_STREAM: u32 = 3003;
 
@@ -151,7 +153,7 @@ fn reverse_plan(
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
-    let sampler = diffusion::sampler(&options.sampler, options.steps)?;
+    let sampler = options.sampler(SAMPLING_STEPS, 0.0)?;
     let schedule = config.schedule.schedule();
     let reverse_options = ReverseOptions {
         guidance: conditioning.map(|c| c.guidance),
@@ -425,7 +427,7 @@ const FLAGS: [Flag; 5] = [
     Flag {
         name: "width",
         value: "N",
-        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 512; smaller nets train faster)",
+        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 256; smaller nets train faster)",
     },
     Flag {
         name: "groups",
@@ -499,7 +501,8 @@ impl Recipe for Ddpm {
         let eval = plan::compile(gpu, &objective.graph, &mut store, &forward_options("ddpm test", seed))?;
         let preview_options = DiffusionOptions {
             sampler: "ddim".into(),
-            steps: options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS),
+            steps: Some(options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS)),
+            eta: None,
             ema: true,
         };
         // A conditional model's preview shows the classes in turn, unguided.
@@ -607,7 +610,7 @@ impl Recipe for Ddpm {
         let columns = request.grid_columns(n, classes);
         let dir = run.out_dir(request.out.as_deref())?;
         let (grid, samples) = write_samples_in_columns(&dir, &images, Some(columns))?;
-        let sampler = diffusion::sampler(&options.sampler, options.steps)?;
+        let sampler = options.sampler(SAMPLING_STEPS, 0.0)?;
         let network_evaluations = sampler.timesteps(&ddpm_config(&run.config)?.schedule.schedule())?.len();
         Ok(json!({
             "grid": grid,

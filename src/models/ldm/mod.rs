@@ -108,7 +108,7 @@ pub const AUTOENCODER_DIR: &str = "autoencoder";
 impl Default for LdmConfig {
     fn default() -> Self {
         Self {
-            width: 512,
+            width: 256,
             blocks: 3,
             groups: 1,
             schedule: ScheduleKind::Linear,

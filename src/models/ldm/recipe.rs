@@ -40,6 +40,10 @@ use crate::run::{self, RunConfig};
 const PIXELS: usize = 784;
 const PREVIEW_COUNT: usize = 32;
 const PREVIEW_STEPS: usize = 20;
+/// The ldm's sampler unless told otherwise: DDIM over 100 timesteps with eta = 1 (the ancestral walk's noise).
+/// Deterministic DDIM (eta = 0) decodes to blobs where this gives strokes (MODELS.md).
+pub const SAMPLING_STEPS: usize = 100;
+pub const SAMPLING_ETA: f32 = 1.0;
 /// The denoiser's parameters (trained, with EMA).
 const DENOISER: &str = "net.";
 
@@ -249,7 +253,7 @@ fn reverse_plan(
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
-    let sampler = diffusion::sampler(&options.sampler, options.steps)?;
+    let sampler = options.sampler(SAMPLING_STEPS, SAMPLING_ETA)?;
     let schedule = config.schedule.schedule();
     let reverse_options = ReverseOptions {
         inpaint: inpaint.is_some(),
@@ -352,7 +356,7 @@ const FLAGS: [Flag; 8] = [
     Flag {
         name: "width",
         value: "N",
-        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 512; smaller nets train faster)",
+        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 256; smaller nets train faster)",
     },
     Flag {
         name: "blocks",
@@ -537,7 +541,8 @@ impl Recipe for Ldm {
         }
         let preview_options = DiffusionOptions {
             sampler: "ddim".into(),
-            steps: options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS),
+            steps: Some(options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS)),
+            eta: None,
             ema: true,
         };
         let preview_classes = ldm.classes.map(|k| Conditioning {
