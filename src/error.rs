@@ -23,6 +23,9 @@ pub enum TrainError {
     Graph(#[from] GraphError),
     #[error("{0}")]
     Config(String),
+    /// A failure every rank of a distributed run reports alike, at its start (rank 0 prints it).
+    #[error("{0}")]
+    Ranks(String),
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),
     #[error(
