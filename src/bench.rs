@@ -415,6 +415,8 @@ pub fn bench_allreduce(
         let values: Vec<f32> = (0..words).map(|i| (i % 97) as f32 * 0.01).collect();
         let mut times = Vec::with_capacity(repeats);
         for repeat in 0..=repeats.max(1) {
+            // Every rank starts together, so the time is the exchange's, not a wait for a slower rank.
+            group.barrier();
             let start = Instant::now();
             let mean = crate::parallel::mean_over_ranks(group, &values, group.size());
             std::hint::black_box(&mean);

@@ -11,7 +11,7 @@ use latent::check::{self, CheckOutcome};
 use latent::commands;
 use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
 use latent::models::ModelKind;
-use latent::parallel::{self, Group, Solo};
+use latent::parallel::{self, Group};
 use latent::profile::{self, ProfileOptions};
 use latent::recipe::{DiffusionOptions, EvalOptions, InpaintRequest, InpaintSource, SampleRequest};
 use latent::train::{self, TrainRequest};
@@ -493,34 +493,8 @@ fn run_checks(device: &DeviceArgs, filter: Option<&str>, json: bool) -> Result<E
     })
 }
 
-/// The processes of this command: the ranks an MPI launcher started (with the `mpi` feature), or this process
-/// alone. Returns the group and this process's rank on its machine (which picks among several GPUs).
-fn process_group() -> Result<(Box<dyn Group>, usize)> {
-    let Some((_, size, local)) = parallel::launcher_ranks() else {
-        return Ok((Box::new(Solo), 0));
-    };
-    #[cfg(feature = "mpi")]
-    {
-        let _ = size;
-        let mpi = parallel::group::Mpi::initialize().ok_or("MPI was initialised twice")?;
-        Ok((Box::new(mpi), local))
-    }
-    #[cfg(not(feature = "mpi"))]
-    {
-        if size > 1 {
-            return Err(format!(
-                "started as one of {size} MPI ranks, but this latent was built without the mpi feature: every rank \
-                 would train alone; rebuild with `cargo build --release --features mpi`"
-            )
-            .into());
-        }
-        let _ = local;
-        Ok((Box::new(Solo), 0))
-    }
-}
-
 fn train(device: &DeviceArgs, request: &TrainRequest, json: bool) -> Result<ExitCode> {
-    let (group, local_rank) = process_group()?;
+    let (group, local_rank) = parallel::join()?;
     let (rank, ranks) = (group.rank(), group.size());
     let gpu = match Gpu::new_for_local_rank(&options(device)?, local_rank) {
         Ok(gpu) => gpu,
@@ -544,8 +518,9 @@ fn train(device: &DeviceArgs, request: &TrainRequest, json: bool) -> Result<Exit
     };
     let summary = match train::train_in(&gpu, &request, group.as_ref()) {
         Ok(summary) => summary,
-        // Every rank failed alike at the start: rank 0 says why, and all end normally.
-        Err(error @ train::TrainError::Ranks(_)) => {
+        // Every rank failed alike (at the start, on a NaN the ranks share, on Ctrl-C): rank 0 says why, and all
+        // end normally.
+        Err(error) if error.same_on_every_rank() => {
             if rank == 0 {
                 eprintln!("error: {error}");
             }
@@ -576,7 +551,7 @@ fn fail_rank(group: &dyn Group, message: &str, code: i32) -> ! {
 }
 
 fn bench_allreduce(device: &DeviceArgs, args: &AllReduceBenchArgs) -> Result<ExitCode> {
-    let (group, local_rank) = process_group()?;
+    let (group, local_rank) = parallel::join()?;
     let gpu = Gpu::new_for_local_rank(&options(device)?, local_rank)?;
     let leader = group.rank() == 0;
     if leader {

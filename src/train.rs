@@ -353,6 +353,14 @@ fn start_fingerprint(config: &RunConfig, request: &TrainRequest, ranks: usize) -
     value.to_string()
 }
 
+/// The configuration the plans are compiled with: one of `parts` parts of each global batch.
+fn part_config(config: &RunConfig, parts: usize) -> RunConfig {
+    RunConfig {
+        batch: config.batch / parts,
+        ..config.clone()
+    }
+}
+
 /// Trains `request.model` and writes its run directory.
 pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainError> {
     train_in(gpu, request, &Solo)
@@ -369,6 +377,8 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
         .and_then(|()| setup_run(gpu, request, recipe))
         .and_then(|setup| {
             check_parts(&setup.config, setup.resume_from.is_some(), ranks, request.micro_batches)?;
+            // Refuse a configuration the adapter cannot hold before loading data or allocating anything.
+            recipe.check(gpu, &part_config(&setup.config, ranks * request.micro_batches))?;
             Ok(setup)
         });
     if ranks > 1 {
@@ -384,13 +394,7 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
         resume_from,
     } = setup?;
     let parts = ranks * request.micro_batches;
-    // The plans hold one part of each global batch.
-    let part_config = RunConfig {
-        batch: config.batch / parts,
-        ..config.clone()
-    };
-    // Refuse a configuration the adapter cannot hold before loading data or allocating anything.
-    recipe.check(gpu, &part_config)?;
+    let part_config = part_config(&config, parts);
     let splits = data::load_run_data(config.data.as_ref())?;
     data::check_shape(&splits.train, ImageShape::MNIST)?;
     let range = recipe.defaults().range;

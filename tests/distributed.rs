@@ -116,6 +116,7 @@ fn three_ways(args: &[&str]) -> [PathBuf; 3] {
         "{stderr}"
     );
     assert!(!stderr.contains("differ from rank 0's"), "{stderr}");
+    assert_eq!(stderr.matches("epoch 1/").count(), 1, "only rank 0 prints: {stderr}");
     let micro = train_args(&dir, &data, "micro", &[args, &["--micro-batches", "2"]].concat());
     latent(&micro.iter().map(String::as_str).collect::<Vec<_>>());
     let whole = train_args(&dir, &data, "whole", args);
@@ -181,6 +182,29 @@ fn two_ranks_train_the_gan_and_the_wae_alike_and_as_two_micro_batches() {
         report(&args.join(" "), &paths);
         assert_eq!(checkpoint_hash(&paths[0]), checkpoint_hash(&paths[1]), "{args:?}");
     }
+}
+
+/// Every rank continues from rank 0's checkpoint: 2 steps and a resume to 4 give what 4 steps give.
+#[test]
+fn two_ranks_resume_a_run_bit_for_bit() {
+    require_mpi!();
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let straight = train_args(dir.path(), &data, "straight", &["vae", "--batch", "16", "--steps", "4"]);
+    let straight: Vec<&str> = straight.iter().map(String::as_str).collect();
+    succeeded(&run_ranks(2, &straight), "4 steps");
+    let first = train_args(dir.path(), &data, "resumed", &["vae", "--batch", "16", "--steps", "2"]);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    succeeded(&run_ranks(2, &first), "2 steps");
+    let run = dir.path().join("resumed");
+    let resume = ["train", "vae", "--resume", run.to_str().unwrap(), "--steps", "4"];
+    let stderr = succeeded(&run_ranks(2, &resume), "the resume to 4 steps");
+    assert!(
+        stderr.contains("2 ranks: every rank ended with the same weights"),
+        "{stderr}"
+    );
+    let hash = |name: &str| checkpoint_hash(&dir.path().join(name).join("checkpoint.safetensors"));
+    assert_eq!(hash("resumed"), hash("straight"));
 }
 
 /// Under mpirun the step always goes through the exchange; on one rank it must change nothing at all.

@@ -144,3 +144,49 @@ fn zero_micro_batches_are_refused() {
         "{stderr}"
     );
 }
+
+/// A noise fill keyed by the part's first sample: samples 2 and 3 of a batch of 4, drawn by a plan of batch 2
+/// that starts at sample 2, are the whole batch's samples 2 and 3, bit for bit.
+#[test]
+fn a_part_of_the_batch_draws_its_samples_noise_of_the_whole_batch() {
+    use latent::graph::Graph;
+    use latent::plan::{self, ParamStore, Part};
+    use latent::recipe::forward_options;
+    let gpu = latent::gpu::Gpu::new(&latent::gpu::GpuOptions::from_env().unwrap()).expect("an adapter");
+    let noise_plan = |batch: usize| {
+        let mut graph = Graph::new();
+        let z = graph.normal_noise("z", &[batch, 20], 0);
+        let plan = plan::compile(&gpu, &graph, &mut ParamStore::new(5), &forward_options("noise", 5)).unwrap();
+        (plan, z)
+    };
+    let (whole, z) = noise_plan(4);
+    whole.run(&gpu, 7);
+    let all = whole.read(&gpu, z).unwrap();
+    let (part, z) = noise_plan(2);
+    part.run_part(&gpu, 7, 2, Part::Gradients);
+    let second_half = part.read(&gpu, z).unwrap();
+    assert_eq!(second_half, all[40..]);
+    part.run_part(&gpu, 7, 0, Part::Gradients);
+    assert_eq!(part.read(&gpu, z).unwrap(), all[..40]);
+}
+
+/// Fills draw in blocks of 4 values: noise of 3 values per sample cannot start at every sample.
+#[test]
+fn noise_that_cannot_start_at_every_sample_refuses_a_split() {
+    use latent::graph::Graph;
+    use latent::plan::{self, ParamStore};
+    use latent::recipe::forward_options;
+    let gpu = latent::gpu::Gpu::new(&latent::gpu::GpuOptions::from_env().unwrap()).expect("an adapter");
+    let mut graph = Graph::new();
+    graph.normal_noise("odd", &[4, 3], 0);
+    let plan = plan::compile(&gpu, &graph, &mut ParamStore::new(0), &forward_options("odd", 0)).unwrap();
+    let error = plan.check_split(4).unwrap_err().to_string();
+    assert!(
+        error.contains("the noise odd draws 3 values per sample, not a multiple of 4"),
+        "{error}"
+    );
+    let mut graph = Graph::new();
+    graph.normal_noise("even", &[4, 8], 0);
+    let plan = plan::compile(&gpu, &graph, &mut ParamStore::new(0), &forward_options("even", 0)).unwrap();
+    plan.check_split(4).unwrap();
+}

@@ -23,6 +23,9 @@ pub trait Group {
     /// Rank 0's `data` on every rank.
     fn broadcast_f32(&self, data: &mut [f32]);
 
+    /// Returns once every rank has called it.
+    fn barrier(&self);
+
     /// Ends every rank now with status `code`: after a failure on this rank that the others cannot see.
     fn abort(&self, code: i32) -> !;
 
@@ -74,6 +77,8 @@ impl Group for Solo {
     }
 
     fn broadcast_f32(&self, _data: &mut [f32]) {}
+
+    fn barrier(&self) {}
 
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
@@ -142,6 +147,11 @@ impl Group for Mpi {
         self.world.process_at_rank(0).broadcast_into(data);
     }
 
+    fn barrier(&self) {
+        use mpi::traits::CommunicatorCollectives;
+        self.world.barrier();
+    }
+
     fn abort(&self, code: i32) -> ! {
         use mpi::traits::Communicator;
         self.world.abort(code)
@@ -160,4 +170,31 @@ pub fn launcher_ranks() -> Option<(usize, usize, usize)> {
     let rank = read(&["OMPI_COMM_WORLD_RANK", "PMI_RANK"]).unwrap_or(0);
     let local = read(&["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]).unwrap_or(rank);
     Some((rank, size, local))
+}
+
+/// The processes of this command: the ranks an MPI launcher started (with the `mpi` feature), or this process
+/// alone. Returns the group and this process's rank on its machine (which picks among several GPUs).
+pub fn join() -> Result<(Box<dyn Group>, usize), String> {
+    match launcher_ranks() {
+        Some((_, size, local)) => join_launched(size, local),
+        None => Ok((Box::new(Solo), 0)),
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn join_launched(_size: usize, local: usize) -> Result<(Box<dyn Group>, usize), String> {
+    let mpi = Mpi::initialize().ok_or("MPI was initialised twice")?;
+    Ok((Box::new(mpi), local))
+}
+
+/// Without MPI a launched rank would train alone, as if it were the only one: refused.
+#[cfg(not(feature = "mpi"))]
+fn join_launched(size: usize, _local: usize) -> Result<(Box<dyn Group>, usize), String> {
+    if size > 1 {
+        return Err(format!(
+            "started as one of {size} MPI ranks, but this latent was built without the mpi feature: every rank \
+             would train alone; rebuild with `cargo build --release --features mpi`"
+        ));
+    }
+    Ok((Box::new(Solo), 0))
 }

@@ -9,11 +9,13 @@
 //!    every micro-batch starting from the step's persistent state (BatchNorm's running statistics);
 //! 2. gradient readback: its gradients and the state its forward updated, to the host, summed over the
 //!    micro-batches in order;
-//! 3. all-reduce: every rank's sums gathered and added in rank order, then divided by K·M. Losses are batch
+//! 3. waiting for ranks: a barrier, so that the time the slowest rank's compute takes is not counted as the
+//!    exchange's;
+//! 4. all-reduce: every rank's sums gathered and added in rank order, then divided by K·M. Losses are batch
 //!    means, so the mean of the parts' gradients is the whole batch's gradient; the state is the mean of the
 //!    parts' states (running statistics updated with the mean of the parts' batch statistics);
-//! 4. upload: the result written into every rank's gradient and state buffers;
-//! 5. optimizer: the plan's update part, the same on every rank.
+//! 5. upload: the result written into every rank's gradient and state buffers;
+//! 6. optimizer: the plan's update part, the same on every rank.
 //!
 //! The additions run in one fixed order (a rank's micro-batches, then the ranks), so `mpirun -n K` computes bit
 //! for bit what one process computes with `--micro-batches K`, and every rank ends with the same weights. That is
@@ -28,7 +30,7 @@ use crate::error::TrainError;
 use crate::gpu::{Gpu, GpuBuffer, GpuError};
 use crate::plan::{ParamStore, Part, Plan};
 use crate::recipe::{Batch, Training};
-pub use group::{launcher_ranks, Group, Solo};
+pub use group::{join, launcher_ranks, Group, Solo};
 
 /// Where the time of split steps went, summed over the steps (wall clock; the GPU is waited for after each part).
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -36,6 +38,8 @@ pub struct Breakdown {
     pub steps: u64,
     pub compute: Duration,
     pub readback: Duration,
+    /// Until the slowest rank reaches the exchange (a barrier before it).
+    pub waiting: Duration,
     pub all_reduce: Duration,
     pub upload: Duration,
     pub optimizer: Duration,
@@ -43,10 +47,11 @@ pub struct Breakdown {
 
 impl Breakdown {
     /// Each part's name and total time.
-    pub fn parts(&self) -> [(&'static str, Duration); 5] {
+    pub fn parts(&self) -> [(&'static str, Duration); 6] {
         [
             ("compute", self.compute),
             ("gradient readback", self.readback),
+            ("waiting for ranks", self.waiting),
             ("all-reduce", self.all_reduce),
             ("upload", self.upload),
             ("optimizer", self.optimizer),
@@ -269,6 +274,11 @@ impl<'g> DataParallel<'g> {
                 breakdown.readback += start.elapsed();
             }
 
+            if self.group.size() > 1 {
+                let start = Instant::now();
+                self.group.barrier();
+                breakdown.waiting += start.elapsed();
+            }
             let start = Instant::now();
             let mean = mean_over_ranks(self.group, &exchange.sums, parts);
             exchange.sums = mean;
