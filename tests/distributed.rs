@@ -184,6 +184,45 @@ fn two_ranks_train_the_gan_and_the_wae_alike_and_as_two_micro_batches() {
     }
 }
 
+/// Ranks and micro-batches together: each rank sums its micro-batches, then the ranks' sums are added, so
+/// 2 ranks × 2 micro-batches match one process with 4 micro-batches up to that order of additions.
+#[test]
+fn two_ranks_of_two_micro_batches_agree_and_match_four_micro_batches_up_to_rounding() {
+    require_mpi!();
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let args = ["ae", "--batch", "16", "--steps", "4"];
+    let ranks = train_args(
+        dir.path(),
+        &data,
+        "ranks",
+        &[&args[..], &["--micro-batches", "2"]].concat(),
+    );
+    let ranks: Vec<&str> = ranks.iter().map(String::as_str).collect();
+    let stderr = succeeded(&run_ranks(2, &ranks), "mpirun -n 2 --micro-batches 2");
+    assert!(stderr.contains("2 rank(s) × 2 micro-batch(es) of 4 images"), "{stderr}");
+    assert!(
+        stderr.contains("2 ranks: every rank ended with the same weights"),
+        "{stderr}"
+    );
+    let one = train_args(
+        dir.path(),
+        &data,
+        "one",
+        &[&args[..], &["--micro-batches", "4"]].concat(),
+    );
+    latent(&one.iter().map(String::as_str).collect::<Vec<_>>());
+    let path = |name: &str| dir.path().join(name).join("checkpoint.safetensors");
+    let (relative, tensor) = checkpoint_difference(&path("ranks"), &path("one"), &[]);
+    println!(
+        "ae, 2 ranks × 2 micro-batches {:#018x} against --micro-batches 4 {:#018x}: largest relative difference \
+         {relative:.3e} ({tensor})",
+        checkpoint_hash(&path("ranks")),
+        checkpoint_hash(&path("one"))
+    );
+    assert!(relative <= 1e-5, "{relative:e} in {tensor}");
+}
+
 /// Every rank continues from rank 0's checkpoint: 2 steps and a resume to 4 give what 4 steps give.
 #[test]
 fn two_ranks_resume_a_run_bit_for_bit() {
