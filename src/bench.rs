@@ -72,12 +72,8 @@ impl Workload {
 
     /// Uploads the batch and submits every plan for global step `step`. Does not wait.
     pub fn step(&self, gpu: &Gpu, step: u64) -> Result<(), ProfileError> {
-        let indices: Vec<usize> = (0..self.batch).collect();
-        let batch = Batch {
-            images: &self.images,
-            labels: self.training.uses_labels().then_some(&self.labels[..]),
-            indices: &indices,
-        };
+        let labels = self.training.uses_labels().then_some(&self.labels[..]);
+        let batch = Batch::whole(&self.images, labels, self.batch);
         self.training
             .write_batch(gpu, &batch, step)
             .map_err(|e| ProfileError::Model(e.to_string()))?;
@@ -380,4 +376,63 @@ pub fn train(
         seconds: started.elapsed().as_secs_f64(),
         results,
     })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The data-parallel gradient exchange.
+// ---------------------------------------------------------------------------------------------------------
+
+/// The exchange of one model's step: what a split step all-reduces (every plan's gradients and the state its
+/// forward updates) and how fast.
+#[derive(Clone, Debug, Serialize)]
+pub struct AllReduceResult {
+    pub model: String,
+    pub bytes: u64,
+    pub ranks: usize,
+    pub median_ms: f64,
+    /// Bytes exchanged per second (each rank's bytes over the median time), in 10^6.
+    pub mb_per_s: f64,
+}
+
+/// Times `crate::parallel::mean_over_ranks` (the all-gather, the sum in rank order and the scale) over `group`
+/// at each default model's exchange size: the median of `repeats` after one warm-up. Every rank must call it.
+pub fn bench_allreduce(
+    gpu: &Gpu,
+    group: &dyn crate::parallel::Group,
+    repeats: usize,
+) -> Result<Vec<AllReduceResult>, ProfileError> {
+    let mut results = Vec::new();
+    for model in ModelKind::ALL {
+        let workload = Workload::new(gpu, model, 16, 0)?;
+        let words: usize = workload
+            .training
+            .plans()
+            .iter()
+            .flat_map(|p| p.plan.gradients.iter().chain(&p.plan.states))
+            .map(|b| b.len_words())
+            .sum();
+        drop(workload);
+        let values: Vec<f32> = (0..words).map(|i| (i % 97) as f32 * 0.01).collect();
+        let mut times = Vec::with_capacity(repeats);
+        for repeat in 0..=repeats.max(1) {
+            // Every rank starts together, so the time is the exchange's, not a wait for a slower rank.
+            group.barrier();
+            let start = Instant::now();
+            let mean = crate::parallel::mean_over_ranks(group, &values, group.size());
+            std::hint::black_box(&mean);
+            if repeat > 0 {
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        let seconds = median(&times);
+        let bytes = (words * 4) as u64;
+        results.push(AllReduceResult {
+            model: model.name().to_string(),
+            bytes,
+            ranks: group.size(),
+            median_ms: seconds * 1e3,
+            mb_per_s: bytes as f64 / seconds / 1e6,
+        });
+    }
+    Ok(results)
 }

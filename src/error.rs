@@ -23,6 +23,9 @@ pub enum TrainError {
     Graph(#[from] GraphError),
     #[error("{0}")]
     Config(String),
+    /// A failure every rank of a distributed run reports alike, at its start (rank 0 prints it).
+    #[error("{0}")]
+    Ranks(String),
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),
     #[error(
@@ -59,6 +62,15 @@ fn last_checkpoint_note(path: &Option<PathBuf>) -> String {
 }
 
 impl TrainError {
+    /// Whether every rank of a distributed run returns this error at the same point: a refused start, a loss the
+    /// ranks share becoming NaN, an interrupt they agreed on. Other errors are one rank's own.
+    pub fn same_on_every_rank(&self) -> bool {
+        matches!(
+            self,
+            TrainError::Ranks(_) | TrainError::NonFinite { .. } | TrainError::Interrupted { .. }
+        )
+    }
+
     /// The process exit status for this error: 130 for an interrupt (as shells report SIGINT), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {

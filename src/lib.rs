@@ -23,6 +23,7 @@ pub mod graph;
 pub mod kernels;
 pub mod models;
 pub mod optim;
+pub mod parallel;
 pub mod plan;
 pub mod profile;
 pub mod recipe;

@@ -11,6 +11,7 @@ use latent::check::{self, CheckOutcome};
 use latent::commands;
 use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
 use latent::models::ModelKind;
+use latent::parallel::{self, Group};
 use latent::profile::{self, ProfileOptions};
 use latent::recipe::{DiffusionOptions, EvalOptions, InpaintRequest, InpaintSource, SampleRequest};
 use latent::train::{self, TrainRequest};
@@ -196,6 +197,19 @@ enum BenchCommand {
     Kernels(KernelBenchArgs),
     /// Median training-step time and images/s of every default model.
     Train(TrainBenchArgs),
+    /// MB/s of the data-parallel gradient exchange at every default model's gradient size (run it under
+    /// `mpirun -n K` for K ranks; on one process it is a copy).
+    Allreduce(AllReduceBenchArgs),
+}
+
+#[derive(Args)]
+struct AllReduceBenchArgs {
+    /// Timed exchanges per model (after one warm-up).
+    #[arg(long, default_value_t = 20)]
+    repeats: usize,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -238,6 +252,7 @@ fn main() -> ExitCode {
         Command::Bench { what } => match what {
             BenchCommand::Kernels(args) => bench_kernels(&cli.device, args),
             BenchCommand::Train(args) => bench_train(&cli.device, args),
+            BenchCommand::Allreduce(args) => bench_allreduce(&cli.device, args),
         },
         Command::Train { request, json } => train(&cli.device, request, *json),
         Command::Eval { run, options, json } => with_gpu(
@@ -490,7 +505,13 @@ fn run_checks(device: &DeviceArgs, filter: Option<&str>, json: bool) -> Result<E
 }
 
 fn train(device: &DeviceArgs, request: &TrainRequest, json: bool) -> Result<ExitCode> {
-    let gpu = Gpu::new(&options(device)?)?;
+    let (group, local_rank) = parallel::join()?;
+    let (rank, ranks) = (group.rank(), group.size());
+    let gpu = match Gpu::new_for_local_rank(&options(device)?, local_rank) {
+        Ok(gpu) => gpu,
+        Err(error) if ranks > 1 => fail_rank(group.as_ref(), &error.to_string(), 1),
+        Err(error) => return Err(error.into()),
+    };
     // The first Ctrl-C finishes the step, writes a checkpoint and exits with 130; a second one exits at once.
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
@@ -506,17 +527,72 @@ fn train(device: &DeviceArgs, request: &TrainRequest, json: bool) -> Result<Exit
         interrupt: Some(interrupt),
         ..request.clone()
     };
-    let summary = match train::train(&gpu, &request) {
+    let summary = match train::train_in(&gpu, &request, group.as_ref()) {
         Ok(summary) => summary,
+        // Every rank failed alike (at the start, on a NaN the ranks share, on Ctrl-C): rank 0 says why, and all
+        // end normally.
+        Err(error) if error.same_on_every_rank() => {
+            if rank == 0 {
+                eprintln!("error: {error}");
+            }
+            return Ok(ExitCode::from(error.exit_code()));
+        }
+        // One rank failed where the others cannot see it: it says why and stops them all.
+        Err(error) if ranks > 1 => fail_rank(group.as_ref(), &error.to_string(), error.exit_code() as i32),
         Err(error) => {
             eprintln!("error: {error}");
             return Ok(ExitCode::from(error.exit_code()));
         }
     };
+    if rank > 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         eprintln!("Run written to {}", summary.run.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints this rank's failure and ends every rank of the run with status `code`.
+fn fail_rank(group: &dyn Group, message: &str, code: i32) -> ! {
+    eprintln!("error on rank {} of {}: {message}", group.rank(), group.size());
+    group.abort(code)
+}
+
+fn bench_allreduce(device: &DeviceArgs, args: &AllReduceBenchArgs) -> Result<ExitCode> {
+    let (group, local_rank) = parallel::join()?;
+    let gpu = Gpu::new_for_local_rank(&options(device)?, local_rank)?;
+    let leader = group.rank() == 0;
+    if leader {
+        eprintln!(
+            "Gradient exchange (all-gather, sum in rank order, scale) over {} rank(s) on {}, median of {} after a \
+             warm-up",
+            group.size(),
+            gpu.describe(),
+            args.repeats
+        );
+    }
+    let header = format!(
+        "{:<12} {:>12} {:>6} {:>11} {:>10}",
+        "model", "bytes", "ranks", "median ms", "MB/s"
+    );
+    if leader {
+        table_line(args.json, &header);
+    }
+    let results = bench::bench_allreduce(&gpu, group.as_ref(), args.repeats)?;
+    if leader {
+        for r in &results {
+            let line = format!(
+                "{:<12} {:>12} {:>6} {:>11.3} {:>10.1}",
+                r.model, r.bytes, r.ranks, r.median_ms, r.mb_per_s
+            );
+            table_line(args.json, &line);
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

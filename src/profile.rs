@@ -257,9 +257,7 @@ impl Profiler {
         let count = plan.steps.len();
         let start = Instant::now();
         let cpu_start_us = start.duration_since(self.origin).as_secs_f64() * 1e6;
-        for write in &plan.step_writes {
-            gpu.queue.write_buffer(&write.buffer.buffer, 0, &(write.bytes)(step));
-        }
+        plan.write_step_values(gpu, step, 0);
         let times = match self.method {
             TimingMethod::CpuWallClock => {
                 let mut times = Vec::with_capacity(count);

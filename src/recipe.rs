@@ -550,14 +550,30 @@ pub struct StepPlan {
     pub losses: Vec<&'static str>,
 }
 
-/// One step's data, already scaled to the model's range.
+/// One step's data, already scaled to the model's range: the step's whole batch, or one part of it when the step
+/// is split into micro-batches or across ranks.
 pub struct Batch<'a> {
     /// (N, C, H, W)
     pub images: &'a [f32],
     /// (N), when the model uses labels.
     pub labels: Option<&'a [u32]>,
-    /// (N) the images' places in the training set (the ldm looks up their precomputed latents).
-    pub indices: &'a [usize],
+    /// The global index of the first sample within the step's whole batch (0 for a whole batch): what keys the
+    /// noise a model draws per sample on the host (the ddpm's timesteps).
+    pub first: usize,
+    /// Samples in the step's whole batch (N for a whole batch).
+    pub global: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// A whole batch of `count` samples.
+    pub fn whole(images: &'a [f32], labels: Option<&'a [u32]>, count: usize) -> Self {
+        Self {
+            images,
+            labels,
+            first: 0,
+            global: count,
+        }
+    }
 }
 
 /// What loss.png draws: a title and (label, split, metric) per curve.

@@ -19,6 +19,7 @@ use crate::data::{self, Batcher, ImageShape};
 use crate::generate::progress_bar;
 use crate::gpu::{BufferRole, Gpu};
 use crate::models::ModelKind;
+use crate::parallel::{self, DataParallel, Group, Solo};
 use crate::plan::{self, ParamStore};
 use crate::recipe::{at_least_one, Batch, ModelOptions, Recipe, Training};
 use crate::run::{self, Curve, RunConfig, RunDir, RunError};
@@ -36,9 +37,13 @@ pub struct TrainRequest {
     /// Total steps of the run, instead of epochs.
     #[arg(long, value_parser = at_least_one_u64)]
     pub steps: Option<u64>,
-    /// Images per step (default 128).
+    /// Images per step (default 128): the global batch, over every rank and micro-batch.
     #[arg(long, value_parser = at_least_one)]
     pub batch: Option<usize>,
+    /// Run each step's batch as this many micro-batches on the adapter, their gradients summed before the
+    /// update (for a batch that does not fit): the same arithmetic as as many ranks under `mpirun`.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    pub micro_batches: usize,
     /// Adam's learning rate (default: the model's, from models.md).
     #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
     pub lr: Option<f64>,
@@ -149,6 +154,7 @@ impl TrainRequest {
             epochs: None,
             steps: None,
             batch: None,
+            micro_batches: 1,
             lr: None,
             seed: None,
             data: None,
@@ -309,18 +315,90 @@ fn check_flags(recipe: &dyn Recipe, options: &ModelOptions) -> Result<(), TrainE
     Ok(())
 }
 
+/// Refuses a global batch that does not split evenly into `ranks` × `micro_batches` parts.
+fn check_parts(config: &RunConfig, resumed: bool, ranks: usize, micro_batches: usize) -> Result<(), TrainError> {
+    let parts = ranks * micro_batches;
+    if config.batch % parts == 0 {
+        return Ok(());
+    }
+    let batch = if resumed {
+        format!("the run's batch {}", config.batch)
+    } else {
+        format!("--batch {}", config.batch)
+    };
+    let below = config.batch / parts * parts;
+    let nearest = if below == 0 {
+        format!("--batch {parts}")
+    } else {
+        format!("--batch {below} or --batch {}", below + parts)
+    };
+    Err(TrainError::Config(format!(
+        "{batch} does not split into {ranks} rank(s) × {micro_batches} micro-batch(es): it must be a multiple of \
+         {parts} (for instance {nearest}), or change --micro-batches or the number of ranks"
+    )))
+}
+
+/// What every rank of a distributed run must agree on before it starts: the configuration (without the adapter,
+/// which may differ between machines), the model flags and the split.
+fn start_fingerprint(config: &RunConfig, request: &TrainRequest, ranks: usize) -> String {
+    let mut value = serde_json::to_value(config).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.remove("adapter");
+        for name in request.options.names() {
+            object.insert(
+                format!("--{name}"),
+                json!(request.options.get::<String>(name).ok().flatten()),
+            );
+        }
+        object.insert("micro_batches".into(), json!(request.micro_batches));
+        object.insert("ranks".into(), json!(ranks));
+        object.insert("resume".into(), json!(request.resume));
+    }
+    value.to_string()
+}
+
+/// The configuration the plans are compiled with: one of `parts` parts of each global batch.
+fn part_config(config: &RunConfig, parts: usize) -> RunConfig {
+    RunConfig {
+        batch: config.batch / parts,
+        ..config.clone()
+    }
+}
+
 /// Trains `request.model` and writes its run directory.
 pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainError> {
+    train_in(gpu, request, &Solo)
+}
+
+/// Trains `request.model` as one rank of `group`: every rank trains its share of each global batch on its own
+/// adapter (`crate::parallel`); rank 0 writes the run directory and prints progress.
+pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<TrainSummary, TrainError> {
     let recipe = request.model.recipe();
     let model = recipe.name();
-    check_flags(recipe, &request.options)?;
+    let ranks = group.size();
+    let leader = group.rank() == 0;
+    let setup = check_flags(recipe, &request.options)
+        .and_then(|()| setup_run(gpu, request, recipe))
+        .and_then(|setup| {
+            check_parts(&setup.config, setup.resume_from.is_some(), ranks, request.micro_batches)?;
+            // Refuse a configuration the adapter cannot hold before loading data or allocating anything.
+            recipe.check(gpu, &part_config(&setup.config, ranks * request.micro_batches))?;
+            Ok(setup)
+        });
+    if ranks > 1 {
+        let outcome = match &setup {
+            Ok(setup) => Ok(start_fingerprint(&setup.config, request, ranks)),
+            Err(error) => Err(error.to_string()),
+        };
+        parallel::agree_on_start(group, outcome)?;
+    }
     let RunSetup {
         place,
         mut config,
         resume_from,
-    } = setup_run(gpu, request, recipe)?;
-    // Refuse a configuration the adapter cannot hold before loading data or allocating anything.
-    recipe.check(gpu, &config)?;
+    } = setup?;
+    let parts = ranks * request.micro_batches;
+    let part_config = part_config(&config, parts);
     let splits = data::load_run_data(config.data.as_ref())?;
     data::check_shape(&splits.train, ImageShape::MNIST)?;
     let range = recipe.defaults().range;
@@ -328,24 +406,51 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
     let steps_per_epoch = batcher.steps_per_epoch() as u64;
     let total_steps = config.steps.unwrap_or(config.epochs * steps_per_epoch);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
-    let run = place.into_dir()?;
-    let _lock = run.lock_for_writing()?; // held until training returns; refuses a second writer
-    if let Some(first) = recipe.prerequisite(&config, &run.path) {
+    let run_path = place.path().to_path_buf();
+    // Only rank 0 writes the run directory.
+    let run = if leader { Some(place.into_dir()?) } else { None };
+    let _lock = run.as_ref().map(RunDir::lock_for_writing).transpose()?; // held until training returns
+    if let Some(first) = recipe.prerequisite(&config, &run_path) {
         train_prerequisite(gpu, request, &config, &first)?;
     }
-    recipe.prepare(gpu, &run.path, &mut config, &splits)?;
-    run.write_config(&config)?;
+    recipe.prepare(gpu, &run_path, &mut config, &splits)?;
+    if let Some(run) = &run {
+        run.write_config(&config)?;
+    }
 
-    let training = recipe.training(gpu, &config, &request.options)?;
+    let training = recipe.training(gpu, &part_config, &request.options)?;
     let mut first_step = 0;
     if let Some(checkpoint) = &resume_from {
         training.store().load_from(gpu, checkpoint)?;
         first_step = checkpoint.meta("step")?;
-        eprintln!("Resuming {} at step {first_step} of {total_steps}", run.path.display());
+        if leader {
+            eprintln!("Resuming {} at step {first_step} of {total_steps}", run_path.display());
+        }
     }
-    report_plans(model, training.as_ref(), gpu);
+    parallel::broadcast_store(gpu, training.store(), group)?;
+    if (parts > 1 || group.launched()) && training.plans().iter().any(|p| p.plan.gradients.is_empty()) {
+        // The ldm's step is an encoding plan feeding the objective's: the split step would run every part's
+        // encoding before any part's objective.
+        return Err(TrainError::Config(format!(
+            "{model} cannot train split into micro-batches or ranks yet (its step is an encoding plan feeding the \
+             objective's); train it in one process without --micro-batches"
+        )));
+    }
+    let split = (parts > 1 || group.launched())
+        .then(|| DataParallel::new(gpu, training.as_ref(), group, request.micro_batches, config.batch))
+        .transpose()?;
+    if leader {
+        report_plans(model, training.as_ref(), gpu);
+        if let Some(split) = &split {
+            eprintln!(
+                "data parallel: {ranks} rank(s) × {} micro-batch(es) of {} images each step",
+                split.micro_batches(),
+                split.part_batch()
+            );
+        }
+    }
 
-    let checkpoint_path = run.checkpoint();
+    let checkpoint_path = run_path.join(run::CHECKPOINT);
     let last_good =
         |step: u64| -> Option<PathBuf> { (step > 0 && checkpoint_path.exists()).then(|| checkpoint_path.clone()) };
     // Stops on a NaN or infinite loss; the checkpoint on disk (written before the loss went bad) is kept.
@@ -362,21 +467,31 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
         }
     };
     let read_losses = || -> Result<Vec<Vec<f32>>, TrainError> {
+        if let Some(split) = &split {
+            return Ok(split.losses(gpu, training.as_ref())?);
+        }
         let plans = training.plans().iter();
         Ok(plans.map(|p| p.plan.read_losses(gpu)).collect::<Result<_, _>>()?)
     };
+    let agreed_hash = std::cell::Cell::new(None);
     let save = |step: u64| -> Result<(), TrainError> {
         check_finite(step, &read_losses()?)?;
-        save_checkpoint(gpu, &run, training.store(), model, &config, step)
+        if ranks > 1 {
+            agreed_hash.set(Some(parallel::keep_ranks_agreed(gpu, training.store(), group, step)?));
+        }
+        match &run {
+            Some(run) => save_checkpoint(gpu, run, training.store(), model, &config, step),
+            None => Ok(()),
+        }
     };
 
     let mut images = vec![0.0f32; batcher.images_len()];
     let mut labels = vec![0u32; config.batch];
-    let bar = progress_bar(total_steps, request.progress, "steps");
+    let bar = progress_bar(total_steps, request.progress && leader, "steps");
     bar.set_position(first_step);
     let mut step = first_step;
     let mut last_metrics = json!({});
-    let mut profiler = request.profile.then(|| crate::profile::Profiler::new(gpu));
+    let mut profiler = (request.profile && split.is_none()).then(|| crate::profile::Profiler::new(gpu));
     let mut body = || -> Result<(), TrainError> {
         while step < total_steps {
             let (epoch, within) = batcher.position(step);
@@ -396,17 +511,17 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                     &mut images,
                     training.uses_labels().then_some(&mut labels[..]),
                 );
-                let indices = batcher.indices(epoch, index).to_vec();
-                let batch = Batch {
-                    images: &images,
-                    labels: training.uses_labels().then_some(&labels[..]),
-                    indices: &indices,
-                };
-                training.write_batch(gpu, &batch, step)?;
-                for step_plan in training.plans() {
-                    match profiler.as_mut() {
-                        Some(profiler) => profiler.run(gpu, &step_plan.plan, step)?,
-                        None => step_plan.plan.run(gpu, step),
+                let step_labels = training.uses_labels().then_some(&labels[..]);
+                match &split {
+                    Some(split) => split.step(gpu, training.as_ref(), &images, step_labels, step)?,
+                    None => {
+                        training.write_batch(gpu, &Batch::whole(&images, step_labels, config.batch), step)?;
+                        for step_plan in training.plans() {
+                            match profiler.as_mut() {
+                                Some(profiler) => profiler.run(gpu, &step_plan.plan, step)?,
+                                None => step_plan.plan.run(gpu, step),
+                            }
+                        }
                     }
                 }
                 step += 1;
@@ -423,33 +538,48 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                         progress_losses(training.as_ref(), &losses)
                     ));
                 }
-                if request
+                let interrupted = request
                     .interrupt
                     .as_ref()
-                    .is_some_and(|flag| flag.load(Ordering::SeqCst))
-                {
+                    .is_some_and(|flag| flag.load(Ordering::SeqCst));
+                // Every rank stops at the same step, whichever saw the Ctrl-C.
+                let interrupted = match &split {
+                    Some(split) if ranks > 1 => split.any(interrupted),
+                    _ => interrupted,
+                };
+                if interrupted {
                     save(step)?;
                     bar.finish_and_clear();
                     return Err(TrainError::Interrupted {
                         step,
                         model: model.into(),
                         checkpoint: checkpoint_path.clone(),
-                        run: run.path.clone(),
+                        run: run_path.clone(),
                     });
                 }
                 if request.save_every > 0 && step % request.save_every == 0 && step < total_steps {
                     save(step)?;
-                    keep_periodic_copy(&run, step, request.keep)?;
+                    if let Some(run) = &run {
+                        keep_periodic_copy(run, step, request.keep)?;
+                    }
                 }
             }
             let steps_done = (step - first_of_epoch).max(1);
-            let sums = training
-                .plans()
-                .iter()
-                .map(|p| p.plan.read_loss_sums(gpu))
-                .collect::<Result<Vec<_>, _>>()?;
+            let sums = match &split {
+                Some(split) => split.loss_sums(gpu, training.as_ref())?,
+                None => training
+                    .plans()
+                    .iter()
+                    .map(|p| p.plan.read_loss_sums(gpu))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             check_finite(step, &sums)?;
             let seconds = epoch_start.elapsed().as_secs_f64();
+            let Some(run) = &run else {
+                // Rank 0 evaluates and writes; the others only take part in the checkpoint's agreement check.
+                save(step)?;
+                continue;
+            };
             let train_metrics = training.train_metrics(&sums, steps_done);
             let test_metrics = training.test_metrics(gpu, &splits)?;
             let epoch_number = epoch + 1;
@@ -460,7 +590,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                 run::save_png(&run.sample_path(epoch_number), &grid)?;
             }
             run.append_metrics(&record)?;
-            plot_run(&run, model, training.as_ref())?;
+            plot_run(run, model, training.as_ref())?;
             let line = format!(
                 "epoch {epoch_number}/{total_epochs}: {}, {:.1} img/s, {seconds:.1} s",
                 training.summary(&record),
@@ -484,9 +614,21 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
             );
         }
     }
+    if let (Some(split), true, true) = (&split, request.profile, leader) {
+        let title = format!(
+            "{model}, {ranks} rank(s) × {} micro-batch(es) of {} on {}",
+            split.micro_batches(),
+            split.part_batch(),
+            gpu.describe()
+        );
+        eprintln!("{}", split.breakdown().table(&title));
+    }
+    if let (Some(hash), true, Ok(())) = (agreed_hash.get(), leader, &outcome) {
+        eprintln!("{ranks} ranks: every rank ended with the same weights (hash {hash:#018x})");
+    }
     match outcome {
         Ok(()) => Ok(TrainSummary {
-            run: run.path.clone(),
+            run: run_path.clone(),
             steps: step,
             epochs: total_epochs,
             final_metrics: last_metrics,
@@ -497,7 +639,7 @@ pub fn train(gpu: &Gpu, request: &TrainRequest) -> Result<TrainSummary, TrainErr
                 error: Box::new(error),
                 model: model.into(),
                 checkpoint: checkpoint_path.clone(),
-                run: run.path.clone(),
+                run: run_path.clone(),
             })
         }
         Err(error) => Err(error),

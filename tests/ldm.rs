@@ -156,9 +156,9 @@ fn a_small_conditional_unet_training_step_matches_the_cpu_reference() {
 #[test]
 fn training_replaces_about_a_tenth_of_the_labels_by_the_null_class() {
     let labels: Vec<u32> = (0..10_000).map(|i| i % 10).collect();
-    let rows = diffusion::training_class_rows(3, 17, &labels, 10);
-    assert_eq!(rows, diffusion::training_class_rows(3, 17, &labels, 10));
-    assert_ne!(rows, diffusion::training_class_rows(3, 18, &labels, 10));
+    let rows = diffusion::training_class_rows(3, 17, &labels, 10, 0);
+    assert_eq!(rows, diffusion::training_class_rows(3, 17, &labels, 10, 0));
+    assert_ne!(rows, diffusion::training_class_rows(3, 18, &labels, 10, 0));
     let mut nulls = 0;
     for (row, &label) in rows.chunks(11).zip(&labels) {
         assert_eq!(row.iter().sum::<f32>(), 1.0);
@@ -169,6 +169,9 @@ fn training_replaces_about_a_tenth_of_the_labels_by_the_null_class() {
         }
     }
     assert!((900..1100).contains(&nulls), "{nulls} null labels of 10,000");
+    // A part of the batch from sample 4000 on draws what the whole batch draws there.
+    let part = diffusion::training_class_rows(3, 17, &labels[4000..4100], 10, 4000);
+    assert_eq!(part, rows[4000 * 11..4100 * 11]);
 }
 
 /// Guidance 0 through the guided plan (the network at twice the samples, the second half on the null class, then

@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{latent, tiny_mnist};
+use common::{checkpoint_hash, latent, tiny_mnist};
 
 /// The adapter the hashes below were recorded on (`Gpu::describe`).
 const PINNED_ADAPTER: &str = "llvmpipe (LLVM 15.0.6, 256 bits) (vulkan, CPU, llvmpipe Mesa 22.3.6 (LLVM 15.0.6))";
@@ -51,27 +49,6 @@ const RUNS: &[(&str, &[&str], u64)] = &[
         0x8465e5f734c74182,
     ),
 ];
-
-/// FNV-1a (64 bits) over every tensor of a safetensors file, in name order.
-fn checkpoint_hash(path: &Path) -> u64 {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors checkpoint");
-    let mut names: Vec<String> = tensors.names().into_iter().map(|n| n.to_string()).collect();
-    names.sort();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |data: &[u8]| {
-        for &byte in data {
-            hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    for name in &names {
-        let view = tensors.tensor(name).expect("listed");
-        feed(name.as_bytes());
-        feed(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
-        feed(view.data());
-    }
-    hash
-}
 
 #[test]
 fn short_runs_of_every_model_match_their_pinned_checkpoint_hashes() {

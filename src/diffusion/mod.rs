@@ -128,14 +128,18 @@ pub const NULL_PROBABILITY: f64 = 0.1;
 
 /// The class rows of training batch `step`: each label one-hot among K + 1 columns, replaced by the null class K
 /// with probability [`NULL_PROBABILITY`], drawn from ChaCha8 keyed by (seed, step) so a resumed run draws the
-/// same.
-pub fn training_class_rows(seed: u64, step: u64, labels: &[u32], classes: usize) -> Vec<f32> {
+/// same. `labels` are the samples from global index `first` of the step's batch on (a part of a split batch
+/// draws what the whole batch draws for them).
+pub fn training_class_rows(seed: u64, step: u64, labels: &[u32], classes: usize, first: usize) -> Vec<f32> {
     use rand::{RngExt, SeedableRng};
     let mut key = [0u8; 32];
     key[0..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&0x6e75_6c6c_636c_6173u64.to_le_bytes());
     key[16..24].copy_from_slice(&step.to_le_bytes());
     let mut rng = rand_chacha::ChaCha8Rng::from_seed(key);
+    for _ in 0..first {
+        rng.random_bool(NULL_PROBABILITY);
+    }
     let rows: Vec<u32> = labels
         .iter()
         .map(|&label| {

@@ -270,6 +270,12 @@ impl fmt::Debug for Gpu {
 impl Gpu {
     /// Opens the adapter the options ask for, or the highest-performance one, headless.
     pub fn new(options: &GpuOptions) -> Result<Self, GpuError> {
+        Self::new_for_local_rank(options, 0)
+    }
+
+    /// As [`new`](Self::new), for process `local_rank` of a distributed run on one machine: where several
+    /// adapters are equally preferred (two discrete GPUs), process r opens the (r mod count)-th of them.
+    pub fn new_for_local_rank(options: &GpuOptions, local_rank: usize) -> Result<Self, GpuError> {
         let backends = options.backends_to_try();
         let instance = instance(&backends);
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
@@ -294,7 +300,12 @@ impl Gpu {
             }
         }
         adapters.sort_by_key(|a| std::cmp::Reverse(preference(&a.get_info())));
-        let adapter = adapters.swap_remove(0);
+        let best = preference(&adapters[0].get_info());
+        let equals = adapters
+            .iter()
+            .take_while(|a| preference(&a.get_info()) == best)
+            .count();
+        let adapter = adapters.swap_remove(local_rank % equals);
         Self::open(adapter)
     }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{ParamStore, Phase, Plan, PlanOptions, Step, StepWrite, TrainOptions};
+use super::{ParamStore, Phase, Plan, PlanOptions, SampleWrite, Step, StepWrite, TrainOptions};
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
 use crate::graph::{Graph, NormMode, Op, TensorId, TensorKind};
 use crate::kernels::loss::{self, LossSlot, Target};
@@ -32,6 +32,10 @@ pub(super) struct Builder<'a> {
     saved: Vec<Vec<Arc<GpuBuffer>>>,
     steps: Vec<Step>,
     step_writes: Vec<StepWrite>,
+    sample_writes: Vec<SampleWrite>,
+    /// Gradients of the updated parameters and the state the forward updates (`Plan::gradients`, `Plan::states`).
+    gradients: Vec<Arc<GpuBuffer>>,
+    states: Vec<Arc<GpuBuffer>>,
     owned: Vec<Arc<GpuBuffer>>,
     losses: Vec<TensorId>,
     /// Per-sample values of each loss, (N) each.
@@ -65,6 +69,9 @@ impl<'a> Builder<'a> {
             saved: vec![Vec::new(); graph.ops.len()],
             steps: Vec::new(),
             step_writes: Vec::new(),
+            sample_writes: Vec::new(),
+            gradients: Vec::new(),
+            states: Vec::new(),
             owned: Vec::new(),
             losses: Vec::new(),
             per_sample: Vec::new(),
@@ -377,6 +384,7 @@ impl<'a> Builder<'a> {
             let state: Vec<Arc<GpuBuffer>> = entry.optimizer_state.iter().map(|(_, b)| b.clone()).collect();
             let dispatch = optimizer.update(self.gpu, &value, &state, &grad, &step_values, n)?;
             self.push(format!("{} {}", spec.name, optimizer.name()), dispatch, 0);
+            self.gradients.push(grad);
         }
         Ok(())
     }
@@ -406,6 +414,9 @@ impl<'a> Builder<'a> {
             name: self.options.name.clone(),
             steps: self.steps,
             step_writes: self.step_writes,
+            sample_writes: self.sample_writes,
+            gradients: self.gradients,
+            states: self.states,
             tensors: self.buffers,
             names: self
                 .graph
@@ -778,12 +789,19 @@ impl Builder<'_> {
                 rng::Draw::new(seed, u64::MAX, stream).params(n)?;
                 let buffer = Arc::new(params.buffer);
                 self.owned.push(buffer.clone());
-                self.step_writes.push(StepWrite {
+                // Sample s of the step's global batch draws elements s·per_sample.. of the step's fill, whichever
+                // part of the batch this plan holds (`Plan::check_split` keeps the offset whole and in range).
+                let per_sample = n / self.graph.shape(y)[0];
+                self.sample_writes.push(SampleWrite {
                     buffer,
-                    bytes: Box::new(move |step| {
-                        let params = rng::Draw::new(seed, step, stream)
-                            .params(n)
-                            .expect("validated at compile time");
+                    label: self.name(y).to_string(),
+                    per_sample,
+                    bytes: Box::new(move |step, first| {
+                        let draw = rng::Draw {
+                            offset: (first as usize * per_sample / 4) as u32,
+                            ..rng::Draw::new(seed, step, stream)
+                        };
+                        let params = draw.params(n).expect("validated at compile time");
                         bytemuck::bytes_of(&params).to_vec()
                     }),
                 });
@@ -857,6 +875,11 @@ impl Builder<'_> {
                             gpu.write(&one, &[1.0f32])?;
                             let d = arith::axpy(gpu, &self.buf(counter), &one, 1.0, 1.0, 1)?;
                             self.push(format!("{label} count"), d, 0);
+                            for state in [running_mean.clone(), running_var.clone(), self.buf(counter)] {
+                                if !self.states.iter().any(|s| Arc::ptr_eq(s, &state)) {
+                                    self.states.push(state);
+                                }
+                            }
                         }
                         self.saved[index] = vec![mean, rstd];
                     }

@@ -52,6 +52,39 @@ pub struct StepWrite {
     pub bytes: Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
 }
 
+/// Values the host rewrites before each replay that depend on which samples of the step's global batch the plan
+/// holds: a noise fill's draw. It is keyed by the global index of the plan's first sample, so a step split into
+/// micro-batches or across ranks draws, sample for sample, what the whole batch draws.
+pub struct SampleWrite {
+    pub buffer: Arc<GpuBuffer>,
+    /// The tensor filled, for error messages.
+    pub label: String,
+    /// Elements drawn per sample.
+    pub per_sample: usize,
+    /// The bytes for global step `step` when the plan's first sample is sample `first` of the global batch.
+    pub bytes: Box<dyn Fn(u64, u64) -> Vec<u8> + Send + Sync>,
+}
+
+impl std::fmt::Debug for SampleWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SampleWrite({})", self.buffer.label)
+    }
+}
+
+/// A part of a training plan's step, for a step whose gradients are summed over micro-batches or ranks before
+/// the update: the gradients (forward, backward and the loss sums), then the optimizer's update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Gradients,
+    Update,
+}
+
+impl Part {
+    fn holds(self, phase: Phase) -> bool {
+        (phase == Phase::Optimizer) == (self == Part::Update)
+    }
+}
+
 impl std::fmt::Debug for StepWrite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "StepWrite({})", self.buffer.label)
@@ -88,6 +121,12 @@ pub struct Plan {
     pub name: String,
     pub steps: Vec<Step>,
     pub step_writes: Vec<StepWrite>,
+    pub sample_writes: Vec<SampleWrite>,
+    /// The gradients of the parameters this plan updates, in update order: what a split step sums.
+    pub gradients: Vec<Arc<GpuBuffer>>,
+    /// The persistent state this plan's forward updates (BatchNorm's running statistics and count): what a split
+    /// step averages.
+    pub states: Vec<Arc<GpuBuffer>>,
     /// Buffers of the graph's tensors, by tensor id (views share their storage's buffer).
     tensors: Vec<Option<Arc<GpuBuffer>>>,
     /// The graph's tensor names and shapes, by id.
@@ -184,13 +223,50 @@ impl Plan {
 
     /// Records every dispatch into one compute pass of `encoder`.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.encode_where(encoder, |_| true);
+    }
+
+    /// Records the dispatches of the phases `keep` accepts, in order, into one compute pass of `encoder`.
+    fn encode_where(&self, encoder: &mut wgpu::CommandEncoder, keep: impl Fn(Phase) -> bool) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(&self.name),
             timestamp_writes: None,
         });
-        for step in &self.steps {
+        for step in self.steps.iter().filter(|s| keep(s.phase)) {
             step.dispatch.record(&mut pass);
         }
+    }
+
+    /// Queues the per-step values of global step `step` for a replay whose first sample is sample `first` of the
+    /// step's global batch (0 for a whole-batch step). They land before the next submit.
+    pub fn write_step_values(&self, gpu: &Gpu, step: u64, first: u64) {
+        for write in &self.step_writes {
+            gpu.queue.write_buffer(&write.buffer.buffer, 0, &(write.bytes)(step));
+        }
+        for write in &self.sample_writes {
+            gpu.queue
+                .write_buffer(&write.buffer.buffer, 0, &(write.bytes)(step, first));
+        }
+    }
+
+    /// Refuses to split a global batch of `global` samples into parts if a noise fill could not start at every
+    /// part's first sample: the fills draw in blocks of 4 elements, so each sample's share must be a multiple of 4.
+    pub fn check_split(&self, global: usize) -> Result<(), GpuError> {
+        for write in &self.sample_writes {
+            let blocks = (global * write.per_sample) / 4;
+            if write.per_sample % 4 != 0 || u32::try_from(blocks).is_err() {
+                return Err(GpuError::Validation {
+                    context: format!("plan {:?}", self.name),
+                    message: format!(
+                        "the noise {} draws {} values per sample, not a multiple of 4 (or over 2^34 in all), so a \
+                         batch cannot be split into micro-batches or across ranks; train it with --micro-batches 1 \
+                         on one process",
+                        write.label, write.per_sample
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Writes the per-step values of global step `step`, encodes the plan and submits it once. Does not wait.
@@ -202,21 +278,38 @@ impl Plan {
         if let Some(Err(_)) = self.first_submit.get() {
             return;
         }
-        for write in &self.step_writes {
-            gpu.queue.write_buffer(&write.buffer.buffer, 0, &(write.bytes)(step));
+        self.write_step_values(gpu, step, 0);
+        self.submit_where(gpu, |_| true);
+    }
+
+    /// One part of global step `step` (see [`Part`]) for the samples from global index `first` on; the
+    /// gradients part writes the per-step values first. Does not wait. Running the gradients part, then the
+    /// update part with the same gradients, computes what [`run`](Self::run) computes.
+    pub fn run_part(&self, gpu: &Gpu, step: u64, first: u64, part: Part) {
+        if let Some(Err(_)) = self.first_submit.get() {
+            return;
         }
+        if part == Part::Gradients {
+            self.write_step_values(gpu, step, first);
+        }
+        self.submit_where(gpu, |phase| part.holds(phase));
+    }
+
+    /// Encodes the dispatches of the phases `keep` accepts and submits them once; the first submit inside error
+    /// scopes (see [`run`](Self::run)).
+    fn submit_where(&self, gpu: &Gpu, keep: impl Fn(Phase) -> bool + Copy) {
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some(&self.name),
         });
         if self.first_submit.get().is_some() {
-            self.encode(&mut encoder);
+            self.encode_where(&mut encoder, keep);
             gpu.queue.submit([encoder.finish()]);
             return;
         }
         let out_of_memory = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = gpu.device.push_error_scope(wgpu::ErrorFilter::Internal);
-        self.encode(&mut encoder);
+        self.encode_where(&mut encoder, keep);
         gpu.queue.submit([encoder.finish()]);
         let errors = [
             pollster::block_on(internal.pop()),

@@ -39,3 +39,57 @@ pub fn latent_command(args: &[&str]) -> Output {
         .output()
         .expect("the latent binary runs")
 }
+
+/// FNV-1a (64 bits) over every tensor of a safetensors file, in name order (name, dtype, shape and bytes).
+pub fn checkpoint_hash(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors checkpoint");
+    let mut names: Vec<String> = tensors.names().into_iter().map(|n| n.to_string()).collect();
+    names.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |data: &[u8]| {
+        for &byte in data {
+            hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for name in &names {
+        let view = tensors.tensor(name).expect("listed");
+        feed(name.as_bytes());
+        feed(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
+        feed(view.data());
+    }
+    hash
+}
+
+/// The largest relative difference between two checkpoints' float tensors of the same names: per tensor
+/// max |a - b| / max |b|, and the tensor where it is largest. Tensors whose name starts with one of `skip` are
+/// left out.
+pub fn checkpoint_difference(a: &Path, b: &Path, skip: &[&str]) -> (f64, String) {
+    let read = |path: &Path| std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (bytes_a, bytes_b) = (read(a), read(b));
+    let ta = safetensors::SafeTensors::deserialize(&bytes_a).unwrap();
+    let tb = safetensors::SafeTensors::deserialize(&bytes_b).unwrap();
+    let floats = |data: &[u8]| -> Vec<f32> {
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut worst = (0.0f64, String::new());
+    for name in ta.names() {
+        let (va, vb) = (ta.tensor(name).unwrap(), tb.tensor(name).expect("the same tensors"));
+        if va.dtype() != safetensors::Dtype::F32 || skip.iter().any(|s| name.starts_with(s)) {
+            continue;
+        }
+        let (xa, xb) = (floats(va.data()), floats(vb.data()));
+        let scale = xb.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+        let diff = xa
+            .iter()
+            .zip(&xb)
+            .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
+        let relative = if scale > 0.0 { diff / scale } else { diff };
+        if relative > worst.0 || worst.1.is_empty() {
+            worst = (relative, name.to_string());
+        }
+    }
+    worst
+}

@@ -192,10 +192,12 @@ impl Training for DdpmTraining {
 
     fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError> {
         let n = batch.images.len() / PIXELS;
-        let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, n, TIMESTEPS);
+        // The whole batch's timesteps, of which this part takes its samples' own.
+        let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, batch.global, TIMESTEPS);
+        let t = &t[batch.first..batch.first + n];
         let plan = &self.plans[0].plan;
         plan.write_input(gpu, self.objective.x, batch.images)?;
-        plan.write_input(gpu, self.objective.t, &t)?;
+        plan.write_input(gpu, self.objective.t, t)?;
         write_training_classes(
             gpu,
             plan,
@@ -266,7 +268,8 @@ pub fn write_training_classes(
             "label {bad} is out of range for a {classes}-class conditional model"
         )));
     }
-    plan.write_input(gpu, input, &diffusion::training_class_rows(seed, step, labels, classes))?;
+    let rows = diffusion::training_class_rows(seed, step, labels, classes, batch.first);
+    plan.write_input(gpu, input, &rows)?;
     Ok(())
 }
 

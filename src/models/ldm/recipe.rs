@@ -144,10 +144,10 @@ impl Training for LdmTraining {
 
     fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError> {
         let n = batch.images.len() / PIXELS;
-        let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, n, TIMESTEPS);
+        let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, batch.global, TIMESTEPS);
         self.plans[0].plan.write_input(gpu, self.encode.x, batch.images)?;
         let plan = &self.plans[1].plan;
-        plan.write_input(gpu, self.objective.t, &t)?;
+        plan.write_input(gpu, self.objective.t, &t[batch.first..batch.first + n])?;
         write_training_classes(
             gpu,
             plan,
