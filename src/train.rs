@@ -398,7 +398,6 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
         resume_from,
     } = setup?;
     let parts = ranks * request.micro_batches;
-    let part_config = part_config(&config, parts);
     let splits = data::load_run_data(config.data.as_ref())?;
     data::check_shape(&splits.train, ImageShape::MNIST)?;
     let range = recipe.defaults().range;
@@ -418,6 +417,8 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
         run.write_config(&config)?;
     }
 
+    // After `prepare`, which completes the configuration the training is built from (the ldm's scale).
+    let part_config = part_config(&config, parts);
     let training = recipe.training(gpu, &part_config, &request.options)?;
     let mut first_step = 0;
     if let Some(checkpoint) = &resume_from {
