@@ -102,7 +102,7 @@ pub struct EvalOptions {
     /// Samples per image of the importance-weighted likelihood bound (vae); 0 skips it.
     #[arg(long, default_value_t = 100)]
     pub iwae_k: usize,
-    /// Generated images for FID and the sliced Wasserstein distance (gan, vae, wae, ddpm: 50 DDIM steps each),
+    /// Generated images for FID and the sliced Wasserstein distance (gan, vae, wae; ddpm: 50 DDIM steps each; ldm: 100, eta 1),
     /// against the test set, with the floor of as many real training images beside each; 0 skips both.
     #[arg(long, default_value_t = 1000)]
     pub fid_n: usize,

@@ -352,7 +352,9 @@ pub fn guidance_sets(
             };
             Ok(MeasuredSet {
                 name: format!("guidance_{guidance}"),
-                description: format!("{n} samples, classes in turn, guidance w = {guidance} (50 DDIM steps, EMA)"),
+                description: format!(
+                    "{n} samples, classes in turn, guidance w = {guidance} (the model's sampler, EMA)"
+                ),
                 images: generate(&conditioning)?,
                 labels: Some(conditioning.labels),
                 guidance: Some(guidance),
