@@ -366,7 +366,12 @@ fn the_allreduce_benchmark_reports_every_default_model_over_two_ranks() {
     succeeded(&output, "bench allreduce");
     let results: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let results = results.as_array().unwrap();
-    assert_eq!(results.len(), 6, "one JSON document, from rank 0: {results:?}");
+    let models: Vec<&str> = latent::models::ModelKind::ALL.iter().map(|m| m.name()).collect();
+    let reported: Vec<&str> = results.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(
+        reported, models,
+        "one JSON document, from rank 0, a row per model: {results:?}"
+    );
     for r in results {
         assert_eq!(r["ranks"], 2);
         assert!(r["bytes"].as_u64().unwrap() > 100_000, "{r}");
