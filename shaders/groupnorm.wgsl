@@ -144,3 +144,99 @@ fn groupnorm_weight_backward(
         dbias[c] = db;
     }
 }
+
+// The same three kernels with one invocation per (n, g) or per channel and a serial loop in index order: no
+// workgroup memory, no barriers. The host picks them when the reductions are short (H * W = 1: an MLP's
+// GroupNorm over (N, C) feature rows, as the ldm's denoiser has), where a 256-wide tree reduction per row
+// costs far more than the row's own arithmetic on a CPU driver (lavapipe: 2.8 ms per forward of 128 rows of
+// 256, against a few microseconds of work).
+
+const WG_ROWS: u32 = 32u;
+
+fn rows_index(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return id.x + id.y * groups.x * WG_ROWS;
+}
+
+@compute @workgroup_size(32)
+fn groupnorm_rows_forward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let ng = rows_index(id, groups);
+    if ng >= params.batch * params.groups { return; }
+    let per_group = params.channels / params.groups;
+    let size = per_group * params.inner;
+    let base = ng * size;
+    let first_channel = (ng % params.groups) * per_group;
+
+    var total = 0.0;
+    for (var j = 0u; j < size; j++) {
+        total += x[base + j];
+    }
+    let m = total / f32(size);
+    var squares = 0.0;
+    for (var j = 0u; j < size; j++) {
+        let d = x[base + j] - m;
+        squares += d * d;
+    }
+    let r = 1.0 / sqrt(squares / f32(size) + params.eps);
+    for (var j = 0u; j < size; j++) {
+        let c = first_channel + j / params.inner;
+        y[base + j] = (x[base + j] - m) * (r * weight[c]) + bias[c];
+    }
+    mean[ng] = m;
+    rstd[ng] = r;
+}
+
+@compute @workgroup_size(32)
+fn groupnorm_rows_input_backward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let ng = rows_index(id, groups);
+    if ng >= params.batch * params.groups { return; }
+    let per_group = params.channels / params.groups;
+    let size = per_group * params.inner;
+    let base = ng * size;
+    let first_channel = (ng % params.groups) * per_group;
+    let m = saved_mean[ng];
+    let r = saved_rstd[ng];
+
+    var sum_dxhat = 0.0;
+    var sum_dxhat_xhat = 0.0;
+    for (var j = 0u; j < size; j++) {
+        let dxhat = dy[base + j] * weight[first_channel + j / params.inner];
+        sum_dxhat += dxhat;
+        sum_dxhat_xhat += dxhat * (x[base + j] - m) * r;
+    }
+    let mean_dxhat = sum_dxhat / f32(size);
+    let mean_dxhat_xhat = sum_dxhat_xhat / f32(size);
+    for (var j = 0u; j < size; j++) {
+        let dxhat = dy[base + j] * weight[first_channel + j / params.inner];
+        let xhat = (x[base + j] - m) * r;
+        dx[base + j] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+    }
+}
+
+@compute @workgroup_size(32)
+fn groupnorm_rows_weight_backward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let c = rows_index(id, groups);
+    if c >= params.channels { return; }
+    let g = c / (params.channels / params.groups);
+
+    var sum_dy = 0.0;
+    var sum_dy_xhat = 0.0;
+    for (var n = 0u; n < params.batch; n++) {
+        let ng = n * params.groups + g;
+        for (var hw = 0u; hw < params.inner; hw++) {
+            let i = (n * params.channels + c) * params.inner + hw;
+            sum_dy += dy[i];
+            sum_dy_xhat += dy[i] * (x[i] - saved_mean[ng]) * saved_rstd[ng];
+        }
+    }
+    dweight[c] = sum_dy_xhat;
+    dbias[c] = sum_dy;
+}

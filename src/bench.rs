@@ -15,6 +15,7 @@ use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer};
 use crate::kernels::conv2d::{self, Conv2dShape};
 use crate::kernels::matmul::{self, Epilogue, Layout, MatmulShape};
 use crate::models::ModelKind;
+use crate::peak::Peak;
 use crate::plan::Plan;
 use crate::profile::{median, time_dispatch, ProfileError};
 use crate::recipe::{Batch, ModelOptions, Training};
@@ -180,11 +181,16 @@ pub struct KernelResult {
     pub gflops: f64,
     /// Bytes of the buffers bound over the median time (an estimate of achieved bandwidth).
     pub gb_per_s: f64,
+    /// Percent of the roofline limit reached (the adapter's measured ceilings, `latent bench peak`).
+    pub roofline_percent: Option<f64>,
+    /// `compute` or `memory`: which ceiling bounds this shape.
+    pub bound: &'static str,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelBench {
     pub adapter: String,
+    pub ceilings: Peak,
     /// `gpu timestamps` or `cpu wall clock`
     pub timing: &'static str,
     pub options: KernelBenchOptions,
@@ -200,6 +206,7 @@ fn random_buffer(gpu: &Gpu, label: &str, len: usize, rng: &mut TestRng) -> Resul
 pub fn kernels(
     gpu: &Gpu,
     options: &KernelBenchOptions,
+    peak: &Peak,
     progress: &mut dyn FnMut(&KernelResult),
 ) -> Result<KernelBench, ProfileError> {
     let started = Instant::now();
@@ -221,6 +228,8 @@ pub fn kernels(
             median_us: ns / 1e3,
             gflops: flops as f64 / ns,
             gb_per_s: dispatch.bytes as f64 / ns,
+            roofline_percent: peak.share_percent(flops, dispatch.bytes, ns),
+            bound: peak.bound(flops, dispatch.bytes),
         };
         progress(&result);
         results.push(result);
@@ -277,6 +286,7 @@ pub fn kernels(
 
     Ok(KernelBench {
         adapter: gpu.describe(),
+        ceilings: peak.clone(),
         timing: if gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
             "gpu timestamps"
         } else {

@@ -24,6 +24,7 @@ pub mod kernels;
 pub mod models;
 pub mod optim;
 pub mod parallel;
+pub mod peak;
 pub mod plan;
 pub mod profile;
 pub mod recipe;

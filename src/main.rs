@@ -12,6 +12,7 @@ use latent::commands;
 use latent::gpu::{self, DeviceSummary, Gpu, GpuOptions};
 use latent::models::ModelKind;
 use latent::parallel::{self, Group};
+use latent::peak::{Peak, PeakOptions};
 use latent::profile::{self, ProfileOptions};
 use latent::recipe::{DiffusionOptions, EvalOptions, InpaintRequest, InpaintSource, SampleRequest};
 use latent::train::{self, TrainRequest};
@@ -200,6 +201,17 @@ enum BenchCommand {
     /// MB/s of the data-parallel gradient exchange at every default model's gradient size (run it under
     /// `mpirun -n K` for K ranks; on one process it is a copy).
     Allreduce(AllReduceBenchArgs),
+    /// The adapter's ceilings, each from a purpose-written kernel: f32 (and f16) FMA throughput, storage-buffer
+    /// read, write and copy bandwidth; cached per adapter and driver for the roofline columns of `profile` and
+    /// `bench kernels`.
+    Peak(PeakBenchArgs),
+}
+
+#[derive(Args)]
+struct PeakBenchArgs {
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -253,6 +265,7 @@ fn main() -> ExitCode {
             BenchCommand::Kernels(args) => bench_kernels(&cli.device, args),
             BenchCommand::Train(args) => bench_train(&cli.device, args),
             BenchCommand::Allreduce(args) => bench_allreduce(&cli.device, args),
+            BenchCommand::Peak(args) => bench_peak(&cli.device, args.json),
         },
         Command::Train { request, json } => train(&cli.device, request, *json),
         Command::Eval { run, options, json } => with_gpu(
@@ -357,6 +370,8 @@ fn options(device: &DeviceArgs) -> Result<GpuOptions> {
 struct InfoReport {
     adapters: Vec<gpu::AdapterSummary>,
     chosen: Option<DeviceSummary>,
+    /// The chosen adapter's cached ceilings (`latent bench peak`), if measured.
+    ceilings: Option<Peak>,
     error: Option<String>,
 }
 
@@ -367,6 +382,7 @@ fn info(device: &DeviceArgs, json: bool) -> Result<ExitCode> {
     let report = InfoReport {
         adapters,
         chosen: opened.as_ref().ok().map(Gpu::summary),
+        ceilings: opened.as_ref().ok().and_then(Peak::cached),
         error: opened.as_ref().err().map(|e| e.to_string()),
     };
     if json {
@@ -418,6 +434,12 @@ fn info(device: &DeviceArgs, json: bool) -> Result<ExitCode> {
                 "  storage buffers per stage: {}",
                 chosen.max_storage_buffers_per_shader_stage
             );
+            match &report.ceilings {
+                Some(peak) => println!("  measured ceilings: {}", peak.summary()),
+                None => println!(
+                    "  measured ceilings: not yet on this adapter and driver; `latent bench peak` measures them"
+                ),
+            }
         }
     }
     match report.error {
@@ -700,7 +722,8 @@ fn run_profile(device: &DeviceArgs, args: &ProfileArgs) -> Result<ExitCode> {
         profile_options.warmup,
         profile_options.steps
     );
-    let report = profile::profile(&gpu, &workload.plan_refs(), profile_options)?;
+    let report =
+        profile::profile(&gpu, &workload.plan_refs(), profile_options)?.with_ceilings(Peak::load_or_measure(&gpu)?);
     if let Some(path) = &args.trace {
         report.write_trace(path)?;
         eprintln!("trace written to {} (open it in ui.perfetto.dev)", path.display());
@@ -725,6 +748,42 @@ fn table_line(json: bool, line: &str) {
     }
 }
 
+fn bench_peak(device: &DeviceArgs, json: bool) -> Result<ExitCode> {
+    let gpu = Gpu::new(&options(device)?)?;
+    let options = PeakOptions::for_gpu(&gpu);
+    eprintln!(
+        "Ceilings of {} (FMA: {} invocations, each dispatch at least {} ms; bandwidth: {} per dispatch; median of {})",
+        gpu.describe(),
+        options.invocations,
+        options.min_ms,
+        bytes(options.bandwidth_bytes),
+        options.repeats
+    );
+    let peak = Peak::measure(&gpu, &options)?;
+    let path = peak.save(&gpu);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&peak)?);
+    } else {
+        println!("f32 FMA     {:>10.1} GFLOP/s", peak.fma_f32_gflops);
+        match peak.fma_f16_gflops {
+            Some(g) => println!("f16 FMA     {g:>10.1} GFLOP/s"),
+            None => println!("f16 FMA     not offered (no SHADER_F16)"),
+        }
+        println!("read        {:>10.1} GB/s", peak.read_gb_per_s);
+        println!("write       {:>10.1} GB/s", peak.write_gb_per_s);
+        println!("copy        {:>10.1} GB/s (bytes read + written)", peak.copy_gb_per_s);
+        println!(
+            "ridge point {:>10.2} FLOP/byte (below it a kernel is bound by bandwidth)",
+            peak.fma_f32_gflops / peak.bandwidth()
+        );
+    }
+    match path {
+        Ok(path) => eprintln!("cached at {}", path.display()),
+        Err(e) => eprintln!("warning: could not cache the ceilings: {e}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn bench_kernels(device: &DeviceArgs, args: &KernelBenchArgs) -> Result<ExitCode> {
     let KernelBenchArgs {
         max_size,
@@ -745,19 +804,28 @@ fn bench_kernels(device: &DeviceArgs, args: &KernelBenchArgs) -> Result<ExitCode
         options.repeats,
         options.warmup
     );
+    let peak = Peak::load_or_measure(&gpu)?;
+    eprintln!("ceilings: {}", peak.summary());
     let header = format!(
-        "{:<34} {:<28} {:<30} {:>11} {:>9} {:>8}",
-        "benchmark", "shape", "kernel", "median µs", "GFLOP/s", "GB/s"
+        "{:<34} {:<28} {:<30} {:>11} {:>9} {:>8} {:>9} {:>8}",
+        "benchmark", "shape", "kernel", "median µs", "GFLOP/s", "GB/s", "roofline", "bound"
     );
     table_line(json, &header);
     let mut print = |r: &bench::KernelResult| {
         let line = format!(
-            "{:<34} {:<28} {:<30} {:>11.1} {:>9.2} {:>8.2}",
-            r.name, r.shape, r.kernel, r.median_us, r.gflops, r.gb_per_s
+            "{:<34} {:<28} {:<30} {:>11.1} {:>9.2} {:>8.2} {:>9} {:>8}",
+            r.name,
+            r.shape,
+            r.kernel,
+            r.median_us,
+            r.gflops,
+            r.gb_per_s,
+            profile::percent(r.roofline_percent),
+            r.bound
         );
         table_line(json, &line);
     };
-    let report = bench::kernels(&gpu, &options, &mut print)?;
+    let report = bench::kernels(&gpu, &options, &peak, &mut print)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::gpu::{Dispatch, Gpu, GpuError};
 use crate::graph::GraphError;
+use crate::peak::Peak;
 use crate::plan::{Phase, Plan};
 
 /// The most queries one wgpu query set may hold.
@@ -420,6 +421,8 @@ pub struct KernelRow {
     pub gflops: Option<f64>,
     /// Achieved GB/s of the bytes bound (an estimate: each buffer read or written once).
     pub gb_per_s: f64,
+    /// Percent of the roofline limit reached (see [`Peak::share_percent`]), once ceilings are attached.
+    pub roofline_percent: Option<f64>,
 }
 
 /// One op of one plan (the dispatches that share a step label).
@@ -436,6 +439,7 @@ pub struct OpRow {
     pub share_percent: f64,
     pub gflops: Option<f64>,
     pub gb_per_s: f64,
+    pub roofline_percent: Option<f64>,
 }
 
 /// GPU time beside wall time for one profiled step (every plan run in it).
@@ -467,6 +471,8 @@ pub struct Profile {
     pub kernels: Vec<KernelRow>,
     /// Sorted by total time, longest first.
     pub ops: Vec<OpRow>,
+    /// The adapter's measured ceilings the roofline columns use.
+    pub ceilings: Option<Peak>,
     #[serde(skip)]
     runs: Vec<Run>,
     #[serde(skip)]
@@ -560,6 +566,7 @@ impl Profile {
                 share_percent: share(t.ns),
                 gflops: t.gflops(),
                 gb_per_s: t.gb_per_s(),
+                roofline_percent: None,
             })
             .collect();
         kernels.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
@@ -576,6 +583,7 @@ impl Profile {
                 share_percent: share(t.ns),
                 gflops: t.gflops(),
                 gb_per_s: t.gb_per_s(),
+                roofline_percent: None,
             })
             .collect();
         ops.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
@@ -592,9 +600,28 @@ impl Profile {
             per_step,
             kernels,
             ops,
+            ceilings: None,
             runs,
             infos,
         }
+    }
+
+    /// Fills the roofline columns from the adapter's ceilings: each row's share of the time it would take at
+    /// the FLOP ceiling or the bandwidth ceiling for its bytes, whichever is longer.
+    pub fn with_ceilings(mut self, peak: Peak) -> Self {
+        let share = |gflops: Option<f64>, gb_per_s: f64| {
+            let compute = gflops.unwrap_or(0.0) / peak.fma_f32_gflops;
+            let memory = gb_per_s / peak.bandwidth();
+            Some(100.0 * compute.max(memory))
+        };
+        for k in &mut self.kernels {
+            k.roofline_percent = share(k.gflops, k.gb_per_s);
+        }
+        for o in &mut self.ops {
+            o.roofline_percent = share(o.gflops, o.gb_per_s);
+        }
+        self.ceilings = Some(peak);
+        self
     }
 
     /// The per-kernel table (and, with `ops`, the per-op table) as text for people.
@@ -616,23 +643,31 @@ impl Profile {
         if let Some(notice) = &self.notice {
             let _ = writeln!(out, "note: {notice}");
         }
+        if let Some(peak) = &self.ceilings {
+            let _ = writeln!(
+                out,
+                "ceilings: {}; roofline = share of the time at the FLOP or bandwidth ceiling, whichever binds",
+                peak.summary()
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<36} {:>6} {:>11} {:>11} {:>7} {:>9} {:>8}",
-            "kernel", "calls", "total ms", "mean µs", "share", "GFLOP/s", "GB/s"
+            "{:<36} {:>6} {:>11} {:>11} {:>7} {:>9} {:>8} {:>9}",
+            "kernel", "calls", "total ms", "mean µs", "share", "GFLOP/s", "GB/s", "roofline"
         );
         for k in &self.kernels {
             let _ = writeln!(
                 out,
-                "{:<36} {:>6} {:>11.3} {:>11.1} {:>6.1}% {:>9} {:>8.2}",
+                "{:<36} {:>6} {:>11.3} {:>11.1} {:>6.1}% {:>9} {:>8.2} {:>9}",
                 k.kernel,
                 k.calls,
                 k.total_ms,
                 k.mean_us,
                 k.share_percent,
                 k.gflops.map_or("-".into(), |g| format!("{g:.2}")),
-                k.gb_per_s
+                k.gb_per_s,
+                percent(k.roofline_percent)
             );
         }
         let _ = writeln!(
@@ -649,8 +684,8 @@ impl Profile {
         if ops {
             let _ = writeln!(
                 out,
-                "\n{:<40} {:<9} {:<30} {:>11} {:>7} {:>9} {:>8}",
-                "op", "phase", "kernel", "mean µs", "share", "GFLOP/s", "GB/s"
+                "\n{:<40} {:<9} {:<30} {:>11} {:>7} {:>9} {:>8} {:>9}",
+                "op", "phase", "kernel", "mean µs", "share", "GFLOP/s", "GB/s", "roofline"
             );
             for o in &self.ops {
                 let label = if self.plans.len() > 1 {
@@ -660,14 +695,15 @@ impl Profile {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<40} {:<9} {:<30} {:>11.1} {:>6.1}% {:>9} {:>8.2}",
+                    "{:<40} {:<9} {:<30} {:>11.1} {:>6.1}% {:>9} {:>8.2} {:>9}",
                     label,
                     format!("{:?}", o.phase).to_lowercase(),
                     o.kernel,
                     o.mean_us,
                     o.share_percent,
                     o.gflops.map_or("-".into(), |g| format!("{g:.2}")),
-                    o.gb_per_s
+                    o.gb_per_s,
+                    percent(o.roofline_percent)
                 );
             }
         }
@@ -760,6 +796,11 @@ pub fn time_dispatch(gpu: &Gpu, dispatch: &Dispatch, warmup: usize, repeats: usi
         times.push((ns[1] - ns[0]).max(0.0));
     }
     Ok(times)
+}
+
+/// A roofline share for a table: `12.3%`, or `-` without ceilings.
+pub fn percent(value: Option<f64>) -> String {
+    value.map_or("-".into(), |p| format!("{p:.1}%"))
 }
 
 /// The median of `values` (NaN when empty).

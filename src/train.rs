@@ -605,7 +605,9 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
     let outcome = body();
     bar.finish_and_clear();
     if let Some(profiler) = profiler {
-        let profile = profiler.finish()?;
+        let profile = profiler
+            .finish()?
+            .with_ceilings(crate::peak::Peak::load_or_measure(gpu)?);
         eprintln!("{}", profile.table(false));
         if let Some(path) = &request.trace {
             profile.write_trace(path)?;

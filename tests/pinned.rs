@@ -48,6 +48,26 @@ const RUNS: &[(&str, &[&str], u64)] = &[
         ],
         0x8465e5f734c74182,
     ),
+    ("ae-kl", &["ae-kl", "--batch", "16", "--steps", "4"], 0xd4a72fc9e03ea2fe),
+    (
+        "ldm",
+        &[
+            "ldm",
+            "--batch",
+            "16",
+            "--steps",
+            "4",
+            "--autoencoder-epochs",
+            "1",
+            "--width",
+            "32",
+            "--blocks",
+            "2",
+            "--preview-steps",
+            "2",
+        ],
+        0x3332fc3d5a24c024,
+    ),
 ];
 
 #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use latent::bench::{self, KernelBenchOptions, TrainBenchOptions, Workload};
 use latent::check;
 use latent::models::ModelKind;
+use latent::peak::{Peak, PeakOptions};
 use latent::profile::{self, query_slot, ProfileError, ProfileOptions, Profiler, TimingMethod, MAX_QUERIES};
 
 const STEPS: u64 = 2;
@@ -138,7 +139,8 @@ fn bench_kernels_json_parses() {
         repeats: 1,
     };
     let mut seen = 0;
-    let report = bench::kernels(gpu, &options, &mut |_| seen += 1).unwrap();
+    let peak = made_up_ceilings();
+    let report = bench::kernels(gpu, &options, &peak, &mut |_| seen += 1).unwrap();
     let text = serde_json::to_string(&report).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let results = json["results"].as_array().unwrap();
@@ -148,7 +150,76 @@ fn bench_kernels_json_parses() {
     for r in results {
         assert!(r["gflops"].is_number(), "{r}");
         assert!(r["kernel"].as_str().unwrap().contains("::"), "{r}");
+        assert!(r["roofline_percent"].as_f64().is_some_and(|p| p > 0.0), "{r}");
+        assert!(["compute", "memory"].contains(&r["bound"].as_str().unwrap()), "{r}");
     }
+    assert_eq!(json["ceilings"]["fma_f32_gflops"], 10.0);
+}
+
+/// Ceilings with round numbers: 10 GFLOP/s, at best 5 GB/s (the copy's).
+fn made_up_ceilings() -> Peak {
+    Peak {
+        adapter: "made up".into(),
+        version: 1,
+        fma_f32_gflops: 10.0,
+        fma_f16_gflops: None,
+        read_gb_per_s: 4.0,
+        write_gb_per_s: 2.0,
+        copy_gb_per_s: 5.0,
+        bandwidth_bytes: 1 << 20,
+    }
+}
+
+#[test]
+fn the_roofline_limit_is_the_longer_of_compute_and_memory_time() {
+    let peak = made_up_ceilings();
+    assert_eq!(peak.bandwidth(), 5.0);
+    // 1 GFLOP takes 0.1 s at the ceiling, 1 GB 0.2 s: memory binds, and a dispatch of 1 s reached 20%.
+    assert_eq!(peak.limit_ns(1_000_000_000, 1_000_000_000), 2e8);
+    assert_eq!(peak.bound(1_000_000_000, 1_000_000_000), "memory");
+    assert!((peak.share_percent(1_000_000_000, 1_000_000_000, 1e9).unwrap() - 20.0).abs() < 1e-12);
+    // 10 GFLOP on 1 GB: compute binds (1 s), and a dispatch of 4 s reached 25%.
+    assert_eq!(peak.bound(10_000_000_000, 1_000_000_000), "compute");
+    assert!((peak.share_percent(10_000_000_000, 1_000_000_000, 4e9).unwrap() - 25.0).abs() < 1e-12);
+    assert_eq!(peak.share_percent(0, 0, 1e9), None);
+}
+
+#[test]
+fn measured_ceilings_are_positive_and_finite_and_cached_per_adapter() {
+    let gpu = check::shared_gpu();
+    let options = PeakOptions {
+        invocations: 1024,
+        min_ms: 1.0,
+        bandwidth_bytes: 1 << 20,
+        warmup: 0,
+        repeats: 1,
+    };
+    let peak = Peak::measure(gpu, &options).unwrap();
+    for value in [
+        peak.fma_f32_gflops,
+        peak.read_gb_per_s,
+        peak.write_gb_per_s,
+        peak.copy_gb_per_s,
+    ] {
+        assert!(value.is_finite() && value > 0.0, "{peak:?}");
+    }
+    assert_eq!(
+        peak.fma_f16_gflops.is_some(),
+        gpu.has(latent::shaders::Capability::F16),
+        "{peak:?}"
+    );
+    assert_eq!(peak.adapter, gpu.describe());
+    assert_eq!(peak.bandwidth_bytes, 1 << 20);
+
+    let cache = tempfile::tempdir().unwrap();
+    assert!(Peak::cached_in(cache.path(), gpu).is_none());
+    let path = peak.save_in(cache.path(), gpu).unwrap();
+    assert!(path.starts_with(cache.path()), "{}", path.display());
+    assert_eq!(Peak::cached_in(cache.path(), gpu), Some(peak.clone()));
+    // Ceilings of another adapter or an older version are measured again, not used.
+    let other = Peak { version: 0, ..peak };
+    other.save_in(cache.path(), gpu).unwrap();
+    assert!(Peak::cached_in(cache.path(), gpu).is_none());
 }
 
 #[test]

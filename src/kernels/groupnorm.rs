@@ -1,6 +1,10 @@
 //! GroupNorm (`shaders/groupnorm.wgsl`): forward, and the backward split by target (Burn style):
 //! `groupnorm_input_backward` (dx) and `groupnorm_weight_backward` (dweight and dbias).
 //!
+//! Each comes in two variants over the same bindings: one workgroup per (sample, group) or per channel with a
+//! tree reduction (the default), and `groupnorm_rows_*`, one invocation each with a serial loop, which the host
+//! picks for H * W = 1 (an MLP's GroupNorm over feature rows), where the tree's barriers cost more than the rows.
+//!
 //! Both backward kernels need from the forward: its input `x` and the per-(sample, group) `mean` and `rstd` it
 //! saved. They are independent of each other and can run in either order.
 
@@ -11,6 +15,7 @@ use crate::check::{self, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
 use crate::shaders::groupnorm as wgsl;
+use crate::shaders::EntryPoint;
 
 /// Keep in sync with `struct Params` in shaders/groupnorm.wgsl.
 #[repr(C)]
@@ -56,6 +61,34 @@ impl GroupNorm {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the serial `groupnorm_rows_*` kernels serve this shape: H * W = 1, feature rows (the ldm's
+    /// denoiser), where each reduction is short.
+    pub fn rows(&self) -> bool {
+        self.inner == 1
+    }
+
+    /// The kernels this shape runs: (forward, input backward, weight backward).
+    pub fn entries(&self) -> [&'static EntryPoint; 3] {
+        if self.rows() {
+            [
+                &wgsl::GROUPNORM_ROWS_FORWARD,
+                &wgsl::GROUPNORM_ROWS_INPUT_BACKWARD,
+                &wgsl::GROUPNORM_ROWS_WEIGHT_BACKWARD,
+            ]
+        } else {
+            [
+                &wgsl::GROUPNORM_FORWARD,
+                &wgsl::GROUPNORM_INPUT_BACKWARD,
+                &wgsl::GROUPNORM_WEIGHT_BACKWARD,
+            ]
+        }
+    }
+
+    /// Invocations of `entry` (one of [`Self::entries`]) for `reductions` reductions.
+    fn invocations(&self, entry: &EntryPoint, reductions: usize) -> u64 {
+        reductions as u64 * if self.rows() { 1 } else { entry.workgroup_size[0] as u64 }
     }
 
     /// N * G: how many (sample, group) statistics there are.
@@ -119,11 +152,12 @@ pub fn forward(
         require(buffer, words)?;
     }
     let params = gpu.uniform("groupnorm_forward", &params)?;
-    // One workgroup per (sample, group).
+    // One workgroup (or with rows, one invocation) per (sample, group).
+    let entry = shape.entries()[0];
     gpu.dispatch_1d(
-        &wgsl::GROUPNORM_FORWARD,
+        entry,
         &[&params, y, mean, rstd, x, weight, bias],
-        shape.statistics() as u64 * 256,
+        shape.invocations(entry, shape.statistics()),
     )
 }
 
@@ -152,10 +186,11 @@ pub fn input_backward(
         require(buffer, words)?;
     }
     let params = gpu.uniform("groupnorm_input_backward", &params)?;
+    let entry = shape.entries()[1];
     gpu.dispatch_1d(
-        &wgsl::GROUPNORM_INPUT_BACKWARD,
+        entry,
         &[&params, dx, x, mean, rstd, dy, weight],
-        shape.statistics() as u64 * 256,
+        shape.invocations(entry, shape.statistics()),
     )
 }
 
@@ -183,20 +218,24 @@ pub fn weight_backward(
         require(buffer, words)?;
     }
     let params = gpu.uniform("groupnorm_weight_backward", &params)?;
-    // One workgroup per channel.
+    // One workgroup (or with rows, one invocation) per channel.
+    let entry = shape.entries()[2];
     gpu.dispatch_1d(
-        &wgsl::GROUPNORM_WEIGHT_BACKWARD,
+        entry,
         &[&params, dweight, dbias, x, mean, rstd, dy],
-        shape.channels as u64 * 256,
+        shape.invocations(entry, shape.channels),
     )
 }
 
-/// (N, C, G, H, W) shapes the checks use: odd ones, and the ddpm's GroupNorm(8, C) for every C it uses
-/// (64, 128, 192, 256) at its real resolutions; only the two at batch 128 are full-size, to keep
-/// `latent check` fast on a CPU driver.
-pub const CHECK_SHAPES: [(usize, usize, usize, usize, usize); 8] = [
+/// (N, C, G, H, W) shapes the checks use: odd ones, the ddpm's GroupNorm(8, C) for every C it uses
+/// (64, 128, 192, 256) at its real resolutions, and the ldm denoiser's rows (GroupNorm(1, 256) over 128 rows);
+/// only the three at batch 128 are full-size, to keep `latent check` fast on a CPU driver. The shapes with
+/// H * W = 1 run the rows kernels.
+pub const CHECK_SHAPES: [(usize, usize, usize, usize, usize); 10] = [
     (1, 1, 1, 1, 1),
     (2, 7, 7, 1, 1),
+    (5, 12, 3, 1, 1),
+    (128, 256, 1, 1, 1),
     (3, 6, 3, 5, 7),
     (1, 33, 3, 11, 3),
     (128, 128, 8, 7, 7),
@@ -259,7 +298,7 @@ pub fn checks() -> Vec<KernelCheck> {
         let shape = GroupNorm::new(n, c, g, h, w);
         let label = format!("N={n} C={c} G={g} H={h} W={w}");
         checks.push(KernelCheck::new(
-            wgsl::GROUPNORM_FORWARD.qualified_name(),
+            shape.entries()[0].qualified_name(),
             format!("{label}; outputs y, mean, rstd"),
             move |gpu| {
                 let inp = inputs(&shape, shape.len() as u64);
@@ -293,7 +332,7 @@ pub fn checks() -> Vec<KernelCheck> {
             },
         ));
         checks.push(KernelCheck::new(
-            wgsl::GROUPNORM_INPUT_BACKWARD.qualified_name(),
+            shape.entries()[1].qualified_name(),
             label.clone(),
             move |gpu| {
                 let inp = inputs(&shape, shape.len() as u64 + 1);
@@ -313,7 +352,7 @@ pub fn checks() -> Vec<KernelCheck> {
             },
         ));
         checks.push(KernelCheck::new(
-            wgsl::GROUPNORM_WEIGHT_BACKWARD.qualified_name(),
+            shape.entries()[2].qualified_name(),
             format!("{label}; outputs dweight, dbias"),
             move |gpu| {
                 let inp = inputs(&shape, shape.len() as u64 + 2);
