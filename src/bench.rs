@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::check::TestRng;
-use crate::data::PixelRange;
+use crate::data::{Dataset, ImageShape};
 use crate::error::TrainError;
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer};
 use crate::kernels::conv2d::{self, Conv2dShape};
@@ -53,15 +53,16 @@ impl Workload {
             seed,
             ..RunConfig::new(model.name(), &defaults, own, gpu.describe())
         };
-        let training = recipe.training(gpu, &config, &options).map_err(model_error)?;
+        let mut training = recipe.training(gpu, &config, &options).map_err(model_error)?;
         let tg = recipe.train_graph(batch)?;
-        let (lo, hi) = match defaults.range {
-            PixelRange::ZeroToOne => (0.0, 1.0),
-            PixelRange::MinusOneToOne => (-1.0, 1.0),
-        };
+        // A training set of `batch` random images, the step's batch, given to the model as training starts.
         let mut rng = TestRng::new(seed ^ 0x5eed);
-        let images = rng.uniform_vec(tg.graph.tensor(tg.x).len(), lo, hi);
-        let labels = (0..batch).map(|_| (rng.next_u64() % 10) as u32).collect();
+        let pixels: Vec<u8> = (0..tg.graph.tensor(tg.x).len()).map(|_| rng.next_u64() as u8).collect();
+        let labels: Vec<u32> = (0..batch).map(|_| (rng.next_u64() % 10) as u32).collect();
+        let train = Dataset::new("random", ImageShape::MNIST, pixels, Some(labels.clone()), Vec::new());
+        let mut images = vec![0.0f32; tg.graph.tensor(tg.x).len()];
+        train.fill_images(&(0..batch).collect::<Vec<_>>(), defaults.range, &mut images);
+        training.attach_training_set(gpu, &train).map_err(model_error)?;
         Ok(Self {
             model,
             batch,
@@ -74,7 +75,8 @@ impl Workload {
     /// Uploads the batch and submits every plan for global step `step`. Does not wait.
     pub fn step(&self, gpu: &Gpu, step: u64) -> Result<(), ProfileError> {
         let labels = self.training.uses_labels().then_some(&self.labels[..]);
-        let batch = Batch::whole(&self.images, labels, self.batch);
+        let indices: Vec<usize> = (0..self.batch).collect();
+        let batch = Batch::whole(&self.images, labels, &indices, self.batch);
         self.training
             .write_batch(gpu, &batch, step)
             .map_err(|e| ProfileError::Model(e.to_string()))?;

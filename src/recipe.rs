@@ -130,6 +130,9 @@ pub struct EvalOptions {
     /// The completion benchmark's DDIM steps.
     #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     pub inpaint_steps: usize,
+    /// How diffusion models sample FID's images (default: each model's own sampler).
+    #[command(flatten)]
+    pub sampling: DiffusionOptions,
 }
 
 /// How a diffusion model samples (its flags on the command line).
@@ -164,6 +167,18 @@ impl DiffusionOptions {
     /// The sampler asked for, DDIM with the model's own steps and eta where none were given.
     pub fn sampler(&self, steps: usize, eta: f32) -> Result<Box<dyn crate::diffusion::Sampler>, TrainError> {
         crate::diffusion::sampler_with_eta(&self.sampler, self.steps.unwrap_or(steps), self.eta.unwrap_or(eta))
+    }
+
+    /// The sampler asked for in words, for reports: `ancestral, 1000 timesteps` or `ddim, 100 steps, eta 1`.
+    pub fn describe(&self, steps: usize, eta: f32) -> String {
+        match self.sampler.as_str() {
+            "ancestral" | "ddpm" => format!("ancestral, {} timesteps", crate::models::ddpm::TIMESTEPS),
+            name => format!(
+                "{name}, {} steps, eta {}",
+                self.steps.unwrap_or(steps),
+                self.eta.unwrap_or(eta)
+            ),
+        }
     }
 }
 
@@ -475,7 +490,14 @@ pub trait Recipe: Sync {
 
     /// Image sets `latent eval` measures with FID beside [`generate`](Self::generate)'s samples: the ldm's
     /// first-stage reconstructions, a conditional model's samples at each of [`EVAL_GUIDANCE`].
-    fn measured_sets(&self, _gpu: &Gpu, _run: &LoadedRun, _n: usize) -> Result<Vec<MeasuredSet>, TrainError> {
+    /// Diffusion models sample them with `sampling`.
+    fn measured_sets(
+        &self,
+        _gpu: &Gpu,
+        _run: &LoadedRun,
+        _n: usize,
+        _sampling: &DiffusionOptions,
+    ) -> Result<Vec<MeasuredSet>, TrainError> {
         Ok(Vec::new())
     }
 
@@ -486,8 +508,15 @@ pub trait Recipe: Sync {
     }
 
     /// `n` generated images (N, C·H·W) in [0, 1], what FID and the sliced Wasserstein distance measure; None for
-    /// models that do not generate. By default, a codec with a N(0, I) prior decodes prior samples.
-    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+    /// models that do not generate; diffusion models sample with `sampling` (`latent eval --sampler ...`). By
+    /// default, a codec with a N(0, I) prior decodes prior samples.
+    fn generate(
+        &self,
+        gpu: &Gpu,
+        run: &LoadedRun,
+        n: usize,
+        _sampling: &DiffusionOptions,
+    ) -> Option<Result<Vec<f32>, TrainError>> {
         let codec = self.codec().filter(|c| c.prior == Prior::Normal)?;
         Some(generate::prior_samples(gpu, run, &codec, n, run.config.seed))
     }
@@ -557,6 +586,9 @@ pub struct Batch<'a> {
     pub images: &'a [f32],
     /// (N), when the model uses labels.
     pub labels: Option<&'a [u32]>,
+    /// (N): each image's index in the training set given to [`Training::attach_training_set`], for models that
+    /// keep per-image values computed once (the ldm's latents).
+    pub indices: &'a [usize],
     /// The global index of the first sample within the step's whole batch (0 for a whole batch): what keys the
     /// noise a model draws per sample on the host (the ddpm's timesteps).
     pub first: usize,
@@ -566,10 +598,11 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// A whole batch of `count` samples.
-    pub fn whole(images: &'a [f32], labels: Option<&'a [u32]>, count: usize) -> Self {
+    pub fn whole(images: &'a [f32], labels: Option<&'a [u32]>, indices: &'a [usize], count: usize) -> Self {
         Self {
             images,
             labels,
+            indices,
             first: 0,
             global: count,
         }
@@ -606,6 +639,13 @@ pub trait Training {
 
     /// Writes the step's inputs (the batch, and whatever the model draws per step) into its plans.
     fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError>;
+
+    /// Called once before the first step (after a resumed run's weights are loaded) with the training set
+    /// that [`Batch::indices`] index: a model whose step begins with a frozen, deterministic function of each
+    /// image (the ldm's encoder) computes it here once instead of every step. By default nothing.
+    fn attach_training_set(&mut self, _gpu: &Gpu, _train: &Dataset) -> Result<(), TrainError> {
+        Ok(())
+    }
 
     /// Details for the first line of the run (sizes, regulariser, schedule).
     fn describe(&self) -> String {

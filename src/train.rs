@@ -419,7 +419,7 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
 
     // After `prepare`, which completes the configuration the training is built from (the ldm's scale).
     let part_config = part_config(&config, parts);
-    let training = recipe.training(gpu, &part_config, &request.options)?;
+    let mut training = recipe.training(gpu, &part_config, &request.options)?;
     let mut first_step = 0;
     if let Some(checkpoint) = &resume_from {
         training.store().load_from(gpu, checkpoint)?;
@@ -429,6 +429,7 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
         }
     }
     parallel::broadcast_store(gpu, training.store(), group)?;
+    training.attach_training_set(gpu, &splits.train)?;
     if (parts > 1 || group.launched()) && training.plans().iter().any(|p| p.plan.gradients.is_empty()) {
         // The ldm's step is an encoding plan feeding the objective's: the split step would run every part's
         // encoding before any part's objective.
@@ -513,10 +514,12 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
                     training.uses_labels().then_some(&mut labels[..]),
                 );
                 let step_labels = training.uses_labels().then_some(&labels[..]);
+                let indices = batcher.indices(epoch, index).to_vec();
                 match &split {
-                    Some(split) => split.step(gpu, training.as_ref(), &images, step_labels, step)?,
+                    Some(split) => split.step(gpu, training.as_ref(), &images, step_labels, &indices, step)?,
                     None => {
-                        training.write_batch(gpu, &Batch::whole(&images, step_labels, config.batch), step)?;
+                        let batch = Batch::whole(&images, step_labels, &indices, config.batch);
+                        training.write_batch(gpu, &batch, step)?;
                         for step_plan in training.plans() {
                             match profiler.as_mut() {
                                 Some(profiler) => profiler.run(gpu, &step_plan.plan, step)?,

@@ -525,6 +525,23 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         !plain.join("autoencoder").exists(),
         "a given first stage is not trained again"
     );
+    // FID's samples with a sampler of the user's choosing, named in the report.
+    let eval = json(&latent(&[
+        "eval",
+        "--run",
+        plain_s,
+        "--fid-n",
+        "8",
+        "--steps",
+        "3",
+        "--eta",
+        "0.5",
+        "--classifier",
+        classifier_s,
+        "--json",
+    ]));
+    assert_eq!(eval["fid_sampler"], "ddim, 3 steps, eta 0.5", "{eval}");
+    assert!(eval["fid"].as_f64().is_some_and(f64::is_finite), "{eval}");
     assert_refused(
         &["sample", "--run", plain_s, "--class", "1"],
         "--class: this run is not class-conditional",

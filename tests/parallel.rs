@@ -190,3 +190,39 @@ fn noise_that_cannot_start_at_every_sample_refuses_a_split() {
     let plan = plan::compile(&gpu, &graph, &mut ParamStore::new(0), &forward_options("even", 0)).unwrap();
     plan.check_split(4).unwrap();
 }
+
+/// The ldm's step is one plan once its training set's latents are cached (its frozen encoder is deterministic),
+/// so it splits like the ddpm: its timesteps and noise are drawn by global sample index.
+#[test]
+fn ldm_in_two_micro_batches_stays_within_1e5_of_the_whole_batch_after_4_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let first = dir.path().join("first");
+    let first_stage = train(dir.path(), &data, "first", &["ae-kl", "--batch", "16", "--steps", "3"]);
+    assert!(first_stage.exists());
+    let ldm: &[&str] = &[
+        "ldm",
+        "--autoencoder",
+        first.to_str().unwrap(),
+        "--batch",
+        "16",
+        "--steps",
+        "4",
+        "--width",
+        "32",
+        "--blocks",
+        "2",
+        "--preview-steps",
+        "2",
+    ];
+    let whole = train(dir.path(), &data, "whole", ldm);
+    let split = train(dir.path(), &data, "split", &[ldm, &["--micro-batches", "2"]].concat());
+    let (relative, tensor) = checkpoint_difference(&split, &whole, &[]);
+    println!("ldm, --micro-batches 2 against the whole batch: largest relative difference {relative:.3e} ({tensor})");
+    assert!(relative <= 1e-5, "{relative:e} in {tensor}");
+    assert_ne!(
+        checkpoint_hash(&split),
+        checkpoint_hash(&whole),
+        "the split path ran (its sums round differently)"
+    );
+}

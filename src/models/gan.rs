@@ -28,8 +28,8 @@ use crate::kernels::activation::Activation;
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Plan};
 use crate::recipe::{
-    forward_options, train_options, Batch, Curves, Defaults, EvalOptions, ModelOptions, Recipe, StepPlan, TrainGraph,
-    Training, PREVIEW_STREAM,
+    forward_options, train_options, Batch, Curves, Defaults, DiffusionOptions, EvalOptions, ModelOptions, Recipe,
+    StepPlan, TrainGraph, Training, PREVIEW_STREAM,
 };
 use crate::run::{self, RunConfig};
 
@@ -421,7 +421,13 @@ impl Recipe for Gan {
         Ok(report)
     }
 
-    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+    fn generate(
+        &self,
+        gpu: &Gpu,
+        run: &LoadedRun,
+        n: usize,
+        _sampling: &DiffusionOptions,
+    ) -> Option<Result<Vec<f32>, TrainError>> {
         let samples = || -> Result<Vec<f32>, TrainError> {
             let (eval, _store) = GanEval::load(gpu, run)?;
             let codes = gpu_normals(gpu, n * LATENT, run.config.seed, EVAL_STREAM + 1)?;

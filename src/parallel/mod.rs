@@ -224,14 +224,15 @@ impl<'g> DataParallel<'g> {
         self.group.size() * self.micro_batches
     }
 
-    /// Trains global step `step` on the global batch `images` (N, C, H, W) with `labels` (N): this rank's
-    /// micro-batches, the exchange, the update.
+    /// Trains global step `step` on the global batch `images` (N, C, H, W) with `labels` (N) and training-set
+    /// `indices` (N): this rank's micro-batches, the exchange, the update.
     pub fn step(
         &self,
         gpu: &Gpu,
         training: &dyn Training,
         images: &[f32],
         labels: Option<&[u32]>,
+        indices: &[usize],
         step: u64,
     ) -> Result<(), TrainError> {
         let per_image = images.len() / self.global;
@@ -255,6 +256,7 @@ impl<'g> DataParallel<'g> {
                 let batch = Batch {
                     images: &images[first * per_image..(first + part) * per_image],
                     labels: labels.map(|l| &l[first..first + part]),
+                    indices: &indices[first..first + part],
                     first,
                     global: self.global,
                 };

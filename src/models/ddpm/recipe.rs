@@ -353,7 +353,7 @@ pub fn guidance_sets(
             Ok(MeasuredSet {
                 name: format!("guidance_{guidance}"),
                 description: format!(
-                    "{n} samples, classes in turn, guidance w = {guidance} (the model's sampler, EMA)"
+                    "{n} samples, classes in turn, guidance w = {guidance} (the sampler of fid_sampler, EMA)"
                 ),
                 images: generate(&conditioning)?,
                 labels: Some(conditioning.labels),
@@ -541,12 +541,13 @@ impl Recipe for Ddpm {
     }
 
     /// The test epsilon-MSE over uniformly drawn t (seeded), with the EMA weights and with the trained weights.
-    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
+    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, options: &EvalOptions) -> Result<Value, TrainError> {
         let config = ddpm_config(&run.config)?;
         let test = run.test_set()?;
         let batch = run.config.batch.clamp(1, 128);
         let objective = objective(&config, batch, IMAGE)?;
         let mut report = run.report(gpu, test.len());
+        report["fid_sampler"] = json!(options.sampling.describe(SAMPLING_STEPS, 0.0));
         report["schedule"] = json!(config.schedule);
         report["timesteps"] = json!("uniform in 0..999, seeded by the run's seed");
         for (key, ema) in [("test_mse_ema", true), ("test_mse", false)] {
@@ -571,24 +572,28 @@ impl Recipe for Ddpm {
     }
 
     /// DDIM with 50 steps from the EMA weights, as the per-epoch grids.
-    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+    fn generate(
+        &self,
+        gpu: &Gpu,
+        run: &LoadedRun,
+        n: usize,
+        sampling: &DiffusionOptions,
+    ) -> Option<Result<Vec<f32>, TrainError>> {
         let conditioning = match ddpm_config(&run.config) {
             Ok(config) => uniform_classes(config.classes, n),
             Err(e) => return Some(Err(e)),
         };
-        Some(generate_images(
-            gpu,
-            run,
-            n,
-            &DiffusionOptions::default(),
-            0,
-            false,
-            conditioning.as_ref(),
-        ))
+        Some(generate_images(gpu, run, n, sampling, 0, false, conditioning.as_ref()))
     }
 
-    fn measured_sets(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Result<Vec<MeasuredSet>, TrainError> {
-        let generate = |c: &Conditioning| generate_images(gpu, run, n, &DiffusionOptions::default(), 0, false, Some(c));
+    fn measured_sets(
+        &self,
+        gpu: &Gpu,
+        run: &LoadedRun,
+        n: usize,
+        sampling: &DiffusionOptions,
+    ) -> Result<Vec<MeasuredSet>, TrainError> {
+        let generate = |c: &Conditioning| generate_images(gpu, run, n, sampling, 0, false, Some(c));
         guidance_sets(ddpm_config(&run.config)?.classes, n, &generate)
     }
 

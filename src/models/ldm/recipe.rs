@@ -2,9 +2,11 @@
 //! measured on the training set, then the ddpm's Algorithm 1 on scaled latents with EMA; `sample`, `inpaint` and
 //! `eval` decode to pixels.
 //!
-//! A training step replays two plans: the encoding (the batch through the frozen encoder, z = mu + eps
-//! exp(logvar / 2), then z0 = scale z copied into the objective's input) and the objective (q_sample, the
-//! denoiser, the MSE, its backward, Adam on `net.*` only, the EMA of `net.*`).
+//! A training step replays the objective's plan (q_sample, the denoiser, the MSE, its backward, Adam on `net.*`
+//! only, the EMA of `net.*`) on z0 = scale mu, the frozen encoder's posterior means, which are deterministic: they
+//! are computed once for the whole training set as training starts (and for the test set at the first test) by the
+//! encoding plan, and each step writes its batch's rows. With `sample_posterior` the encoding plan (z = mu + eps
+//! exp(logvar / 2), a fresh eps each step) runs before the objective's every step instead.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -117,8 +119,13 @@ fn decode_latents(
 
 struct LdmTraining {
     store: ParamStore,
+    /// The encoding plan and the objective's; only the objective's once the training set's latents are cached.
     plans: Vec<StepPlan>,
     encode: Encoding,
+    /// z0 = scale mu of every training image (LATENT values each), in the training set's order.
+    latents: Option<Vec<f32>>,
+    /// z0 of each test batch of [`latent_test_mse`], encoded at its first call.
+    test_latents: std::cell::OnceCell<Vec<Vec<f32>>>,
     objective: Objective,
     eval_encode: (Plan, Encoding),
     eval: Plan,
@@ -127,6 +134,13 @@ struct LdmTraining {
     preview: ReversePlan,
     preview_copy: Vec<Dispatch>,
     decode: (Plan, TensorId, TensorId),
+}
+
+impl LdmTraining {
+    /// The objective's plan: the step's last.
+    fn objective_plan(&self) -> &StepPlan {
+        self.plans.last().expect("the ldm's step has the objective's plan")
+    }
 }
 
 impl Training for LdmTraining {
@@ -143,10 +157,19 @@ impl Training for LdmTraining {
     }
 
     fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError> {
-        let n = batch.images.len() / PIXELS;
+        let n = batch.indices.len();
         let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, batch.global, TIMESTEPS);
-        self.plans[0].plan.write_input(gpu, self.encode.x, batch.images)?;
-        let plan = &self.plans[1].plan;
+        let plan = &self.objective_plan().plan;
+        match &self.latents {
+            Some(latents) => {
+                let mut z0 = Vec::with_capacity(n * LATENT);
+                for &i in batch.indices {
+                    z0.extend_from_slice(&latents[i * LATENT..(i + 1) * LATENT]);
+                }
+                plan.write_input(gpu, self.objective.z0, &z0)?;
+            }
+            None => self.plans[0].plan.write_input(gpu, self.encode.x, batch.images)?,
+        }
         plan.write_input(gpu, self.objective.t, &t[batch.first..batch.first + n])?;
         write_training_classes(
             gpu,
@@ -157,6 +180,21 @@ impl Training for LdmTraining {
             self.seed,
             step,
         )
+    }
+
+    /// The posterior means are deterministic: encodes the training set once (with the encoding plan, so z0 has
+    /// the bits the plan would write every step) and drops the encoding plan from the step.
+    fn attach_training_set(&mut self, gpu: &Gpu, train: &Dataset) -> Result<(), TrainError> {
+        if self.config.sample_posterior || self.latents.is_some() {
+            return Ok(());
+        }
+        let (encode, objective) = (&self.plans[0].plan, &self.plans[1].plan);
+        let chunks = encode_chunks(gpu, encode, &self.encode, objective, &self.objective, train)?;
+        let mut latents: Vec<f32> = chunks.concat();
+        latents.truncate(train.len() * LATENT);
+        self.latents = Some(latents);
+        self.plans.remove(0);
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -172,15 +210,14 @@ impl Training for LdmTraining {
 
     fn test_metrics(&self, gpu: &Gpu, splits: &Splits) -> Result<Map<String, Value>, TrainError> {
         let (encode_plan, encode) = &self.eval_encode;
-        let mse = latent_test_mse(
-            gpu,
-            encode_plan,
-            encode,
-            &self.eval,
-            &self.objective,
-            &splits.test,
-            self.seed,
-        )?;
+        let latents = match self.test_latents.get() {
+            Some(latents) => latents,
+            None => {
+                let chunks = encode_chunks(gpu, encode_plan, encode, &self.eval, &self.objective, &splits.test)?;
+                self.test_latents.get_or_init(|| chunks)
+            }
+        };
+        let mse = latent_test_mse(gpu, latents, &self.eval, &self.objective, &splits.test, self.seed)?;
         Ok(json!({ "mse": mse, "loss": mse })
             .as_object()
             .cloned()
@@ -205,26 +242,47 @@ impl Training for LdmTraining {
     }
 }
 
-/// The test epsilon-MSE on latents (mean over elements): each test batch encoded (its own posterior noise), t
-/// uniform per image, eps fresh per batch, all from `seed`, so two calls agree.
-fn latent_test_mse(
+/// `dataset` through the encoding plan in chunks of its batch: images start .. start + batch (wrapping round to
+/// the first images to fill the last chunk), each chunk's z0 (batch x LATENT values) as the plan writes it into
+/// the input `z0` of `target`, the plan compiled from `objective`. Chunk `index` is encoded as step `index`
+/// (its posterior noise).
+fn encode_chunks(
     gpu: &Gpu,
     encode_plan: &Plan,
     encode: &Encoding,
+    target: &Plan,
+    objective: &Objective,
+    dataset: &Dataset,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let (z0, batch) = (objective.z0, objective.graph.shape(objective.z0)[0]);
+    let mut images = vec![0.0f32; batch * PIXELS];
+    let mut chunks = Vec::new();
+    for (index, start) in (0..dataset.len()).step_by(batch).enumerate() {
+        let indices: Vec<usize> = (0..batch).map(|i| (start + i) % dataset.len()).collect();
+        dataset.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
+        encode_plan.write_input(gpu, encode.x, &images)?;
+        encode_plan.run(gpu, index as u64);
+        chunks.push(target.read(gpu, z0)?);
+    }
+    Ok(chunks)
+}
+
+/// The test epsilon-MSE on latents (mean over elements): each test batch's z0 from `latents` (the chunks of
+/// [`encode_chunks`]), t uniform per image, eps fresh per batch, all from `seed`, so two calls agree.
+fn latent_test_mse(
+    gpu: &Gpu,
+    latents: &[Vec<f32>],
     eval: &Plan,
     objective: &Objective,
     dataset: &Dataset,
     seed: u64,
 ) -> Result<f64, TrainError> {
     let batch = objective.graph.shape(objective.z0)[0];
-    let mut images = vec![0.0f32; batch * PIXELS];
     let mut sum = 0.0f64;
     for (index, start) in (0..dataset.len()).step_by(batch).enumerate() {
         let indices: Vec<usize> = (0..batch).map(|i| (start + i) % dataset.len()).collect();
         let valid = batch.min(dataset.len() - start);
-        dataset.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
-        encode_plan.write_input(gpu, encode.x, &images)?;
-        encode_plan.run(gpu, index as u64);
+        eval.write_input(gpu, objective.z0, &latents[index])?;
         let t = draw_timesteps(seed, TimestepPurpose::Test, index as u64, batch, TIMESTEPS);
         eval.write_input(gpu, objective.t, &t)?;
         if let Some(class) = objective.class {
@@ -572,6 +630,8 @@ impl Recipe for Ldm {
                 },
             ],
             encode,
+            latents: None,
+            test_latents: Default::default(),
             objective,
             eval_encode,
             eval,
@@ -584,10 +644,11 @@ impl Recipe for Ldm {
     }
 
     /// The test latent epsilon-MSE (EMA weights), and the first stage's test reconstruction BCE and MSE.
-    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
+    fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, options: &EvalOptions) -> Result<Value, TrainError> {
         let config = ldm_config(&run.config)?;
         let test = run.test_set()?;
         let mut report = run.report(gpu, test.len());
+        report["fid_sampler"] = json!(options.sampling.describe(SAMPLING_STEPS, SAMPLING_ETA));
         report["latent_scale"] = json!(config.scale);
         report["first_stage"] = json!(config.autoencoder);
         let originals = crate::generate::test_images(&test, test.len());
@@ -603,25 +664,29 @@ impl Recipe for Ldm {
         Ok(report)
     }
 
-    fn generate(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Option<Result<Vec<f32>, TrainError>> {
+    fn generate(
+        &self,
+        gpu: &Gpu,
+        run: &LoadedRun,
+        n: usize,
+        sampling: &DiffusionOptions,
+    ) -> Option<Result<Vec<f32>, TrainError>> {
         let conditioning = match ldm_config(&run.config) {
             Ok(config) => uniform_classes(config.classes, n),
             Err(e) => return Some(Err(e)),
         };
-        Some(generate_images(
-            gpu,
-            run,
-            n,
-            &DiffusionOptions::default(),
-            0,
-            false,
-            conditioning.as_ref(),
-        ))
+        Some(generate_images(gpu, run, n, sampling, 0, false, conditioning.as_ref()))
     }
 
     /// The first stage's reconstructions of the floor's real images (how much of the samples' FID the
     /// autoencoder alone costs), and a conditional model's samples at each guidance weight.
-    fn measured_sets(&self, gpu: &Gpu, run: &LoadedRun, n: usize) -> Result<Vec<MeasuredSet>, TrainError> {
+    fn measured_sets(
+        &self,
+        gpu: &Gpu,
+        run: &LoadedRun,
+        n: usize,
+        sampling: &DiffusionOptions,
+    ) -> Result<Vec<MeasuredSet>, TrainError> {
         let config = ldm_config(&run.config)?;
         let train = data::load_run_data(run.config.data.as_ref())?.train;
         // The floor's images: the same subset as `fid::real_subset` (the first n of epoch 0's shuffle).
@@ -641,7 +706,7 @@ impl Recipe for Ldm {
             labels: None,
             guidance: None,
         }];
-        let generate = |c: &Conditioning| generate_images(gpu, run, n, &DiffusionOptions::default(), 0, false, Some(c));
+        let generate = |c: &Conditioning| generate_images(gpu, run, n, sampling, 0, false, Some(c));
         sets.extend(guidance_sets(config.classes, n, &generate)?);
         Ok(sets)
     }
