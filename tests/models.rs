@@ -152,28 +152,30 @@ fn ddpm_spec() -> Vec<(&'static str, Vec<usize>)> {
 
 /// The ldm's denoiser: a residual MLP of width 256 with 3 blocks over the 4x7x7 latent, and its first stage.
 fn ldm_spec() -> Vec<(&'static str, Vec<usize>)> {
+    // MODELS.md: width W = 768, 4 blocks, time embedding E = 256, latent D = 196.
+    let (w, e, d) = (768, 256, 196);
     let mut tensors: Vec<(String, Vec<usize>)> = vec![
-        ("net.te.0.weight".into(), vec![256, 64]),
-        ("net.te.0.bias".into(), vec![256]),
-        ("net.te.2.weight".into(), vec![256, 256]),
-        ("net.te.2.bias".into(), vec![256]),
-        ("net.in.weight".into(), vec![256, 196]),
-        ("net.in.bias".into(), vec![256]),
-        ("net.out_n.weight".into(), vec![256]),
-        ("net.out_n.bias".into(), vec![256]),
-        ("net.out.weight".into(), vec![196, 256]),
-        ("net.out.bias".into(), vec![196]),
+        ("net.te.0.weight".into(), vec![e, 64]),
+        ("net.te.0.bias".into(), vec![e]),
+        ("net.te.2.weight".into(), vec![e, e]),
+        ("net.te.2.bias".into(), vec![e]),
+        ("net.in.weight".into(), vec![w, d]),
+        ("net.in.bias".into(), vec![w]),
+        ("net.out_n.weight".into(), vec![w]),
+        ("net.out_n.bias".into(), vec![w]),
+        ("net.out.weight".into(), vec![d, w]),
+        ("net.out.bias".into(), vec![d]),
     ];
-    for b in 0..3 {
+    for b in 0..4 {
         for (layer, shape) in [
-            ("n1.weight", vec![256]),
-            ("n1.bias", vec![256]),
-            ("l1.weight", vec![256, 256]),
-            ("l1.bias", vec![256]),
-            ("t.weight", vec![256, 256]),
-            ("t.bias", vec![256]),
-            ("l2.weight", vec![256, 256]),
-            ("l2.bias", vec![256]),
+            ("n1.weight", vec![w]),
+            ("n1.bias", vec![w]),
+            ("l1.weight", vec![w, w]),
+            ("l1.bias", vec![w]),
+            ("t.weight", vec![w, e]),
+            ("t.bias", vec![w]),
+            ("l2.weight", vec![w, w]),
+            ("l2.bias", vec![w]),
         ] {
             tensors.push((format!("net.b{b}.{layer}"), shape));
         }
@@ -198,7 +200,7 @@ fn parameter_counts_match_models_md() {
         (ModelKind::Ddpm, 1_965_121),
         (ModelKind::Wae, 120_009),
         (ModelKind::AeKl, 73_673),
-        (ModelKind::Ldm, 851_085),
+        (ModelKind::Ldm, 5_980_045),
     ] {
         let tg = train::train_graph(model, 2).unwrap();
         assert_eq!(tg.graph.parameter_count(), count, "{model}");

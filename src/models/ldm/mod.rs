@@ -108,8 +108,8 @@ pub const AUTOENCODER_DIR: &str = "autoencoder";
 impl Default for LdmConfig {
     fn default() -> Self {
         Self {
-            width: 256,
-            blocks: 3,
+            width: 768,
+            blocks: 4,
             groups: 1,
             schedule: ScheduleKind::Linear,
             classes: None,

@@ -414,12 +414,12 @@ const FLAGS: [Flag; 8] = [
     Flag {
         name: "width",
         value: "N",
-        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 256; smaller nets train faster)",
+        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 768; smaller nets train faster)",
     },
     Flag {
         name: "blocks",
         value: "N",
-        help: "the ldm denoiser's residual blocks (3)",
+        help: "the ldm denoiser's residual blocks (4)",
     },
     Flag {
         name: "groups",
