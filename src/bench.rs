@@ -53,7 +53,7 @@ impl Workload {
             ..RunConfig::new(model.name(), &defaults, own, gpu.describe())
         };
         let training = recipe.training(gpu, &config, &options).map_err(model_error)?;
-        let tg = recipe.train_graph(batch)?;
+        let tg = recipe.train_graph(batch, config.image)?;
         let (lo, hi) = match defaults.range {
             PixelRange::ZeroToOne => (0.0, 1.0),
             PixelRange::MinusOneToOne => (-1.0, 1.0),
