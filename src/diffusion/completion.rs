@@ -117,7 +117,7 @@ fn load_png(path: &Path, what: &str, image: ImageShape) -> Result<Vec<f32>, Trai
         image::load_from_memory(&bytes).map_err(|e| TrainError::Config(format!("--{what} {}: {e}", path.display())))?;
     if (decoded.width(), decoded.height()) != (image.width as u32, image.height as u32) {
         return Err(TrainError::Config(format!(
-            "--{what} {} is {}x{} (W x H), the run's images are {}x{}; give a {what} of that size",
+            "--{what} {} is {}x{}, the run's images are {}x{}; give a {what} of that size",
             path.display(),
             decoded.width(),
             decoded.height(),
@@ -221,17 +221,11 @@ mod tests {
         let path = dir.path().join("mask.png");
         image::GrayImage::new(32, 32).save(&path).unwrap();
         let error = load_mask(&path, ImageShape::MNIST).unwrap_err().to_string();
-        assert!(
-            error.contains("is 32x32 (W x H), the run's images are 28x28"),
-            "{error}"
-        );
+        assert!(error.contains("is 32x32, the run's images are 28x28"), "{error}");
         let error = load_known_image(&path, ImageShape::new(3, 16, 16))
             .unwrap_err()
             .to_string();
-        assert!(
-            error.contains("is 32x32 (W x H), the run's images are 16x16"),
-            "{error}"
-        );
+        assert!(error.contains("is 32x32, the run's images are 16x16"), "{error}");
     }
 
     #[test]
