@@ -112,13 +112,22 @@ pub struct FeatureNet {
 impl FeatureNet {
     const BATCH: usize = 100;
 
-    pub fn load(gpu: &Gpu, path: &Path) -> Result<Self, TrainError> {
+    /// The classifier run at `path`, which must take images of `image` (C, H, W), those of the run it measures.
+    pub fn load(gpu: &Gpu, path: &Path, image: data::ImageShape) -> Result<Self, TrainError> {
         let run = LoadedRun::open(path)?;
         if run.config.model != ModelKind::Classifier.name() {
             return Err(TrainError::Config(format!(
                 "--classifier {} is a {} run; give a run of `latent train classifier`",
                 path.display(),
                 run.config.model
+            )));
+        }
+        if run.config.image != image {
+            return Err(TrainError::Config(format!(
+                "--classifier {} was trained on {} images (C x H x W) and the run's are {image}; give a classifier \
+                 trained on the run's data, or leave --classifier out to train one",
+                path.display(),
+                run.config.image
             )));
         }
         let batch = Self::BATCH;
@@ -323,7 +332,7 @@ pub fn add_fid(
         None => {
             let data = run.config.data.as_ref();
             let classifier = classifier_run(gpu, options.classifier.as_deref(), data, run.config.image)?;
-            let net = FeatureNet::load(gpu, &classifier)?;
+            let net = FeatureNet::load(gpu, &classifier, run.config.image)?;
             let fid = fid_report(gpu, &net, samples, splits, run.config.seed)?;
             if let Some(map) = fid.as_object() {
                 for (key, value) in map {
@@ -375,7 +384,7 @@ pub fn add_measured_sets(
     }
     let data = run.config.data.as_ref();
     let classifier = classifier_run(gpu, options.classifier.as_deref(), data, run.config.image)?;
-    let net = FeatureNet::load(gpu, &classifier)?;
+    let net = FeatureNet::load(gpu, &classifier, run.config.image)?;
     let dim = classifier::FEATURES;
     let test_images = real_subset(&splits.test, splits.test.len(), run.config.seed);
     let (test_features, _) = net.features(gpu, &test_images)?;
@@ -495,7 +504,7 @@ pub fn completion_benchmark(
         return Ok(report);
     }
     let classifier = classifier_run(gpu, options.classifier.as_deref(), run.config.data.as_ref(), image)?;
-    let net = FeatureNet::load(gpu, &classifier)?;
+    let net = FeatureNet::load(gpu, &classifier, run.config.image)?;
     let dim = classifier::FEATURES;
     let test_images = real_subset(test, test.len(), run.config.seed);
     let (test_features, _) = net.features(gpu, &test_images)?;

@@ -387,6 +387,36 @@ fn the_command_line_trains_and_samples_a_colour_folder() {
         report["fid_skipped"].as_str().is_some_and(|r| r.contains("no labels")),
         "{report}"
     );
+    // A classifier of another shape cannot give this run's features.
+    let classifier = dir.path().join("classifier");
+    let classifier_s = classifier.to_str().unwrap();
+    latent(&[
+        "train",
+        "classifier",
+        "--run",
+        classifier_s,
+        "--steps",
+        "1",
+        "--batch",
+        "8",
+    ]);
+    let output = latent_command(&[
+        "eval",
+        "--run",
+        run_s,
+        "--iwae-k",
+        "1",
+        "--fid-n",
+        "8",
+        "--classifier",
+        classifier_s,
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("was trained on 1x28x28 images (C x H x W) and the run's are 3x16x16"),
+        "{stderr}"
+    );
 }
 
 /// The small ddpm on a colour folder: trains, samples in colour at [N, 3, 16, 16], diffuses, inpaints a 16x16
