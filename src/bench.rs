@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::check::TestRng;
-use crate::data::{Dataset, ImageShape};
+use crate::data::Dataset;
 use crate::error::TrainError;
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer};
 use crate::kernels::conv2d::{self, Conv2dShape};
@@ -54,12 +54,12 @@ impl Workload {
             ..RunConfig::new(model.name(), &defaults, own, gpu.describe())
         };
         let mut training = recipe.training(gpu, &config, &options).map_err(model_error)?;
-        let tg = recipe.train_graph(batch)?;
+        let tg = recipe.train_graph(batch, config.image)?;
         // A training set of `batch` random images, the step's batch, given to the model as training starts.
         let mut rng = TestRng::new(seed ^ 0x5eed);
         let pixels: Vec<u8> = (0..tg.graph.tensor(tg.x).len()).map(|_| rng.next_u64() as u8).collect();
         let labels: Vec<u32> = (0..batch).map(|_| (rng.next_u64() % 10) as u32).collect();
-        let train = Dataset::new("random", ImageShape::MNIST, pixels, Some(labels.clone()), Vec::new());
+        let train = Dataset::new("random", config.image, pixels, Some(labels.clone()), Vec::new());
         let mut images = vec![0.0f32; tg.graph.tensor(tg.x).len()];
         train.fill_images(&(0..batch).collect::<Vec<_>>(), defaults.range, &mut images);
         training.attach_training_set(gpu, &train).map_err(model_error)?;

@@ -55,7 +55,7 @@ pub fn evaluate(gpu: &Gpu, path: &Path, options: &EvalOptions) -> Result<Value, 
     let mut report = recipe.evaluate(gpu, &run, options)?;
     if options.fid_n > 0 {
         if let Some(samples) = recipe.generate(gpu, &run, options.fid_n, &options.sampling) {
-            let splits = data::load_run_data(run.config.data.as_ref())?;
+            let splits = data::load_run_data(run.config.data.as_ref(), run.config.image)?;
             fid::add_fid(gpu, &mut report, &samples?, &splits, &run, options)?;
             let sets = recipe.measured_sets(gpu, &run, options.fid_n, &options.sampling)?;
             fid::add_measured_sets(gpu, &mut report, &sets, &splits, &run, options)?;

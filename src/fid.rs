@@ -8,6 +8,10 @@
 //!
 //! Any model that generates plugs in by handing [`fid_report`] N images in [0, 1]; the floor beside the score is
 //! the same distance for N real training images, what a perfect generator would get at that N.
+//!
+//! The feature classifier is trained on the run's own data at the run's (C, H, W), so FID needs labels (IDX
+//! labels or class subfolders, at most 10 classes). For other data (a flat folder of images) `latent eval`
+//! reports the sliced Wasserstein distance alone, and says so under `fid_skipped`.
 
 use std::path::{Path, PathBuf};
 
@@ -101,12 +105,15 @@ pub struct FeatureNet {
     features: TensorId,
     logits: TensorId,
     batch: usize,
+    /// C·H·W of the classifier's images.
+    pixels: usize,
 }
 
 impl FeatureNet {
     const BATCH: usize = 100;
 
-    pub fn load(gpu: &Gpu, path: &Path) -> Result<Self, TrainError> {
+    /// The classifier run at `path`, which must take images of `image` (C, H, W), those of the run it measures.
+    pub fn load(gpu: &Gpu, path: &Path, image: data::ImageShape) -> Result<Self, TrainError> {
         let run = LoadedRun::open(path)?;
         if run.config.model != ModelKind::Classifier.name() {
             return Err(TrainError::Config(format!(
@@ -115,9 +122,18 @@ impl FeatureNet {
                 run.config.model
             )));
         }
+        if run.config.image != image {
+            return Err(TrainError::Config(format!(
+                "--classifier {} was trained on {} images (C x H x W) and the run's are {image}; give a classifier \
+                 trained on the run's data, or leave --classifier out to train one",
+                path.display(),
+                run.config.image
+            )));
+        }
         let batch = Self::BATCH;
+        let image = run.config.image;
         let mut graph = Graph::new();
-        let x = graph.input("x", &[batch, 1, 28, 28]);
+        let x = graph.input("x", &crate::models::batch_shape(batch, image));
         let (features, logits) = classifier::forward(&mut graph, x)?;
         let (plan, store) = run.forward_plan(gpu, &graph, "fid features")?;
         Ok(Self {
@@ -128,14 +144,15 @@ impl FeatureNet {
             features,
             logits,
             batch,
+            pixels: image.numel(),
         })
     }
 
-    /// Features (N, 128) and predicted classes (N) of `images` (N, 784) in [0, 1].
+    /// Features (N, 128) and predicted classes (N) of `images` (N, C·H·W) in [0, 1].
     pub fn features(&self, gpu: &Gpu, images: &[f32]) -> Result<(Vec<f32>, Vec<u32>), TrainError> {
         let outputs = [self.features, self.logits];
         let [features, logits]: [Vec<f32>; 2] =
-            run_batched_outputs(gpu, &self.plan, self.x, &outputs, images, 784, self.batch)?
+            run_batched_outputs(gpu, &self.plan, self.x, &outputs, images, self.pixels, self.batch)?
                 .try_into()
                 .expect("two outputs");
         let classes = logits
@@ -161,7 +178,8 @@ pub fn cache_root() -> PathBuf {
     }
 }
 
-/// FNV-1a over the pixels and labels of both splits: names the cached classifier of a dataset.
+/// FNV-1a over the pixels and labels of both splits (and the image shape, when it is not 1x28x28, the shape of
+/// the classifiers cached before runs had other shapes): names the cached classifier of a dataset.
 fn data_hash(splits: &Splits) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -169,6 +187,10 @@ fn data_hash(splits: &Splits) -> u64 {
             hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01B3);
         }
     };
+    let shape = splits.train.shape();
+    if shape != data::ImageShape::MNIST {
+        feed(shape.to_string().as_bytes());
+    }
     for dataset in [&splits.train, &splits.test] {
         feed(&(dataset.len() as u64).to_le_bytes());
         feed(dataset.pixels());
@@ -179,13 +201,39 @@ fn data_hash(splits: &Splits) -> u64 {
     hash
 }
 
-/// The classifier run to take features from: `given`, or one trained with the defaults on `data` and kept in
-/// the cache (trained on first use, which takes minutes; said on stderr).
-pub fn classifier_run(gpu: &Gpu, given: Option<&Path>, data: Option<&PathBuf>) -> Result<PathBuf, TrainError> {
+/// Why FID cannot be measured on `splits` (no labels to train its classifier on, or more classes than it has),
+/// or None when it can.
+pub fn fid_unavailable(splits: &Splits) -> Option<String> {
+    if splits.train.labels().is_none() {
+        return Some(format!(
+            "FID needs a classifier trained on labelled data (IDX labels or one subfolder per class) and {} has \
+             no labels; the sliced Wasserstein distance (swd, in pixel space) is reported instead",
+            splits.train.name()
+        ));
+    }
+    let classes = splits.train.num_classes();
+    (classes > classifier::CLASSES).then(|| {
+        format!(
+            "FID's classifier has {} classes and {} has {classes}; the sliced Wasserstein distance (swd, in pixel \
+             space) is reported instead",
+            classifier::CLASSES,
+            splits.train.name()
+        )
+    })
+}
+
+/// The classifier run to take features from: `given`, or one trained with the defaults on `data` at `image` and
+/// kept in the cache (trained on first use, which takes minutes; said on stderr).
+pub fn classifier_run(
+    gpu: &Gpu,
+    given: Option<&Path>,
+    data: Option<&PathBuf>,
+    image: data::ImageShape,
+) -> Result<PathBuf, TrainError> {
     if let Some(path) = given {
         return Ok(path.to_path_buf());
     }
-    let splits = data::load_run_data(data)?;
+    let splits = data::load_run_data(data, image)?;
     let dir = cache_root().join(format!("classifier-{:016x}", data_hash(&splits)));
     let finished = LoadedRun::open(&dir).ok().is_some_and(|run| {
         let metrics = run.dir.metrics().map(|m| m.len() as u64).unwrap_or(0);
@@ -209,6 +257,7 @@ pub fn classifier_run(gpu: &Gpu, given: Option<&Path>, data: Option<&PathBuf>) -
     }
     let request = TrainRequest {
         data: if resume { None } else { data.cloned() },
+        image: (!resume).then_some(image),
         run: if resume { None } else { Some(dir.clone()) },
         resume: resume.then(|| dir.clone()),
         ..TrainRequest::new(ModelKind::Classifier)
@@ -226,7 +275,7 @@ pub fn real_subset(dataset: &Dataset, n: usize, seed: u64) -> Vec<f32> {
     images
 }
 
-/// FID of `generated` (N, 784) in [0, 1] against the whole test set, its floor (N real training images against
+/// FID of `generated` (N, C·H·W) in [0, 1] against the whole test set, its floor (N real training images against
 /// the test set), and the generated images' class histogram and entropy by the classifier.
 pub fn fid_report(
     gpu: &Gpu,
@@ -235,7 +284,7 @@ pub fn fid_report(
     splits: &Splits,
     seed: u64,
 ) -> Result<serde_json::Value, TrainError> {
-    let n = generated.len() / 784;
+    let n = generated.len() / splits.test.shape().numel();
     let dim = classifier::FEATURES;
     let test_images = real_subset(&splits.test, splits.test.len(), seed);
     let (test_features, _) = net.features(gpu, &test_images)?;
@@ -258,9 +307,10 @@ pub fn fid_report(
     }))
 }
 
-/// Adds FID, its floor and the samples' class histogram to `report`, for `samples` (N, 784) in [0, 1], and the
+/// Adds FID, its floor and the samples' class histogram to `report`, for `samples` (N, C·H·W) in [0, 1], and the
 /// sliced Wasserstein distance (`crate::swd`) between the samples and N test images, with its floor (N real
-/// training images against the same test images).
+/// training images against the same test images). On data FID cannot use ([`fid_unavailable`]) the report has
+/// the SWD alone and `fid_skipped` says why.
 pub fn add_fid(
     gpu: &Gpu,
     report: &mut serde_json::Value,
@@ -269,19 +319,26 @@ pub fn add_fid(
     run: &LoadedRun,
     options: &EvalOptions,
 ) -> Result<(), TrainError> {
-    let n = samples.len() / 784;
+    let pixels = splits.test.shape().numel();
+    let n = samples.len() / pixels;
     if n < 2 || splits.train.len() < n {
         return Err(TrainError::Config(format!(
             "--fid-n {n}: FID needs at least 2 samples and no more than the {} training images of the floor",
             splits.train.len()
         )));
     }
-    let classifier = classifier_run(gpu, options.classifier.as_deref(), run.config.data.as_ref())?;
-    let net = FeatureNet::load(gpu, &classifier)?;
-    let fid = fid_report(gpu, &net, samples, splits, run.config.seed)?;
-    if let Some(map) = fid.as_object() {
-        for (key, value) in map {
-            report[key] = value.clone();
+    match fid_unavailable(splits).filter(|_| options.classifier.is_none()) {
+        Some(reason) => report["fid_skipped"] = json!(reason),
+        None => {
+            let data = run.config.data.as_ref();
+            let classifier = classifier_run(gpu, options.classifier.as_deref(), data, run.config.image)?;
+            let net = FeatureNet::load(gpu, &classifier, run.config.image)?;
+            let fid = fid_report(gpu, &net, samples, splits, run.config.seed)?;
+            if let Some(map) = fid.as_object() {
+                for (key, value) in map {
+                    report[key] = value.clone();
+                }
+            }
         }
     }
     if options.projections > 0 {
@@ -290,9 +347,15 @@ pub fn add_fid(
         let test = real_subset(&splits.test, count, run.config.seed);
         let real = real_subset(&splits.train, count, run.config.seed);
         let (seed, projections) = (run.config.seed, options.projections);
-        let samples = &samples[..count * 784];
-        report["swd"] = json!(crate::swd::sliced_wasserstein(samples, &test, 784, projections, seed));
-        report["swd_floor"] = json!(crate::swd::sliced_wasserstein(&real, &test, 784, projections, seed));
+        let samples = &samples[..count * pixels];
+        report["swd"] = json!(crate::swd::sliced_wasserstein(
+            samples,
+            &test,
+            pixels,
+            projections,
+            seed
+        ));
+        report["swd_floor"] = json!(crate::swd::sliced_wasserstein(&real, &test, pixels, projections, seed));
         report["swd_n"] = json!(count);
         report["swd_projections"] = json!(projections);
     }
@@ -313,8 +376,15 @@ pub fn add_measured_sets(
     if sets.is_empty() {
         return Ok(());
     }
-    let classifier = classifier_run(gpu, options.classifier.as_deref(), run.config.data.as_ref())?;
-    let net = FeatureNet::load(gpu, &classifier)?;
+    if let Some(reason) = fid_unavailable(splits).filter(|_| options.classifier.is_none()) {
+        for set in sets {
+            report[&set.name] = json!({ "description": set.description, "n": set.images.len() / splits.test.shape().numel(), "fid_skipped": reason });
+        }
+        return Ok(());
+    }
+    let data = run.config.data.as_ref();
+    let classifier = classifier_run(gpu, options.classifier.as_deref(), data, run.config.image)?;
+    let net = FeatureNet::load(gpu, &classifier, run.config.image)?;
     let dim = classifier::FEATURES;
     let test_images = real_subset(&splits.test, splits.test.len(), run.config.seed);
     let (test_features, _) = net.features(gpu, &test_images)?;
@@ -368,7 +438,9 @@ pub fn completion_benchmark(
     options: &EvalOptions,
 ) -> Result<serde_json::Value, TrainError> {
     use crate::diffusion::completion;
-    let splits = data::load_run_data(run.config.data.as_ref())?;
+    let image = run.config.image;
+    let pixels = image.numel();
+    let splits = data::load_run_data(run.config.data.as_ref(), image)?;
     let test = &splits.test;
     let n = options.inpaint_n.min(test.len());
     if n < 2 || splits.train.len() < n {
@@ -379,13 +451,13 @@ pub fn completion_benchmark(
         )));
     }
     let indices: Vec<usize> = (0..n).collect();
-    let mut originals = vec![0.0f32; n * 784];
+    let mut originals = vec![0.0f32; n * pixels];
     test.fill_images(&indices, PixelRange::ZeroToOne, &mut originals);
     let mut labels = vec![0u32; n];
     let labelled = test.fill_labels(&indices, &mut labels);
-    let mut masks = Vec::with_capacity(n * 784);
+    let mut masks = Vec::with_capacity(n * pixels);
     for i in 0..n {
-        masks.extend(mask.mask(i, run.config.seed)?);
+        masks.extend(mask.mask_for(i, run.config.seed, image)?);
     }
     let diffusion = crate::recipe::DiffusionOptions {
         sampler: "ddim".into(),
@@ -412,8 +484,27 @@ pub fn completion_benchmark(
     )?
     .len();
 
-    let classifier = classifier_run(gpu, options.classifier.as_deref(), run.config.data.as_ref())?;
-    let net = FeatureNet::load(gpu, &classifier)?;
+    let known_pixels = masks.iter().filter(|&&m| m == 1.0).count();
+    let mut report = json!({
+        "model": run.config.model,
+        "mask": mask.name(),
+        "images": n,
+        "regenerated_fraction": 1.0 - known_pixels as f64 / masks.len() as f64,
+        "sampler": format!("ddim, {} steps", options.inpaint_steps),
+        "resample": options.resample,
+        "jump": options.jump,
+        "network_evaluations": evaluations,
+        "seconds": seconds,
+        "seam_score": completion::seam_score(&completed, &masks, image),
+        "seam_score_of_real_images": completion::seam_score(&originals, &masks, image),
+        "max_known_pixel_change": completion::max_known_change(&completed, &originals, &masks),
+    });
+    if let Some(reason) = fid_unavailable(&splits).filter(|_| options.classifier.is_none()) {
+        report["fid_skipped"] = json!(reason);
+        return Ok(report);
+    }
+    let classifier = classifier_run(gpu, options.classifier.as_deref(), run.config.data.as_ref(), image)?;
+    let net = FeatureNet::load(gpu, &classifier, run.config.image)?;
     let dim = classifier::FEATURES;
     let test_images = real_subset(test, test.len(), run.config.seed);
     let (test_features, _) = net.features(gpu, &test_images)?;
@@ -424,24 +515,13 @@ pub fn completion_benchmark(
     let accuracy = |predicted: &[u32]| {
         labelled.then(|| predicted.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / n as f64)
     };
-    let known_pixels = masks.iter().filter(|&&m| m == 1.0).count();
-    Ok(json!({
-        "model": run.config.model,
-        "mask": mask.name(),
-        "images": n,
-        "regenerated_fraction": 1.0 - known_pixels as f64 / masks.len() as f64,
-        "sampler": format!("ddim, {} steps", options.inpaint_steps),
-        "resample": options.resample,
-        "jump": options.jump,
-        "network_evaluations": evaluations,
-        "seconds": seconds,
-        "accuracy_on_completions": accuracy(&classes),
-        "accuracy_on_originals": accuracy(&original_classes),
-        "fid": frechet_distance(&FeatureStatistics::new(&features, dim), &test_stats),
-        "fid_floor": frechet_distance(&FeatureStatistics::new(&real_features, dim), &test_stats),
-        "fid_classifier": net.run,
-        "seam_score": completion::seam_score(&completed, &masks),
-        "seam_score_of_real_images": completion::seam_score(&originals, &masks),
-        "max_known_pixel_change": completion::max_known_change(&completed, &originals, &masks),
-    }))
+    report["accuracy_on_completions"] = json!(accuracy(&classes));
+    report["accuracy_on_originals"] = json!(accuracy(&original_classes));
+    report["fid"] = json!(frechet_distance(&FeatureStatistics::new(&features, dim), &test_stats));
+    report["fid_floor"] = json!(frechet_distance(
+        &FeatureStatistics::new(&real_features, dim),
+        &test_stats
+    ));
+    report["fid_classifier"] = json!(net.run);
+    Ok(report)
 }

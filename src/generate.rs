@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::checkpoint::Checkpoint;
-use crate::data::{Dataset, PixelRange};
+use crate::data::{Dataset, ImageShape, PixelRange};
 use crate::error::TrainError;
 use crate::gpu::{BufferRole, Gpu, GpuError};
 use crate::graph::{Graph, GraphError, TensorId};
@@ -50,7 +50,12 @@ impl LoadedRun {
 
     /// The run's test set.
     pub fn test_set(&self) -> Result<Dataset, TrainError> {
-        Ok(crate::data::load_run_data(self.config.data.as_ref())?.test)
+        Ok(crate::data::load_run_data(self.config.data.as_ref(), self.config.image)?.test)
+    }
+
+    /// (C, H, W) of the run's images.
+    pub fn image(&self) -> ImageShape {
+        self.config.image
     }
 
     /// The metadata every report starts with.
@@ -131,7 +136,7 @@ pub fn gpu_normals(gpu: &Gpu, n: usize, seed: u64, stream: u32) -> Result<Vec<f3
     Ok(values)
 }
 
-/// The first `count` test images, (count, 784) in [0, 1].
+/// The first `count` test images, (count, C·H·W) in [0, 1].
 pub fn test_images(dataset: &Dataset, count: usize) -> Vec<f32> {
     let indices: Vec<usize> = (0..count.min(dataset.len())).collect();
     let mut images = vec![0.0f32; indices.len() * dataset.shape().numel()];
@@ -144,48 +149,56 @@ pub fn to_unit(images: &[f32]) -> Vec<f32> {
     images.iter().map(|v| ((v + 1.0) * 0.5).clamp(0.0, 1.0)).collect()
 }
 
-/// Rows of 8 originals above rows of their 8 reconstructions (28x28 images).
-pub fn pairs_grid(originals: &[f32], reconstructions: &[f32], count: usize) -> image::RgbImage {
-    let mut interleaved = Vec::with_capacity(count * 2 * 784);
+/// Rows of 8 originals above rows of their 8 reconstructions, images of `image` (C, H, W).
+pub fn pairs_grid(originals: &[f32], reconstructions: &[f32], count: usize, image: ImageShape) -> image::RgbImage {
+    let pixels = image.numel();
+    let mut interleaved = Vec::with_capacity(count * 2 * pixels);
     for row in 0..count.div_ceil(8) {
         let range = row * 8..((row + 1) * 8).min(count);
         for source in [originals, reconstructions] {
             for i in range.clone() {
-                interleaved.extend_from_slice(&source[i * 784..(i + 1) * 784]);
+                interleaved.extend_from_slice(&source[i * pixels..(i + 1) * pixels]);
             }
             for _ in range.len()..8 {
-                interleaved.extend(std::iter::repeat_n(0.0, 784));
+                interleaved.extend(std::iter::repeat_n(0.0, pixels));
             }
         }
     }
-    let n = interleaved.len() / 784;
-    run::image_grid(&interleaved, [n, 1, 28, 28], 8)
+    let n = interleaved.len() / pixels;
+    run::image_grid(&interleaved, grid_shape(n, image), 8)
+}
+
+/// [N, C, H, W] of `n` images of `image`: the shape `run::image_grid` and `run::save_npy` take.
+pub fn grid_shape(n: usize, image: ImageShape) -> [usize; 4] {
+    [n, image.channels, image.height, image.width]
 }
 
 /// grid.png shows at most this many samples (16 x 16); samples.npy holds them all.
 pub const GRID_LIMIT: usize = 256;
 
-/// grid.png (the first [`GRID_LIMIT`] in a square-ish grid, at least 8 wide) and samples.npy (all of them,
-/// [N, 1, 28, 28]) of `images` in [0, 1].
-pub fn write_samples(dir: &Path, images: &[f32]) -> Result<(PathBuf, PathBuf), TrainError> {
-    write_samples_in_columns(dir, images, None)
+/// grid.png (the first [`GRID_LIMIT`] in a square-ish grid, at least 8 wide; RGB for 3-channel images) and
+/// samples.npy (all of them, [N, C, H, W]) of `images` of `image` in [0, 1].
+pub fn write_samples(dir: &Path, images: &[f32], image: ImageShape) -> Result<(PathBuf, PathBuf), TrainError> {
+    write_samples_in_columns(dir, images, image, None)
 }
 
 /// [`write_samples`] with the grid's number of columns given (one row per class), else about square.
 pub fn write_samples_in_columns(
     dir: &Path,
     images: &[f32],
+    image: ImageShape,
     columns: Option<usize>,
 ) -> Result<(PathBuf, PathBuf), TrainError> {
-    let n = images.len() / 784;
+    let pixels = image.numel();
+    let n = images.len() / pixels;
     let shown = n.min(GRID_LIMIT);
     let (grid, npy) = (dir.join("grid.png"), dir.join("samples.npy"));
     let columns = columns.unwrap_or_else(|| 8.max((shown as f64).sqrt().ceil() as usize));
     run::save_png(
         &grid,
-        &run::image_grid(&images[..shown * 784], [shown, 1, 28, 28], columns),
+        &run::image_grid(&images[..shown * pixels], grid_shape(shown, image), columns),
     )?;
-    run::save_npy(&npy, images, &[n, 1, 28, 28])?;
+    run::save_npy(&npy, images, &grid_shape(n, image))?;
     Ok((grid, npy))
 }
 
@@ -219,8 +232,8 @@ pub enum Prior {
     FittedToTestCodes,
 }
 
-/// A graph builder at a batch size: (graph, input, output).
-pub type GraphFn = fn(usize) -> Result<(Graph, TensorId, TensorId), GraphError>;
+/// A graph builder at a batch size for images of a shape (C, H, W): (graph, input, output).
+pub type GraphFn = fn(usize, ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError>;
 
 /// A model that decodes latent codes to images (and may encode images to codes): what sample, reconstruct and
 /// interpolate need to know of it.
@@ -228,7 +241,7 @@ pub type GraphFn = fn(usize) -> Result<(Graph, TensorId, TensorId), GraphError>;
 pub struct Codec {
     /// Width of a code.
     pub latent: usize,
-    /// x (batch, 784 or 1x28x28) in [0, 1] -> the code (the posterior mean for the vae); None without an encoder.
+    /// x (batch, C·H·W or C x H x W) in [0, 1] -> the code (the posterior mean for the vae); None without an encoder.
     pub encoder: Option<GraphFn>,
     /// z (batch, latent) -> images in `output_range`.
     pub decoder: GraphFn,
@@ -237,21 +250,21 @@ pub struct Codec {
     pub prior: Prior,
 }
 
-/// Latent codes of `images` (N, 784) in [0, 1].
+/// Latent codes of `images` (N, C·H·W) in [0, 1].
 pub fn encode(gpu: &Gpu, run: &LoadedRun, codec: &Codec, images: &[f32]) -> Result<Vec<f32>, TrainError> {
     let batch = 64;
     let Some(encoder) = codec.encoder else {
         return Err(TrainError::Config(format!("{} runs have no encoder", run.config.model)));
     };
-    let (graph, x, code) = encoder(batch)?;
+    let (graph, x, code) = encoder(batch, run.image())?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "encode")?;
-    run_batched(gpu, &plan, x, code, images, 784, batch)
+    run_batched(gpu, &plan, x, code, images, run.image().numel(), batch)
 }
 
-/// Images (N, 784) in [0, 1] from latent codes.
+/// Images (N, C·H·W) in [0, 1] from latent codes.
 pub fn decode(gpu: &Gpu, run: &LoadedRun, codec: &Codec, codes: &[f32]) -> Result<Vec<f32>, TrainError> {
     let batch = 64;
-    let (graph, z, images) = (codec.decoder)(batch)?;
+    let (graph, z, images) = (codec.decoder)(batch, run.image())?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "decode")?;
     let images = run_batched(gpu, &plan, z, images, codes, codec.latent, batch)?;
     Ok(match codec.output_range {
@@ -279,7 +292,7 @@ fn diagonal_gaussian(codes: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// `latent sample` of a latent-code model: `n` codes from its prior, decoded. grid.png and samples.npy (float32,
-/// [N, 1, 28, 28], values in [0, 1]).
+/// [N, C, H, W], values in [0, 1]).
 pub fn sample(
     gpu: &Gpu,
     run: &LoadedRun,
@@ -307,11 +320,11 @@ pub fn sample(
         Prior::Normal => normals,
     };
     let images = decode(gpu, run, codec, &codes)?;
-    let (grid, samples) = write_samples(&run.out_dir(out)?, &images)?;
+    let (grid, samples) = write_samples(&run.out_dir(out)?, &images, run.image())?;
     Ok(json!({ "grid": grid, "grid_images": n.min(GRID_LIMIT), "samples": samples, "n": n }))
 }
 
-/// `n` images (N, 784) in [0, 1] decoded from prior codes z ~ N(0, I) drawn from `seed`: what FID measures.
+/// `n` images (N, C·H·W) in [0, 1] decoded from prior codes z ~ N(0, I) drawn from `seed`: what FID measures.
 pub fn prior_samples(gpu: &Gpu, run: &LoadedRun, codec: &Codec, n: usize, seed: u64) -> Result<Vec<f32>, TrainError> {
     let codes = gpu_normals(gpu, n * codec.latent, seed, SAMPLE_STREAM + 3)?;
     decode(gpu, run, codec, &codes)
@@ -329,8 +342,9 @@ pub fn reconstruct(
     let images = test_images(&test, n.max(1));
     let reconstructions = decode(gpu, run, codec, &encode(gpu, run, codec, &images)?)?;
     let file = run.out_dir(out)?.join("reconstruct.png");
-    run::save_png(&file, &pairs_grid(&images, &reconstructions, images.len() / 784))?;
-    Ok(json!({ "image": file, "n": images.len() / 784 }))
+    let n = images.len() / run.image().numel();
+    run::save_png(&file, &pairs_grid(&images, &reconstructions, n, run.image()))?;
+    Ok(json!({ "image": file, "n": n }))
 }
 
 /// `latent interpolate`: for `pairs` pairs of test images, `steps` decoded points on the straight line between
@@ -346,6 +360,8 @@ pub fn interpolate(
 ) -> Result<Value, TrainError> {
     let steps = steps.max(2);
     let dim = codec.latent;
+    let image = run.image();
+    let pixels = image.numel();
     let walk_between = |ends: &[f32]| {
         let mut walk = Vec::with_capacity(ends.len() / 2 * steps);
         for pair in ends.chunks(2 * dim) {
@@ -362,23 +378,26 @@ pub fn interpolate(
         let pairs = pairs.max(1);
         let ends = gpu_normals(gpu, 2 * pairs * dim, run.config.seed, SAMPLE_STREAM + 2)?;
         let decoded = decode(gpu, run, codec, &walk_between(&ends))?;
-        run::save_png(&file, &run::image_grid(&decoded, [pairs * steps, 1, 28, 28], steps))?;
+        run::save_png(
+            &file,
+            &run::image_grid(&decoded, grid_shape(pairs * steps, image), steps),
+        )?;
         return Ok(json!({ "image": file, "pairs": pairs, "steps": steps }));
     }
     let test = run.test_set()?;
     let images = test_images(&test, 2 * pairs.max(1));
-    let pairs = images.len() / 784 / 2;
+    let pairs = images.len() / pixels / 2;
     let codes = encode(gpu, run, codec, &images)?;
     let decoded = decode(gpu, run, codec, &walk_between(&codes[..2 * pairs * dim]))?;
     let mut rows = Vec::new();
     for p in 0..pairs {
-        rows.extend_from_slice(&images[2 * p * 784..(2 * p + 1) * 784]);
-        rows.extend_from_slice(&decoded[p * steps * 784..(p + 1) * steps * 784]);
-        rows.extend_from_slice(&images[(2 * p + 1) * 784..(2 * p + 2) * 784]);
+        rows.extend_from_slice(&images[2 * p * pixels..(2 * p + 1) * pixels]);
+        rows.extend_from_slice(&decoded[p * steps * pixels..(p + 1) * steps * pixels]);
+        rows.extend_from_slice(&images[(2 * p + 1) * pixels..(2 * p + 2) * pixels]);
     }
     run::save_png(
         &file,
-        &run::image_grid(&rows, [pairs * (steps + 2), 1, 28, 28], steps + 2),
+        &run::image_grid(&rows, grid_shape(pairs * (steps + 2), image), steps + 2),
     )?;
     Ok(json!({ "image": file, "pairs": pairs, "steps": steps }))
 }

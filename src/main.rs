@@ -71,7 +71,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Generate images: grid.png and samples.npy ([N, 1, 28, 28] float32 in [0, 1]).
+    /// Generate images: grid.png (RGB for colour runs) and samples.npy ([N, C, H, W] float32 in [0, 1]; the run's
+    /// image shape, 1x28x28 for MNIST).
     Sample {
         #[arg(long)]
         run: PathBuf,

@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
-use crate::data::{Dataset, PixelRange, Splits};
+use crate::data::{Dataset, ImageShape, PixelRange, Splits};
 use crate::error::TrainError;
 use crate::generate::{self, gpu_normals, pairs_grid, Codec, LoadedRun, Prior};
 use crate::gpu::Gpu;
@@ -114,7 +114,7 @@ pub struct EvalOptions {
     #[arg(long, default_value_t = 512)]
     pub projections: usize,
     /// The completion benchmark instead (ddpm, ldm): mask test images with `box`, `left`, `bottom`, `strokes` or
-    /// a 28x28 PNG (white keeps), complete them, and report the classifier's accuracy on the completions against
+    /// a PNG of the run's size (white keeps), complete them, and report the classifier's accuracy on the completions against
     /// the original labels, their FID, the seam score and the largest change of a known pixel.
     #[arg(long, value_name = "MASK")]
     pub inpaint: Option<crate::diffusion::completion::MaskKind>,
@@ -323,7 +323,7 @@ pub struct InpaintRequest {
 pub struct MeasuredSet {
     pub name: String,
     pub description: String,
-    /// (N, 784) in [0, 1]
+    /// (N, C·H·W) in [0, 1]
     pub images: Vec<f32>,
     /// The class each image was asked to be.
     pub labels: Option<Vec<u32>>,
@@ -340,7 +340,7 @@ pub struct Prerequisite {
     pub epochs: u64,
 }
 
-/// What a completion is asked: known images (N, 784) in [0, 1] and their masks (N, 784; 1 keeps the pixel), the
+/// What a completion is asked: known images (N, C·H·W) in [0, 1] and their masks (N, C·H·W; 1 keeps the pixel), the
 /// sampler, RePaint's resamplings and jump length, the seed.
 pub struct Completion<'a> {
     pub images: &'a [f32],
@@ -354,7 +354,7 @@ pub struct Completion<'a> {
 
 /// `latent inpaint`, for a model that [completes](Recipe::complete): for each (image, mask) pair, `n` completions;
 /// inpaint.png has one row per pair (original | masked input, regenerated pixels mid-grey | completions), and
-/// inpainted.npy ([pairs * n, 1, 28, 28] in [0, 1]). Reports the largest change of a known pixel (0: they are put
+/// inpainted.npy ([pairs * n, C, H, W] in [0, 1]). Reports the largest change of a known pixel (0: they are put
 /// back exactly).
 pub fn inpaint_with(
     recipe: &dyn Recipe,
@@ -363,28 +363,33 @@ pub fn inpaint_with(
     request: &InpaintRequest,
 ) -> Result<Value, TrainError> {
     use crate::diffusion::completion;
-    const PIXELS: usize = 784;
+    let shape = run.config.image;
+    let (c, h, w) = (shape.channels, shape.height, shape.width);
+    let pixels = shape.numel();
     let n = request.n.max(1);
     let pairs: Vec<(Vec<f32>, Vec<f32>)> = match &request.source {
         InpaintSource::Files { image, mask } => {
-            vec![(completion::load_known_image(image)?, completion::load_mask(mask)?)]
+            vec![(
+                completion::load_known_image(image, shape)?,
+                completion::load_mask(mask, shape)?,
+            )]
         }
         InpaintSource::Demo { images } => {
             let test = run.test_set()?;
-            let pixels = generate::test_images(&test, (*images).clamp(1, test.len()));
+            let images_of_test = generate::test_images(&test, (*images).clamp(1, test.len()));
             let masks = [completion::MaskKind::Box, completion::MaskKind::BottomHalf];
             let mut pairs = Vec::new();
             for kind in masks {
-                for image in pixels.chunks(PIXELS) {
-                    pairs.push((image.to_vec(), kind.mask(0, 0)?));
+                for image in images_of_test.chunks(pixels) {
+                    pairs.push((image.to_vec(), kind.mask_for(0, 0, shape)?));
                 }
             }
             pairs
         }
     };
     let total = pairs.len() * n;
-    let mut images = Vec::with_capacity(total * PIXELS);
-    let mut masks = Vec::with_capacity(total * PIXELS);
+    let mut images = Vec::with_capacity(total * pixels);
+    let mut masks = Vec::with_capacity(total * pixels);
     for (image, mask) in &pairs {
         for _ in 0..n {
             images.extend_from_slice(image);
@@ -401,20 +406,17 @@ pub fn inpaint_with(
         progress: request.progress,
     };
     let completed = recipe.complete(gpu, run, &completion)?;
-    let mut grid = Vec::with_capacity(pairs.len() * (n + 2) * PIXELS);
+    let mut grid = Vec::with_capacity(pairs.len() * (n + 2) * pixels);
     for (p, (image, mask)) in pairs.iter().enumerate() {
         grid.extend_from_slice(image);
         grid.extend(image.iter().zip(mask).map(|(&v, &m)| if m == 1.0 { v } else { 0.5 }));
-        grid.extend_from_slice(&completed[p * n * PIXELS..(p + 1) * n * PIXELS]);
+        grid.extend_from_slice(&completed[p * n * pixels..(p + 1) * n * pixels]);
     }
     let dir = run.out_dir(request.out.as_deref())?;
     let file = dir.join("inpaint.png");
-    run::save_png(
-        &file,
-        &run::image_grid(&grid, [pairs.len() * (n + 2), 1, 28, 28], n + 2),
-    )?;
+    run::save_png(&file, &run::image_grid(&grid, [pairs.len() * (n + 2), c, h, w], n + 2))?;
     let npy = dir.join("inpainted.npy");
-    run::save_npy(&npy, &completed, &[total, 1, 28, 28])?;
+    run::save_npy(&npy, &completed, &[total, c, h, w])?;
     Ok(json!({
         "image": file,
         "samples": npy,
@@ -471,12 +473,24 @@ pub trait Recipe: Sync {
         Ok(())
     }
 
-    /// The graph of the training step (its first plan) at batch `batch` with the default configuration.
-    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError>;
+    /// The graph of the training step (its first plan) at batch `batch` on images of `image` (C, H, W) with the
+    /// default configuration.
+    fn train_graph(&self, batch: usize, image: ImageShape) -> Result<TrainGraph, GraphError>;
+
+    /// The model takes images whose height and width are multiples of this (2 to the number of its halvings).
+    fn image_multiple(&self) -> usize {
+        4
+    }
+
+    /// The one image shape the model takes, for a model not yet built from the data's shape (the ldm and its
+    /// first stage: 1x28x28).
+    fn only_image(&self) -> Option<ImageShape> {
+        None
+    }
 
     /// Refuses a configuration that cannot train (a batch the adapter cannot hold) before any data is loaded.
     fn check(&self, gpu: &Gpu, config: &RunConfig) -> Result<(), TrainError> {
-        let tg = self.train_graph(config.batch)?;
+        let tg = self.train_graph(config.batch, config.image)?;
         plan::check_batch_fits(gpu, &tg.graph, config.batch)?;
         Ok(())
     }
@@ -558,10 +572,37 @@ pub trait Recipe: Sync {
         Err(unsupported(run, Command::Diffuse))
     }
 
-    /// Completions (N, 784) in [0, 1] of the known images outside their masks, the known pixels exactly as given.
+    /// Completions (N, C·H·W) in [0, 1] of the known images outside their masks, the known pixels exactly as given.
     fn complete(&self, _gpu: &Gpu, run: &LoadedRun, _completion: &Completion) -> Result<Vec<f32>, TrainError> {
         Err(unsupported(run, Command::Inpaint))
     }
+}
+
+/// Refuses images of `image` (C, H, W) that `recipe` cannot take, in one line naming the sizes that work and the
+/// flag that changes the size.
+pub fn check_image(recipe: &dyn Recipe, image: ImageShape) -> Result<(), TrainError> {
+    if let Some(only) = recipe.only_image().filter(|&only| only != image) {
+        return Err(TrainError::Config(format!(
+            "{} takes {only} images (C x H x W) only, for now, but the data is {image}; train ddpm, vae, ae, wae or \
+             gan on images of other sizes and colours, or pass --grayscale --image-size {}",
+            recipe.name(),
+            only.height
+        )));
+    }
+    let multiple = recipe.image_multiple();
+    let fits = |side: usize| side > 0 && side.is_multiple_of(multiple);
+    if fits(image.height) && fits(image.width) {
+        return Ok(());
+    }
+    let side = image.height.min(image.width).max(multiple);
+    let below = side / multiple * multiple;
+    Err(TrainError::Config(format!(
+        "{} takes images whose height and width are multiples of {multiple} (e.g. {}), but the data is {image} \
+         (C x H x W); pass --image-size {below} or --image-size {} to train at that size",
+        recipe.name(),
+        crate::models::sizes_that_work(multiple),
+        below + multiple
+    )))
 }
 
 fn unsupported(run: &LoadedRun, command: Command) -> TrainError {
@@ -860,7 +901,12 @@ impl Preview {
             Preview::Samples { plan, output, count } => {
                 plan.run(gpu, 0);
                 let images = plan.read(gpu, *output)?;
-                Ok(Some(run::image_grid(&images, [*count, 1, 28, 28], 8)))
+                let image = splits.test.shape();
+                Ok(Some(run::image_grid(
+                    &images,
+                    [*count, image.channels, image.height, image.width],
+                    8,
+                )))
             }
             Preview::Reconstructions => {
                 let logits = tg.graph.ops.iter().find_map(|op| match op {
@@ -871,7 +917,8 @@ impl Preview {
                 let batch = tg.graph.shape(tg.x)[0];
                 let shown = batch.min(32);
                 let indices: Vec<usize> = (0..batch).map(|i| i % splits.test.len()).collect();
-                let mut images = vec![0.0f32; batch * 784];
+                let image = splits.test.shape();
+                let mut images = vec![0.0f32; batch * image.numel()];
                 splits.test.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
                 eval.write_input(gpu, tg.x, &images)?;
                 eval.run(gpu, 0);
@@ -880,7 +927,7 @@ impl Preview {
                     .iter()
                     .map(|&l| 1.0 / (1.0 + (-l).exp()))
                     .collect();
-                Ok(Some(pairs_grid(&images, &reconstructions, shown)))
+                Ok(Some(pairs_grid(&images, &reconstructions, shown, image)))
             }
             Preview::None => Ok(None),
         }

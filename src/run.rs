@@ -19,6 +19,15 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{write_atomically, CheckpointError};
+use crate::data::ImageShape;
+
+fn mnist_shape() -> ImageShape {
+    ImageShape::MNIST
+}
+
+fn is_mnist_shape(image: &ImageShape) -> bool {
+    *image == ImageShape::MNIST
+}
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const CONFIG: &str = "config.json";
@@ -27,6 +36,8 @@ pub const LOCK: &str = ".lock";
 /// The largest batch latent builds a graph for: far beyond any GPU's memory (`plan::check_batch_fits` refuses
 /// what does not fit long before), but small enough that no shape's element count overflows.
 pub const MAX_BATCH: usize = 1 << 24;
+/// The largest image side a run takes (`--image-size`): with MAX_BATCH, no shape's element count overflows.
+pub const MAX_IMAGE_SIDE: usize = 1024;
 
 /// Errors about run directories, each naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +69,11 @@ pub struct RunConfig {
     pub seed: u64,
     /// The dataset directory, or None for the embedded mnist-10k.
     pub data: Option<PathBuf>,
+    /// (C, H, W) of the images the run trains on and generates: the data's own, or `--image-size` / `--grayscale`.
+    /// Written only when it is not 1x28x28, so that MNIST-shaped runs keep the config.json they always had (and
+    /// files written before runs had it load as 1x28x28).
+    #[serde(default = "mnist_shape", skip_serializing_if = "is_mnist_shape")]
+    pub image: ImageShape,
     pub adapter: String,
     pub latent_version: String,
     /// Each model's own configuration under its name (`"ddpm": {width, groups, schedule}`, `"wae":
@@ -77,6 +93,7 @@ impl RunConfig {
             lr: defaults.lr,
             seed: 0,
             data: None,
+            image: ImageShape::MNIST,
             adapter,
             latent_version: env!("CARGO_PKG_VERSION").into(),
             sections: own
@@ -127,6 +144,13 @@ impl RunConfig {
     pub fn check_sizes(&self) -> Result<(), String> {
         if !(1..=MAX_BATCH).contains(&self.batch) {
             return Err(format!("batch {} is outside 1 ..= {MAX_BATCH}", self.batch));
+        }
+        let image = self.image;
+        let side_fits = |side: usize| (1..=MAX_IMAGE_SIDE).contains(&side);
+        if !matches!(image.channels, 1 | 3) || !side_fits(image.height) || !side_fits(image.width) {
+            return Err(format!(
+                "image {image} (C x H x W): latent takes 1 or 3 channels and sides of 1 to {MAX_IMAGE_SIDE} pixels"
+            ));
         }
         Ok(())
     }
@@ -454,6 +478,34 @@ mod tests {
                 "adapter": "a", "latent_version": "0.1.0",
                 "ddpm": {{"width": 64, "groups": {groups}, "schedule": "linear"}}}}"#
         )
+    }
+
+    /// A config.json written before runs had an image shape loads as 1x28x28; one with a shape keeps it, and an
+    /// impossible one is refused at load.
+    #[test]
+    fn the_image_shape_defaults_to_mnist_and_round_trips() {
+        let path = Path::new("runs/x/config.json");
+        let old = RunConfig::from_json(&ddpm_config_json(8), path).unwrap();
+        assert_eq!(old.image, ImageShape::MNIST);
+        assert!(old.sections.contains_key("ddpm") && !old.sections.contains_key("image"));
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(
+            !text.contains("image"),
+            "an MNIST-shaped run's config.json is as before: {text}"
+        );
+        let colour = RunConfig {
+            image: ImageShape::new(3, 32, 32),
+            ..old
+        };
+        let text = serde_json::to_string_pretty(&colour).unwrap();
+        assert!(text.contains(r#""channels": 3"#), "{text}");
+        assert_eq!(RunConfig::from_json(&text, path).unwrap(), colour);
+        let four_channels = text.replace(r#""channels": 3"#, r#""channels": 4"#);
+        let message = RunConfig::from_json(&four_channels, path).unwrap_err().to_string();
+        assert!(
+            message.contains("image 4x32x32 (C x H x W): latent takes 1 or 3 channels"),
+            "{message}"
+        );
     }
 
     /// The batch is checked at load (the ddpm's own section is checked by its recipe: tests/fuzz_regressions.rs).

@@ -53,11 +53,22 @@ pub struct TrainRequest {
     /// A dataset directory (IDX files in the MNIST layout, or a folder of images); default: embedded mnist-10k.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Train at N x N pixels: each image of a folder is scaled to cover N x N and its centre cut (default: the
+    /// folder's own size when its images agree; IDX data and the embedded mnist-10k keep theirs).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub image_size: Option<usize>,
+    /// Train on grayscale (luma) images even when the folder's images have colour (default: RGB when any has).
+    #[arg(long)]
+    pub grayscale: bool,
+    /// The exact (C, H, W) to train at, set by a caller training a run for another (the ldm's first stage, FID's
+    /// classifier) instead of `--image-size` and `--grayscale`.
+    #[arg(skip)]
+    pub image: Option<ImageShape>,
     /// Where to write the run (default: runs/<model>-<date>-<time>).
     #[arg(long)]
     pub run: Option<PathBuf>,
     /// Continue the run in this directory up to --epochs or --steps.
-    #[arg(long, conflicts_with_all = ["run", "data", "batch", "lr", "seed"])]
+    #[arg(long, conflicts_with_all = ["run", "data", "batch", "lr", "seed", "image_size", "grayscale"])]
     pub resume: Option<PathBuf>,
     /// The model's own flags (`--regularizer`, `--width`, ...), parsed by its recipe.
     #[command(flatten)]
@@ -158,6 +169,9 @@ impl TrainRequest {
             lr: None,
             seed: None,
             data: None,
+            image_size: None,
+            grayscale: false,
+            image: None,
             run: None,
             resume: None,
             options: ModelOptions::default(),
@@ -182,9 +196,9 @@ pub struct TrainSummary {
     pub final_metrics: serde_json::Value,
 }
 
-/// The training graph of `model` at batch size `batch` (its default configuration).
+/// The training graph of `model` at batch size `batch` on MNIST-shaped images (its default configuration).
 pub fn train_graph(model: ModelKind, batch: usize) -> Result<crate::recipe::TrainGraph, crate::graph::GraphError> {
-    model.recipe().train_graph(batch)
+    model.recipe().train_graph(batch, ImageShape::MNIST)
 }
 
 /// Where a `latent train` command writes: the run being resumed, or a new run's directory, not made yet.
@@ -259,8 +273,13 @@ pub fn setup_run(gpu: &Gpu, request: &TrainRequest, recipe: &dyn Recipe) -> Resu
                 )));
             }
             let own = recipe.configure(&request.options)?;
+            let image = match request.image {
+                Some(image) => image,
+                None => data::resolve_shape(request.data.as_deref(), request.image_size, request.grayscale)?,
+            };
             let config = RunConfig {
                 data: request.data.clone(),
+                image,
                 ..RunConfig::new(model, &recipe.defaults(), own, gpu.describe())
             };
             (RunPlace::New(path), config, None)
@@ -381,6 +400,7 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
         .and_then(|()| setup_run(gpu, request, recipe))
         .and_then(|setup| {
             check_parts(&setup.config, setup.resume_from.is_some(), ranks, request.micro_batches)?;
+            crate::recipe::check_image(recipe, setup.config.image)?;
             // Refuse a configuration the adapter cannot hold before loading data or allocating anything.
             recipe.check(gpu, &part_config(&setup.config, ranks * request.micro_batches))?;
             Ok(setup)
@@ -398,8 +418,7 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
         resume_from,
     } = setup?;
     let parts = ranks * request.micro_batches;
-    let splits = data::load_run_data(config.data.as_ref())?;
-    data::check_shape(&splits.train, ImageShape::MNIST)?;
+    let splits = data::load_run_data(config.data.as_ref(), config.image)?;
     let range = recipe.defaults().range;
     let mut batcher = Batcher::new(&splits.train, config.batch, config.seed)?.with_range(range);
     let steps_per_epoch = batcher.steps_per_epoch() as u64;
@@ -674,6 +693,7 @@ fn train_prerequisite(
         batch: (!resume).then_some(config.batch),
         seed: (!resume).then_some(config.seed),
         data: if resume { None } else { config.data.clone() },
+        image: (!resume).then_some(config.image),
         run: (!resume).then(|| first.dir.clone()),
         resume: resume.then(|| first.dir.clone()),
         progress: request.progress,

@@ -30,7 +30,7 @@ fn small() -> DdpmConfig {
 
 #[test]
 fn the_default_unet_has_the_parameters_of_models_md() {
-    let objective = model::objective(&DdpmConfig::default(), 2, (28, 28)).unwrap();
+    let objective = model::objective(&DdpmConfig::default(), 2, latent::data::ImageShape::MNIST).unwrap();
     assert_eq!(objective.graph.parameter_count(), 1_965_121);
     let names: Vec<&str> = objective.graph.params.iter().map(|p| p.name.as_str()).collect();
     for name in [
@@ -64,7 +64,7 @@ fn the_default_unet_has_the_parameters_of_models_md() {
 #[test]
 fn a_small_unet_training_step_matches_the_cpu_reference() {
     let gpu = check::shared_gpu();
-    let (batch, size) = (3, (8, 8));
+    let (batch, size) = (3, latent::data::ImageShape::new(1, 8, 8));
     let config = small();
     let objective = model::objective(&config, batch, size).unwrap();
     let train = TrainOptions {
@@ -224,7 +224,7 @@ fn timesteps_are_reproducible_and_cover_the_schedule() {
 fn sampling_is_finite_and_clamped_and_inpainting_keeps_known_pixels() {
     let gpu = check::shared_gpu();
     let config = small();
-    let (n, size) = (3, (8, 8));
+    let (n, size) = (3, latent::data::ImageShape::new(1, 8, 8));
     let reverse_plan = |sampler: &str, steps: usize, seed: u64, inpaint: bool| {
         let denoiser = model::denoiser(&config, n, size).unwrap();
         let sampler = diffusion::sampler(sampler, steps).unwrap();

@@ -40,8 +40,8 @@ const SPEC: [(&str, &[usize]); 20] = [
 
 #[test]
 fn gan_graphs_have_the_names_shapes_and_count_of_models_md() {
-    let d_step = models::gan::discriminator_step(2).unwrap();
-    let g_step = models::gan::generator_step(2).unwrap();
+    let d_step = models::gan::discriminator_step(2, latent::data::ImageShape::MNIST).unwrap();
+    let g_step = models::gan::generator_step(2, latent::data::ImageShape::MNIST).unwrap();
     for graph in [&d_step.graph, &g_step.graph] {
         assert_eq!(graph.parameter_count(), 679_042);
         for (name, shape) in SPEC {
@@ -86,7 +86,7 @@ fn snapshot(gpu: &latent::gpu::Gpu, store: &ParamStore) -> Vec<(String, bool, Ve
 fn each_gan_plan_updates_only_its_own_network() {
     let gpu = check::shared_gpu();
     let batch = 4;
-    let plans = gan::compile(gpu, batch, 2e-4, 7).unwrap();
+    let plans = gan::compile(gpu, batch, latent::data::ImageShape::MNIST, 2e-4, 7).unwrap();
     plans
         .discriminator
         .write_input(gpu, plans.x, &x_batch(batch, 3))
@@ -130,7 +130,7 @@ fn discriminator_step_matches_the_cpu_reference() {
     let gpu = check::shared_gpu();
     let batch = 4;
     let seed = 11;
-    let d_step = models::gan::discriminator_step(batch).unwrap();
+    let d_step = models::gan::discriminator_step(batch, latent::data::ImageShape::MNIST).unwrap();
     let train = TrainOptions {
         optimizer: gan::optimizer(2e-4),
         update_prefixes: vec![models::gan::DISCRIMINATOR.into()],

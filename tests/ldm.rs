@@ -138,7 +138,7 @@ fn a_small_conditional_unet_training_step_matches_the_cpu_reference() {
         classes: Some(10),
     };
     let batch = 3;
-    let objective = ddpm::objective(&config, batch, (8, 8)).unwrap();
+    let objective = ddpm::objective(&config, batch, latent::data::ImageShape::new(1, 8, 8)).unwrap();
     let x = TestRng::new(7).uniform_vec(batch * 64, -1.0, 1.0);
     let (t, class) = (objective.t, objective.class.unwrap());
     assert_steps_match(&objective.graph, &[(objective.x, x)], &move |step| {
@@ -641,7 +641,7 @@ fn resampling_keeps_the_known_pixels_bit_exact() {
     let n = 3;
     let reverse = ReversePlan::new(
         gpu,
-        ddpm::denoiser(&config, n, (8, 8)).unwrap(),
+        ddpm::denoiser(&config, n, latent::data::ImageShape::new(1, 8, 8)).unwrap(),
         diffusion::sampler("ddim", 6).unwrap(),
         &config.schedule.schedule(),
         SEED,

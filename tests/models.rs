@@ -266,7 +266,7 @@ fn checkpoints_carry_the_names_shapes_and_dtypes_of_models_md() {
 fn vae_forward_and_one_step_match_the_cpu_twin() {
     let gpu = check::shared_gpu();
     let batch = 8;
-    let objective = models::vae::objective(batch).unwrap();
+    let objective = models::vae::objective(batch, latent::data::ImageShape::MNIST).unwrap();
     let train = TrainOptions {
         optimizer: Optimizer::adam(1e-3),
         update_prefixes: vec![],

@@ -17,10 +17,14 @@ use common::{latent, tiny_mnist};
 
 #[test]
 fn parameters_are_the_ae_with_an_8_dimensional_code_and_the_latent_discriminator() {
-    let mmd = wae::objective(2, Regularizer::Mmd).unwrap().graph;
+    let mmd = wae::objective(2, latent::data::ImageShape::MNIST, Regularizer::Mmd)
+        .unwrap()
+        .graph;
     // The ae's 170,193 less 8 codes' worth of enc.5 (8 x 3137) and dec.0 (8 x 3136).
     assert_eq!(mmd.parameter_count(), 120_009);
-    let adversarial = wae::objective(2, Regularizer::Adversarial).unwrap().graph;
+    let adversarial = wae::objective(2, latent::data::ImageShape::MNIST, Regularizer::Adversarial)
+        .unwrap()
+        .graph;
     // disc: 8 x 512 + 512, 512 x 512 + 512, 512 + 1.
     assert_eq!(adversarial.parameter_count(), 120_009 + 267_777);
     let names: Vec<&str> = adversarial.params.iter().map(|p| p.name.as_str()).collect();
@@ -36,7 +40,9 @@ fn parameters_are_the_ae_with_an_8_dimensional_code_and_the_latent_discriminator
     }
     // The discriminator's step holds the encoder and the discriminator under the same names (one store serves
     // both plans): all but the decoder's 28,224 + 32,800 + 513.
-    let d_step = wae::discriminator_step(2).unwrap().graph;
+    let d_step = wae::discriminator_step(2, latent::data::ImageShape::MNIST)
+        .unwrap()
+        .graph;
     assert_eq!(d_step.parameter_count(), adversarial.parameter_count() - 61_537);
 }
 
@@ -84,15 +90,15 @@ fn step_matches_reference(graph: &latent::graph::Graph, x_id: latent::graph::Ten
 
 #[test]
 fn mmd_step_matches_the_cpu_reference() {
-    let o = wae::objective(4, Regularizer::Mmd).unwrap();
+    let o = wae::objective(4, latent::data::ImageShape::MNIST, Regularizer::Mmd).unwrap();
     step_matches_reference(&o.graph, o.x, &[]);
 }
 
 #[test]
 fn adversarial_steps_match_the_cpu_reference() {
-    let d = wae::discriminator_step(4).unwrap();
+    let d = wae::discriminator_step(4, latent::data::ImageShape::MNIST).unwrap();
     step_matches_reference(&d.graph, d.x, &[wae::DISCRIMINATOR]);
-    let o = wae::objective(4, Regularizer::Adversarial).unwrap();
+    let o = wae::objective(4, latent::data::ImageShape::MNIST, Regularizer::Adversarial).unwrap();
     step_matches_reference(&o.graph, o.x, &wae::AUTOENCODER);
 }
 

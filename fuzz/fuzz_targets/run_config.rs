@@ -25,9 +25,9 @@ fuzz_target!(|data: &[u8]| {
     if model.recipe().check_config(&config).is_err() {
         return;
     }
-    let _ = model.recipe().train_graph(config.batch);
+    let _ = model.recipe().train_graph(config.batch, config.image);
     if config.model == "ddpm" {
         let ddpm: latent::models::ddpm::DdpmConfig = config.model_config().expect("checked above");
-        let _ = latent::models::ddpm::objective(&ddpm, config.batch, (28, 28));
+        let _ = latent::models::ddpm::objective(&ddpm, config.batch, config.image);
     }
 });

@@ -9,8 +9,9 @@
 
 use std::fmt;
 
-/// The shape of one image: channels, height, width. Displays as `CxHxW`, e.g. `1x28x28`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The shape of one image: channels, height, width. Displays as `CxHxW`, e.g. `1x28x28`; config.json keeps it as
+/// `{"channels": 1, "height": 28, "width": 28}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ImageShape {
     pub channels: usize,
     pub height: usize,

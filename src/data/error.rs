@@ -132,6 +132,29 @@ pub enum DataError {
         file_bytes: usize,
     },
 
+    /// A folder's images are not all one size and no training size was given.
+    #[error(
+        "{}: the images are not all one size ({}); pass --image-size N to train at N x N (each image is scaled \
+         to cover N x N and its centre cut), e.g. --image-size {suggested}",
+        path.display(),
+        examples.join(", ")
+    )]
+    MixedSizes {
+        path: PathBuf,
+        /// "32x32 (a.png)" for a few of the sizes found.
+        examples: Vec<String>,
+        suggested: usize,
+    },
+
+    /// A flag asks an IDX dataset for a size or colour its files do not have (IDX images are never resized).
+    #[error("{}: the IDX images are {found} (C x H x W); {flag} cannot change that (IDX images are never \
+             resized); drop {flag}, or convert the data to a folder of PNG images", path.display())]
+    IdxNotResizable {
+        path: PathBuf,
+        found: ImageShape,
+        flag: String,
+    },
+
     /// A folder holds no images where some were expected.
     #[error("{}: no images found; {hint}", path.display())]
     EmptyFolder { path: PathBuf, hint: String },

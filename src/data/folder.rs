@@ -14,7 +14,11 @@
 //!   2 to 9 images gives its last image; a class of one image gives none.
 //! - Files are matched by extension, case-insensitively: `.png`, `.jpg`, `.jpeg`. Other files, hidden files
 //!   (starting with `.`) and folders below the class level are ignored.
-//! - Colour: 1-channel models get luma (`to_luma8`), 3-channel models get RGB (`to_rgb8`); alpha is dropped.
+//! - Colour: 1-channel models get luma (`to_luma8`), 3-channel models get RGB (`to_rgb8`). An image with an alpha
+//!   channel is first composited onto black (each channel times alpha / 255), so a transparent background reads
+//!   as black, the background of MNIST; then it is fitted and converted like any other.
+//! - [`survey_folder`] reads only the headers: the sizes the folder holds and whether any file stores colour,
+//!   from which `crate::data::resolve_shape` picks the (C, H, W) a new run trains at.
 //! - Size: `Fit::CenterCrop` (the default) scales the image so it covers H x W and cuts the centre, keeping the
 //!   aspect ratio; `Fit::Stretch` scales each axis to H x W. Both use a triangle (bilinear) filter.
 
@@ -175,9 +179,78 @@ pub fn decode_image(bytes: &[u8], path: &Path, shape: ImageShape, fit: Fit) -> R
         });
     }
     drop(header);
-    let decoded = reader()?.decode().map_err(decode_error)?;
+    let decoded = composite_onto_black(reader()?.decode().map_err(decode_error)?);
     let fitted = fit_image(decoded, shape, fit);
     Ok(to_chw(&fitted, shape))
+}
+
+/// An image with alpha as RGB composited onto black: c' = c * alpha / 255 (rounded); others unchanged.
+fn composite_onto_black(image: DynamicImage) -> DynamicImage {
+    if !image.color().has_alpha() {
+        return image;
+    }
+    let mut rgba = image.to_rgba8();
+    for pixel in rgba.pixels_mut() {
+        let alpha = pixel[3] as u32;
+        for channel in 0..3 {
+            pixel[channel] = ((pixel[channel] as u32 * alpha + 127) / 255) as u8;
+        }
+    }
+    DynamicImage::ImageRgba8(rgba).into_rgb8().into()
+}
+
+/// What the headers of a folder's images say, read without decoding any pixels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderSurvey {
+    /// Each distinct (width, height) with the first file (in sorted order) of that size.
+    pub sizes: Vec<((u32, u32), PathBuf)>,
+    /// The first file whose colour type holds colour (RGB, RGBA, palette), if any.
+    pub colour_example: Option<PathBuf>,
+    pub files: usize,
+}
+
+/// Reads the header of every image of `dir` (either layout of the module documentation).
+pub fn survey_folder(dir: &Path) -> Result<FolderSurvey, DataError> {
+    if !dir.is_dir() {
+        return Err(missing_dir(dir));
+    }
+    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    let mut files = Vec::new();
+    if train_dir.is_dir() && test_dir.is_dir() {
+        files.extend(list_split(&train_dir)?.files);
+        files.extend(list_split(&test_dir)?.files);
+    } else {
+        files.extend(list_split(dir)?.files);
+    }
+    if files.is_empty() {
+        return Err(empty_folder(dir));
+    }
+    let mut survey = FolderSurvey {
+        sizes: Vec::new(),
+        colour_example: None,
+        files: files.len(),
+    };
+    for file in files {
+        let decoder = image::ImageReader::open(&file)
+            .and_then(|reader| reader.with_guessed_format())
+            .map_err(|source| DataError::Io {
+                path: file.clone(),
+                source,
+            })?
+            .into_decoder()
+            .map_err(|source| DataError::ImageDecode {
+                path: file.clone(),
+                source,
+            })?;
+        let size = decoder.dimensions();
+        if survey.colour_example.is_none() && decoder.color_type().has_color() {
+            survey.colour_example = Some(file.clone());
+        }
+        if !survey.sizes.iter().any(|(known, _)| *known == size) {
+            survey.sizes.push((size, file));
+        }
+    }
+    Ok(survey)
 }
 
 /// Scales and crops `image` to `shape.width` x `shape.height`.

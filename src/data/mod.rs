@@ -21,7 +21,7 @@ use std::path::Path;
 pub use batch::{shuffled_order, Batcher};
 pub use dataset::{Dataset, ImageShape, PixelRange, Splits};
 pub use error::DataError;
-pub use folder::{load_image_folder, Fit};
+pub use folder::{load_image_folder, survey_folder, Fit, FolderSurvey};
 pub use idx::load_idx_dir;
 
 /// Reads the dataset in `dir` for a model taking images of `shape` (C, H, W).
@@ -43,15 +43,80 @@ pub fn load_dir(dir: &Path, shape: ImageShape, fit: Fit) -> Result<Splits, DataE
     Ok(splits)
 }
 
-/// Checks that the images of `dataset` are `expected` (C, H, W), with a hint on what to change when not.
-/// The dataset a run trains on: a directory (IDX files or images, at 1x28x28), or the embedded mnist-10k.
-pub fn load_run_data(dir: Option<&std::path::PathBuf>) -> Result<Splits, DataError> {
+/// The dataset a run trains on, at the run's image `shape` (config.json's `image`): a directory (IDX files, which
+/// must already be `shape`, or a folder of images, fitted to it), or the embedded mnist-10k (1x28x28).
+pub fn load_run_data(dir: Option<&std::path::PathBuf>, shape: ImageShape) -> Result<Splits, DataError> {
     match dir {
-        Some(dir) => load_dir(dir, ImageShape::MNIST, Fit::default()),
-        None => embedded::mnist_10k(),
+        Some(dir) => load_dir(dir, shape, Fit::default()),
+        None => {
+            let splits = embedded::mnist_10k()?;
+            check_shape(&splits.train, shape)?;
+            Ok(splits)
+        }
     }
 }
 
+/// The (C, H, W) a new run trains at, from its data and the flags of `latent train`:
+/// - the embedded mnist-10k and IDX directories: the files' own shape (`--image-size` or `--grayscale` that would
+///   change it is an error: IDX images are never resized);
+/// - an image folder: `--image-size N` gives N x N, else the folder's size when all its images agree (else an
+///   error asking for `--image-size`); 3 channels when any file stores colour (its colour type) unless
+///   `--grayscale`, else 1.
+pub fn resolve_shape(dir: Option<&Path>, image_size: Option<usize>, grayscale: bool) -> Result<ImageShape, DataError> {
+    let fixed = |path: &Path, found: ImageShape| -> Result<ImageShape, DataError> {
+        let flag = match image_size {
+            Some(size) if size != found.height || size != found.width => Some(format!("--image-size {size}")),
+            _ => None,
+        };
+        match flag {
+            Some(flag) => Err(DataError::IdxNotResizable {
+                path: path.to_path_buf(),
+                found,
+                flag,
+            }),
+            // A grayscale IDX dataset is already grayscale.
+            None => Ok(found),
+        }
+    };
+    let Some(dir) = dir else {
+        return fixed(Path::new("mnist-10k (embedded)"), ImageShape::MNIST);
+    };
+    if !dir.is_dir() {
+        return Err(idx::missing_dir(dir));
+    }
+    if idx::has_idx_files(dir) {
+        let splits = load_idx_dir(dir)?;
+        return fixed(dir, splits.train.shape());
+    }
+    let survey = survey_folder(dir)?;
+    let channels = if survey.colour_example.is_some() && !grayscale {
+        3
+    } else {
+        1
+    };
+    let (height, width) = match image_size {
+        Some(size) => (size, size),
+        None => match survey.sizes.as_slice() {
+            [((width, height), _)] => (*height as usize, *width as usize),
+            sizes => {
+                // The shorter side of the largest image, at most 64, rounded down to a multiple of 4.
+                let side = sizes.iter().map(|((w, h), _)| (*w).min(*h)).max().unwrap_or(28);
+                return Err(DataError::MixedSizes {
+                    path: dir.to_path_buf(),
+                    examples: sizes
+                        .iter()
+                        .take(3)
+                        .map(|((w, h), file)| format!("{w}x{h} ({})", file.display()))
+                        .collect(),
+                    suggested: ((side as usize).min(64) / 4 * 4).max(4),
+                });
+            }
+        },
+    };
+    Ok(ImageShape::new(channels, height, width))
+}
+
+/// Checks that the images of `dataset` are `expected` (C, H, W), with a hint on what to change when not.
 pub fn check_shape(dataset: &Dataset, expected: ImageShape) -> Result<(), DataError> {
     let found = dataset.shape();
     if found == expected {

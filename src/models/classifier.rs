@@ -6,10 +6,11 @@
 //! f1 Linear(3136, 128), ReLU                        features for FID (128)
 //! f2 Linear(128, 10)                                logits; loss cross-entropy
 //! ```
+//! On (C, H, W) images (H, W multiples of 4) c1 takes C channels and f1 takes 64 H W / 16 inputs.
 
 use serde_json::Value;
 
-use crate::data::PixelRange;
+use crate::data::{ImageShape, PixelRange};
 use crate::error::TrainError;
 use crate::generate::LoadedRun;
 use crate::gpu::Gpu;
@@ -27,16 +28,18 @@ const SAME: ConvGeometry = ConvGeometry {
     padding: 1,
 };
 
-/// x (N, 1, 28, 28) -> (features (N, 128), logits (N, 10)).
+/// x (N, C, H, W) -> (features (N, 128), logits (N, 10)).
 pub fn forward(g: &mut Graph, x: TensorId) -> Result<(TensorId, TensorId), GraphError> {
-    let batch = g.shape(x)[0];
+    let [batch, _, height, width] = g.shape(x)[..] else {
+        return Err(crate::models::not_an_image_batch("c1", g.shape(x)));
+    };
     let h = g.conv2d("c1", x, 32, SAME)?;
     let h = g.activation(Activation::Relu, h);
     let h = g.max_pool2(h)?;
     let h = g.conv2d("c2", h, 64, SAME)?;
     let h = g.activation(Activation::Relu, h);
     let h = g.max_pool2(h)?;
-    let h = g.reshape(h, &[batch, 64 * 7 * 7])?;
+    let h = g.reshape(h, &[batch, 64 * (height / 4) * (width / 4)])?;
     let h = g.linear("f1", h, FEATURES)?;
     let features = g.activation(Activation::Relu, h);
     let logits = g.linear("f2", features, CLASSES)?;
@@ -52,9 +55,10 @@ pub struct Objective {
     pub loss: TensorId,
 }
 
-pub fn objective(batch: usize) -> Result<Objective, GraphError> {
+pub fn objective(batch: usize, image: ImageShape) -> Result<Objective, GraphError> {
+    crate::models::check_multiple(image, 4, "classifier")?;
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, 28, 28]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     let labels = g.integer_input("labels", &[batch]);
     let (features, logits) = forward(&mut g, x)?;
     let loss = g.cross_entropy(logits, labels)?;
@@ -85,8 +89,8 @@ impl Recipe for Classifier {
         }
     }
 
-    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError> {
-        let o = objective(batch)?;
+    fn train_graph(&self, batch: usize, image: ImageShape) -> Result<TrainGraph, GraphError> {
+        let o = objective(batch, image)?;
         Ok(TrainGraph {
             labels: Some(o.labels),
             class_logits: Some(o.logits),
@@ -95,7 +99,7 @@ impl Recipe for Classifier {
     }
 
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
-        let tg = self.train_graph(config.batch)?;
+        let tg = self.train_graph(config.batch, config.image)?;
         let optimizer = Optimizer::adam(config.lr);
         Ok(Box::new(LossTraining::compile(
             gpu,
@@ -108,7 +112,7 @@ impl Recipe for Classifier {
     }
 
     fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
-        let tg = self.train_graph(run.config.batch)?;
+        let tg = self.train_graph(run.config.batch, run.config.image)?;
         let (mut report, metrics, _) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
         report["cross_entropy"] = metrics["cross_entropy"].clone();
         report["accuracy"] = metrics["accuracy"].clone();

@@ -11,6 +11,9 @@
 //! discriminator.net.3  BatchNorm2d(128), LeakyReLU(0.2), Flatten (6272)
 //! discriminator.net.6  Linear(6272, 1) -> logit
 //! ```
+//! On (C, H, W) images (H, W multiples of 4) G's first map is 128 x H/4 x W/4 (generator.fc gives 128 H W / 16
+//! values), G's last layer and D's first take C channels, and D flattens 128 H W / 16; on 1x28x28 this is the
+//! table above.
 //! One step is two plans over one parameter store, run in this order:
 //! - the discriminator step: z ~ N(0, I), fake = G(z) (no gradient reaches G: its parameters are not trained by
 //!   this plan, so nothing upstream of `fake` needs one), D loss = BCE(D(x), 1) + BCE(D(fake), 0), update D;
@@ -19,7 +22,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::data::{Dataset, PixelRange, Splits};
+use crate::data::{Dataset, ImageShape, PixelRange, Splits};
 use crate::error::TrainError;
 use crate::generate::{gpu_normals, run_batched, to_unit, Codec, LoadedRun, Prior};
 use crate::gpu::Gpu;
@@ -48,40 +51,43 @@ const UP_DOWN: ConvGeometry = ConvGeometry {
     padding: 1,
 };
 
-/// G: z (N, 64) -> image (N, 1, 28, 28) in [-1, 1] (tanh).
-pub fn generator(g: &mut Graph, z: TensorId, mode: NormMode) -> Result<TensorId, GraphError> {
+/// G: z (N, 64) -> image (N, C, H, W) in [-1, 1] (tanh).
+pub fn generator(g: &mut Graph, z: TensorId, mode: NormMode, image: ImageShape) -> Result<TensorId, GraphError> {
     let batch = g.shape(z)[0];
-    let h = g.linear("generator.fc", z, 128 * 7 * 7)?;
-    let h = g.reshape(h, &[batch, 128, 7, 7])?;
+    let (height, width) = (image.height / 4, image.width / 4);
+    let h = g.linear("generator.fc", z, 128 * height * width)?;
+    let h = g.reshape(h, &[batch, 128, height, width])?;
     let h = g.batch_norm2d("generator.net.0", h, mode)?;
     let h = g.activation(Activation::Relu, h);
     let h = g.conv_transpose2d("generator.net.2", h, 64, UP_DOWN)?;
     let h = g.batch_norm2d("generator.net.3", h, mode)?;
     let h = g.activation(Activation::Relu, h);
-    let h = g.conv_transpose2d("generator.net.5", h, 1, UP_DOWN)?;
+    let h = g.conv_transpose2d("generator.net.5", h, image.channels, UP_DOWN)?;
     Ok(g.activation(Activation::Tanh, h))
 }
 
-/// D: image (N, 1, 28, 28) in [-1, 1] -> logit (N, 1) of "real".
+/// D: image (N, C, H, W) in [-1, 1] -> logit (N, 1) of "real".
 pub fn discriminator(g: &mut Graph, x: TensorId, mode: NormMode) -> Result<TensorId, GraphError> {
-    let batch = g.shape(x)[0];
+    let [batch, _, height, width] = g.shape(x)[..] else {
+        return Err(crate::models::not_an_image_batch("discriminator", g.shape(x)));
+    };
     let h = g.conv2d("discriminator.net.0", x, 64, UP_DOWN)?;
     let h = g.activation(Activation::LeakyRelu { slope: SLOPE }, h);
     let h = g.conv2d("discriminator.net.2", h, 128, UP_DOWN)?;
     let h = g.batch_norm2d("discriminator.net.3", h, mode)?;
     let h = g.activation(Activation::LeakyRelu { slope: SLOPE }, h);
-    let h = g.reshape(h, &[batch, 128 * 7 * 7])?;
+    let h = g.reshape(h, &[batch, 128 * (height / 4) * (width / 4)])?;
     g.linear("discriminator.net.6", h, 1)
 }
 
 /// The discriminator step's graph (train it with `update_prefixes = [DISCRIMINATOR]`).
 pub struct DiscriminatorStep {
     pub graph: Graph,
-    /// Real images (N, 1, 28, 28) in [-1, 1].
+    /// Real images (N, C, H, W) in [-1, 1].
     pub x: TensorId,
     /// z (N, 64), drawn on the GPU from `NOISE_STREAM`.
     pub z: TensorId,
-    /// G(z) (N, 1, 28, 28)
+    /// G(z) (N, C, H, W)
     pub fake: TensorId,
     /// D(x), D(G(z)): logits (N, 1)
     pub real_logits: TensorId,
@@ -93,11 +99,12 @@ pub struct DiscriminatorStep {
 
 /// D loss = BCE-with-logits(D(x), 1) + BCE-with-logits(D(G(z)), 0). Both nets use batch statistics and update
 /// their running statistics (D's twice: once per call, as PyTorch's two calls do).
-pub fn discriminator_step(batch: usize) -> Result<DiscriminatorStep, GraphError> {
+pub fn discriminator_step(batch: usize, image: ImageShape) -> Result<DiscriminatorStep, GraphError> {
+    crate::models::check_multiple(image, 4, "gan")?;
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, 28, 28]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     let z = g.normal_noise("z", &[batch, LATENT], NOISE_STREAM);
-    let fake = generator(&mut g, z, NormMode::Train)?;
+    let fake = generator(&mut g, z, NormMode::Train, image)?;
     let real_logits = discriminator(&mut g, x, NormMode::Train)?;
     let fake_logits = discriminator(&mut g, fake, NormMode::Train)?;
     let real_loss = g.bce_with_logits_constant("d_real", real_logits, 1.0);
@@ -127,10 +134,10 @@ pub struct GeneratorStep {
 /// G loss = BCE-with-logits(D(G(z)), 1) with the same z as the discriminator step. G recomputes its forward with
 /// batch statistics but leaves its running statistics alone (PyTorch computed G(z) once per step); D's call
 /// updates D's running statistics, as PyTorch's third D call in training mode does.
-pub fn generator_step(batch: usize) -> Result<GeneratorStep, GraphError> {
+pub fn generator_step(batch: usize, image: ImageShape) -> Result<GeneratorStep, GraphError> {
     let mut g = Graph::new();
     let z = g.normal_noise("z", &[batch, LATENT], NOISE_STREAM);
-    let fake = generator(&mut g, z, NormMode::TrainNoUpdate)?;
+    let fake = generator(&mut g, z, NormMode::TrainNoUpdate, image)?;
     let fake_logits = discriminator(&mut g, fake, NormMode::Train)?;
     let loss = g.bce_with_logits_constant("g", fake_logits, 1.0);
     Ok(GeneratorStep {
@@ -142,18 +149,18 @@ pub fn generator_step(batch: usize) -> Result<GeneratorStep, GraphError> {
     })
 }
 
-/// Sampling: z (N, 64) given by the host -> images (N, 1, 28, 28) in [-1, 1], G in evaluation mode.
-pub fn sampler(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+/// Sampling: z (N, 64) given by the host -> images (N, C, H, W) in [-1, 1], G in evaluation mode.
+pub fn sampler(batch: usize, image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
     let z = g.input("z", &[batch, LATENT]);
-    let images = generator(&mut g, z, NormMode::Eval)?;
+    let images = generator(&mut g, z, NormMode::Eval, image)?;
     Ok((g, z, images))
 }
 
-/// The critic alone in evaluation mode: images (N, 1, 28, 28) in [-1, 1] -> logits (N, 1).
-pub fn critic(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+/// The critic alone in evaluation mode: images (N, C, H, W) in [-1, 1] -> logits (N, 1).
+pub fn critic(batch: usize, image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, 28, 28]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     let logits = discriminator(&mut g, x, NormMode::Eval)?;
     Ok((g, x, logits))
 }
@@ -178,10 +185,10 @@ pub struct GanPlans {
 }
 
 /// Compiles the discriminator step (updates `discriminator.*` only) and the generator step (updates
-/// `generator.*` only) at batch size `batch`.
-pub fn compile(gpu: &Gpu, batch: usize, lr: f64, seed: u64) -> Result<GanPlans, TrainError> {
-    let d_step = discriminator_step(batch)?;
-    let g_step = generator_step(batch)?;
+/// `generator.*` only) at batch size `batch` on images of `image`.
+pub fn compile(gpu: &Gpu, batch: usize, image: ImageShape, lr: f64, seed: u64) -> Result<GanPlans, TrainError> {
+    let d_step = discriminator_step(batch, image)?;
+    let g_step = generator_step(batch, image)?;
     let mut store = ParamStore::new(seed);
     let d_options = train_options("gan D step", optimizer(lr), &[DISCRIMINATOR], seed);
     let discriminator = plan::compile(gpu, &d_step.graph, &mut store, &d_options)?;
@@ -225,13 +232,20 @@ pub struct GanEval {
     x: TensorId,
     logits: TensorId,
     batch: usize,
+    image: ImageShape,
 }
 
 impl GanEval {
-    pub fn compile(gpu: &Gpu, store: &mut ParamStore, batch: usize, seed: u64) -> Result<Self, TrainError> {
-        let (graph, z, images) = sampler(batch)?;
+    pub fn compile(
+        gpu: &Gpu,
+        store: &mut ParamStore,
+        batch: usize,
+        image: ImageShape,
+        seed: u64,
+    ) -> Result<Self, TrainError> {
+        let (graph, z, images) = sampler(batch, image)?;
         let sampler = plan::compile(gpu, &graph, store, &forward_options("gan sampler", seed))?;
-        let (graph, x, logits) = critic(batch)?;
+        let (graph, x, logits) = critic(batch, image)?;
         let critic = plan::compile(gpu, &graph, store, &forward_options("gan critic", seed))?;
         Ok(Self {
             sampler,
@@ -241,24 +255,26 @@ impl GanEval {
             x,
             logits,
             batch,
+            image,
         })
     }
 
-    /// G(z) for codes (N, 64): images (N, 1, 28, 28) in [-1, 1].
+    /// G(z) for codes (N, 64): images (N, C, H, W) in [-1, 1].
     pub fn generate(&self, gpu: &Gpu, codes: &[f32]) -> Result<Vec<f32>, TrainError> {
         run_batched(gpu, &self.sampler, self.z, self.images, codes, LATENT, self.batch)
     }
 
-    /// D's logits (N) for images (N, 784) in [-1, 1].
+    /// D's logits (N) for images (N, C·H·W) in [-1, 1].
     pub fn critic(&self, gpu: &Gpu, images: &[f32]) -> Result<Vec<f32>, TrainError> {
-        run_batched(gpu, &self.critic, self.x, self.logits, images, 784, self.batch)
+        let pixels = self.image.numel();
+        run_batched(gpu, &self.critic, self.x, self.logits, images, pixels, self.batch)
     }
 
     /// Over the test set and as many samples from z ~ N(0, I): mean D(x), mean D(G(z)) and the JSD estimate.
     pub fn critic_metrics(&self, gpu: &Gpu, test: &Dataset, seed: u64) -> Result<Map<String, Value>, TrainError> {
         let n = test.len();
         let indices: Vec<usize> = (0..n).collect();
-        let mut real = vec![0.0f32; n * 784];
+        let mut real = vec![0.0f32; n * self.image.numel()];
         test.fill_images(&indices, PixelRange::MinusOneToOne, &mut real);
         let codes = gpu_normals(gpu, n * LATENT, seed, EVAL_STREAM)?;
         let fake = self.generate(gpu, &codes)?;
@@ -274,7 +290,7 @@ impl GanEval {
     /// A run's evaluation plans with its trained weights (batch 100).
     pub fn load(gpu: &Gpu, run: &LoadedRun) -> Result<(Self, ParamStore), TrainError> {
         let mut store = ParamStore::new(run.config.seed);
-        let eval = Self::compile(gpu, &mut store, 100, run.config.seed)?;
+        let eval = Self::compile(gpu, &mut store, 100, run.config.image, run.config.seed)?;
         store.load_from(gpu, &run.checkpoint)?;
         Ok((eval, store))
     }
@@ -323,7 +339,8 @@ impl Training for GanTraining {
 
     fn preview(&self, gpu: &Gpu, _splits: &Splits) -> Result<Option<image::RgbImage>, TrainError> {
         let grid = to_unit(&self.eval.generate(gpu, &self.preview_codes)?);
-        Ok(Some(run::image_grid(&grid, [64, 1, 28, 28], 8)))
+        let shape = crate::generate::grid_shape(64, self.eval.image);
+        Ok(Some(run::image_grid(&grid, shape, 8)))
     }
 
     fn summary(&self, record: &Value) -> String {
@@ -363,8 +380,8 @@ impl Recipe for Gan {
     }
 
     /// The discriminator step (it holds both nets).
-    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError> {
-        let o = discriminator_step(batch)?;
+    fn train_graph(&self, batch: usize, image: ImageShape) -> Result<TrainGraph, GraphError> {
+        let o = discriminator_step(batch, image)?;
         Ok(TrainGraph::new(
             o.graph,
             o.x,
@@ -388,8 +405,8 @@ impl Recipe for Gan {
             discriminator,
             generator,
             x,
-        } = compile(gpu, config.batch, config.lr, config.seed)?;
-        let eval = GanEval::compile(gpu, &mut store, config.batch, config.seed)?;
+        } = compile(gpu, config.batch, config.image, config.lr, config.seed)?;
+        let eval = GanEval::compile(gpu, &mut store, config.batch, config.image, config.seed)?;
         let preview_codes = gpu_normals(gpu, 64 * LATENT, config.seed, PREVIEW_STREAM)?;
         Ok(Box::new(GanTraining {
             store,

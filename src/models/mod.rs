@@ -15,7 +15,50 @@ pub mod wae;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::data::ImageShape;
+use crate::graph::GraphError;
 use crate::recipe::{Flag, Recipe};
+
+/// (N, C, H, W) of a batch of `batch` images of `image`.
+pub fn batch_shape(batch: usize, image: ImageShape) -> [usize; 4] {
+    [batch, image.channels, image.height, image.width]
+}
+
+/// Refuses images whose height or width is not a positive multiple of `multiple` (what `model`'s down-samplings
+/// need), naming sizes that work.
+pub fn check_multiple(image: ImageShape, multiple: usize, model: &str) -> Result<(), GraphError> {
+    let fits = |side: usize| side > 0 && side.is_multiple_of(multiple);
+    if fits(image.height) && fits(image.width) {
+        return Ok(());
+    }
+    Err(GraphError {
+        op: "input",
+        layer: model.to_string(),
+        message: format!(
+            "{model} takes images whose height and width are multiples of {multiple} (e.g. {}), not {image}",
+            sizes_that_work(multiple)
+        ),
+    })
+}
+
+/// "16, 28, 32, 64" for `multiple` 4: a few sides a model whose sides must be multiples of `multiple` takes.
+pub fn sizes_that_work(multiple: usize) -> String {
+    let sides: Vec<String> = [16, 28, 32, 64]
+        .iter()
+        .filter(|&&side: &&usize| side % multiple == 0)
+        .map(|side| side.to_string())
+        .collect();
+    sides.join(", ")
+}
+
+/// The error of an encoder given something other than (N, C, H, W).
+pub fn not_an_image_batch(layer: &str, shape: &[usize]) -> GraphError {
+    GraphError {
+        op: "input",
+        layer: layer.to_string(),
+        message: format!("expected images (N, C, H, W), got {shape:?}"),
+    }
+}
 
 /// A model the command line can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,11 +8,13 @@
 //! fc4  Linear(400, 784) -> logits
 //! loss = BCE-with-logits(logits, x) summed over pixels + KL(q(z|x) || N(0, I)), mean over the batch
 //! ```
+//! On (C, H, W) images of any size the input and output are the C·H·W flattened values (784 on 1x28x28);
+//! the hidden (400) and latent (20) widths stay.
 
 use serde_json::{json, Value};
 
 use crate::cpu;
-use crate::data::{Dataset, PixelRange};
+use crate::data::{Dataset, ImageShape, PixelRange};
 use crate::error::TrainError;
 use crate::generate::{self, run_batched_outputs, Codec, LoadedRun, Prior, SAMPLE_STREAM};
 use crate::gpu::Gpu;
@@ -23,28 +25,27 @@ use crate::optim::Optimizer;
 use crate::recipe::{evaluate_run, Defaults, EvalOptions, LossTraining, ModelOptions, Recipe, TrainGraph, Training};
 use crate::run::RunConfig;
 
-pub const PIXELS: usize = 784;
 pub const HIDDEN: usize = 400;
 pub const LATENT: usize = 20;
 
-/// x (N, 784) -> (mu, logvar), each (N, 20).
+/// x (N, C·H·W) -> (mu, logvar), each (N, 20).
 pub fn encode(g: &mut Graph, x: TensorId) -> Result<(TensorId, TensorId), GraphError> {
     let h = g.linear("fc1", x, HIDDEN)?;
     let h = g.activation(Activation::Relu, h);
     Ok((g.linear("fc21", h, LATENT)?, g.linear("fc22", h, LATENT)?))
 }
 
-/// z (N, 20) -> logits (N, 784).
-pub fn decode(g: &mut Graph, z: TensorId) -> Result<TensorId, GraphError> {
+/// z (N, 20) -> logits (N, `pixels`), `pixels` = C·H·W.
+pub fn decode(g: &mut Graph, z: TensorId, pixels: usize) -> Result<TensorId, GraphError> {
     let h = g.linear("fc3", z, HIDDEN)?;
     let h = g.activation(Activation::Relu, h);
-    g.linear("fc4", h, PIXELS)
+    g.linear("fc4", h, pixels)
 }
 
 /// The tensors of the training (and evaluation) graph.
 pub struct Objective {
     pub graph: Graph,
-    /// (N, 784) in [0, 1]
+    /// (N, C·H·W) in [0, 1]
     pub x: TensorId,
     pub mu: TensorId,
     pub logvar: TensorId,
@@ -56,13 +57,13 @@ pub struct Objective {
 }
 
 /// The negative ELBO of a batch: reconstruction + KL, with eps drawn on the GPU from random stream 0.
-pub fn objective(batch: usize) -> Result<Objective, GraphError> {
+pub fn objective(batch: usize, image: ImageShape) -> Result<Objective, GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, PIXELS]);
+    let x = g.input("x", &[batch, image.numel()]);
     let (mu, logvar) = encode(&mut g, x)?;
     let eps = g.normal_noise("eps", &[batch, LATENT], 0);
     let z = g.reparameterize(mu, logvar, eps)?;
-    let logits = decode(&mut g, z)?;
+    let logits = decode(&mut g, z, image.numel())?;
     let reconstruction = g.bce_with_logits(logits, x)?;
     let kl = g.gaussian_kl(mu, logvar)?;
     Ok(Objective {
@@ -76,19 +77,19 @@ pub fn objective(batch: usize) -> Result<Objective, GraphError> {
     })
 }
 
-/// Decoding alone: z (N, 20) -> probabilities (N, 784).
-pub fn sampler(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+/// Decoding alone: z (N, 20) -> probabilities (N, C·H·W).
+pub fn sampler(batch: usize, image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
     let z = g.input("z", &[batch, LATENT]);
-    let logits = decode(&mut g, z)?;
+    let logits = decode(&mut g, z, image.numel())?;
     let probabilities = g.activation(Activation::Sigmoid, logits);
     Ok((g, z, probabilities))
 }
 
-/// The encoder alone: x (N, 784) -> (mu, logvar).
-fn encoder_graph(batch: usize) -> Result<(Graph, TensorId, TensorId, TensorId), GraphError> {
+/// The encoder alone: x (N, C·H·W) -> (mu, logvar).
+fn encoder_graph(batch: usize, image: ImageShape) -> Result<(Graph, TensorId, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, PIXELS]);
+    let x = g.input("x", &[batch, image.numel()]);
     let (mu, logvar) = encode(&mut g, x)?;
     Ok((g, x, mu, logvar))
 }
@@ -110,8 +111,13 @@ impl Recipe for Vae {
         }
     }
 
-    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError> {
-        let o = objective(batch)?;
+    /// A fully connected model takes any size.
+    fn image_multiple(&self) -> usize {
+        1
+    }
+
+    fn train_graph(&self, batch: usize, image: ImageShape) -> Result<TrainGraph, GraphError> {
+        let o = objective(batch, image)?;
         Ok(TrainGraph::new(
             o.graph,
             o.x,
@@ -122,7 +128,7 @@ impl Recipe for Vae {
     fn codec(&self) -> Option<Codec> {
         Some(Codec {
             latent: LATENT,
-            encoder: Some(|batch| encoder_graph(batch).map(|(g, x, mu, _)| (g, x, mu))),
+            encoder: Some(|batch, image| encoder_graph(batch, image).map(|(g, x, mu, _)| (g, x, mu))),
             decoder: sampler,
             output_range: PixelRange::ZeroToOne,
             prior: Prior::Normal,
@@ -130,11 +136,11 @@ impl Recipe for Vae {
     }
 
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
-        let tg = self.train_graph(config.batch)?;
+        let tg = self.train_graph(config.batch, config.image)?;
         let training = LossTraining::compile(gpu, "vae", tg, Optimizer::adam(config.lr), &[], config)?;
         Ok(Box::new(training.with_samples(
             gpu,
-            sampler(64)?,
+            sampler(64, config.image)?,
             "vae preview",
             config.seed,
         )?))
@@ -142,7 +148,7 @@ impl Recipe for Vae {
 
     /// The test negative ELBO and its terms, and the IWAE bound with `iwae_k` samples per image.
     fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, options: &EvalOptions) -> Result<Value, TrainError> {
-        let tg = self.train_graph(run.config.batch)?;
+        let tg = self.train_graph(run.config.batch, run.config.image)?;
         let (mut report, metrics, test) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
         let dims = test.shape().numel() as f64;
         let nelbo = metrics["loss"].as_f64().unwrap_or(f64::NAN);
@@ -165,25 +171,26 @@ impl Recipe for Vae {
 /// The encoder and decoder run on the GPU; z and the Gaussian log-densities are computed on the host in f64.
 fn iwae(gpu: &Gpu, run: &LoadedRun, test: &Dataset, k: usize) -> Result<f64, TrainError> {
     let dim = LATENT;
+    let pixels = run.image().numel();
     let images = generate::test_images(test, test.len());
     // Posterior parameters of every test image.
     let batch = 64;
-    let (graph, x, mu, logvar) = encoder_graph(batch)?;
+    let (graph, x, mu, logvar) = encoder_graph(batch, run.image())?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "iwae encode")?;
-    let posterior = run_batched_outputs(gpu, &plan, x, &[mu, logvar], &images, 784, batch)?;
+    let posterior = run_batched_outputs(gpu, &plan, x, &[mu, logvar], &images, pixels, batch)?;
     let (mus, logvars) = (&posterior[0], &posterior[1]);
 
     // The decoder and BCE on k codes of one image at a time: per-sample BCE = -log p(x | z_j).
     let mut g = Graph::new();
     let z = g.input("z", &[k, dim]);
-    let target = g.input("x", &[k, 784]);
-    let logits = decode(&mut g, z)?;
+    let target = g.input("x", &[k, pixels]);
+    let logits = decode(&mut g, z, pixels)?;
     let bce = g.bce_with_logits(logits, target)?;
     let (decoder, _store) = run.forward_plan(gpu, &g, "iwae decode")?;
 
     let ln_2pi = (2.0 * std::f64::consts::PI).ln();
     let mut total = 0.0;
-    let mut repeated = vec![0.0f32; k * 784];
+    let mut repeated = vec![0.0f32; k * pixels];
     for i in 0..test.len() {
         let eps = cpu::rng::normal(Draw::new(run.config.seed, i as u64, SAMPLE_STREAM + 1), k * dim);
         let (m, lv) = (&mus[i * dim..(i + 1) * dim], &logvars[i * dim..(i + 1) * dim]);
@@ -202,7 +209,7 @@ fn iwae(gpu: &Gpu, run: &LoadedRun, test: &Dataset, k: usize) -> Result<f64, Tra
             log_weights[j] = log_prior - log_posterior;
         }
         for j in 0..k {
-            repeated[j * 784..(j + 1) * 784].copy_from_slice(&images[i * 784..(i + 1) * 784]);
+            repeated[j * pixels..(j + 1) * pixels].copy_from_slice(&images[i * pixels..(i + 1) * pixels]);
         }
         decoder.write_input(gpu, z, &codes)?;
         decoder.write_input(gpu, target, &repeated)?;

@@ -3,7 +3,7 @@
 //! ```text
 //! enc.0 ... enc.5   the ae's encoder with an 8-dimensional code z = Q(x)
 //! dec.0 ... dec.5   the ae's decoder, x̂ = sigmoid(logits)
-//! cost = |x - x̂|² summed over the 784 pixels, mean over the batch
+//! cost = |x - x̂|² summed over the 784 pixels (C·H·W on other images, as the ae adapts), mean over the batch
 //! prior N(0, I_8); the latent regulariser (--regularizer) pulls the codes' distribution Q_Z towards it:
 //!   mmd          loss = cost + λ MMD(Q_Z, P_Z), λ = 10, the inverse multiquadratic kernel with C = 2 · 8 · 1,
 //!                summed over the scales sC, s in {0.1, ..., 10}, as the authors' code does (WAE-MMD,
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::cpu;
-use crate::data::PixelRange;
+use crate::data::{ImageShape, PixelRange};
 use crate::error::TrainError;
 use crate::generate::{self, gpu_normals, Codec, LoadedRun, Prior};
 use crate::gpu::Gpu;
@@ -116,11 +116,11 @@ pub fn discriminator(g: &mut Graph, z: TensorId) -> Result<TensorId, GraphError>
 /// The autoencoder's objective: the reconstruction cost and the regulariser's term.
 pub struct Objective {
     pub graph: Graph,
-    /// (N, 1, 28, 28) in [0, 1]
+    /// (N, C, H, W) in [0, 1]
     pub x: TensorId,
     /// Q(x) (N, 8)
     pub z: TensorId,
-    /// x̂ = sigmoid(decoder(z)) (N, 1, 28, 28)
+    /// x̂ = sigmoid(decoder(z)) (N, C, H, W)
     pub reconstruction_images: TensorId,
     /// |x - x̂|² per image, mean over the batch.
     pub reconstruction: TensorId,
@@ -129,11 +129,12 @@ pub struct Objective {
 }
 
 /// The autoencoder's step: cost + the regulariser's term for the encoder.
-pub fn objective(batch: usize, regularizer: Regularizer) -> Result<Objective, GraphError> {
+pub fn objective(batch: usize, image: ImageShape, regularizer: Regularizer) -> Result<Objective, GraphError> {
+    crate::models::check_multiple(image, 4, "wae")?;
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, 28, 28]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     let z = ae::encode_to(&mut g, x, LATENT)?;
-    let logits = ae::decode(&mut g, z)?;
+    let logits = ae::decode(&mut g, z, image)?;
     let reconstruction_images = g.activation(Activation::Sigmoid, logits);
     let reconstruction = g.squared_error(reconstruction_images, x)?;
     let term = match regularizer {
@@ -166,9 +167,9 @@ pub struct DiscriminatorStep {
 }
 
 /// D loss = BCE-with-logits(D(p), 1) + BCE-with-logits(D(Q(x)), 0), p ~ N(0, I_8).
-pub fn discriminator_step(batch: usize) -> Result<DiscriminatorStep, GraphError> {
+pub fn discriminator_step(batch: usize, image: ImageShape) -> Result<DiscriminatorStep, GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, 28, 28]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     let z = ae::encode_to(&mut g, x, LATENT)?;
     let prior = g.normal_noise("prior", &[batch, LATENT], PRIOR_STREAM);
     let prior_logits = discriminator(&mut g, prior)?;
@@ -183,19 +184,19 @@ pub fn discriminator_step(batch: usize) -> Result<DiscriminatorStep, GraphError>
     })
 }
 
-/// Decoding alone: z (N, 8) -> images (N, 1, 28, 28) in [0, 1].
-pub fn sampler(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+/// Decoding alone: z (N, 8) -> images (N, C, H, W) in [0, 1].
+pub fn sampler(batch: usize, image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
     let z = g.input("z", &[batch, LATENT]);
-    let logits = ae::decode(&mut g, z)?;
+    let logits = ae::decode(&mut g, z, image)?;
     let images = g.activation(Activation::Sigmoid, logits);
     Ok((g, z, images))
 }
 
 /// The autoencoder step's graph with `regularizer`: the reconstruction cost and the regulariser's term (λ MMD, or
 /// the encoder's adversarial loss).
-pub fn train_graph(batch: usize, regularizer: Regularizer) -> Result<TrainGraph, GraphError> {
-    let o = objective(batch, regularizer)?;
+pub fn train_graph(batch: usize, image: ImageShape, regularizer: Regularizer) -> Result<TrainGraph, GraphError> {
+    let o = objective(batch, image, regularizer)?;
     Ok(TrainGraph::new(
         o.graph,
         o.x,
@@ -308,8 +309,8 @@ impl Recipe for Wae {
         }
     }
 
-    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError> {
-        train_graph(batch, Regularizer::Mmd)
+    fn train_graph(&self, batch: usize, image: ImageShape) -> Result<TrainGraph, GraphError> {
+        train_graph(batch, image, Regularizer::Mmd)
     }
 
     fn check(&self, gpu: &Gpu, config: &RunConfig) -> Result<(), TrainError> {
@@ -318,7 +319,7 @@ impl Recipe for Wae {
                 "the wae's regulariser compares codes within a batch: --batch must be at least 2".into(),
             ));
         }
-        let tg = train_graph(config.batch, regularizer(config)?)?;
+        let tg = train_graph(config.batch, config.image, regularizer(config)?)?;
         plan::check_batch_fits(gpu, &tg.graph, config.batch)?;
         Ok(())
     }
@@ -326,7 +327,7 @@ impl Recipe for Wae {
     fn codec(&self) -> Option<Codec> {
         Some(Codec {
             latent: LATENT,
-            encoder: Some(|batch| ae::encoder_graph(batch, LATENT)),
+            encoder: Some(|batch, image| ae::encoder_graph(batch, image, LATENT)),
             decoder: sampler,
             output_range: PixelRange::ZeroToOne,
             prior: Prior::Normal,
@@ -336,19 +337,19 @@ impl Recipe for Wae {
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
         let (batch, seed) = (config.batch, config.seed);
         let regularizer = regularizer(config)?;
-        let tg = train_graph(batch, regularizer)?;
+        let tg = train_graph(batch, config.image, regularizer)?;
         if regularizer == Regularizer::Mmd {
             let training = LossTraining::compile(gpu, "wae", tg, optimizer(config.lr), &[], config)?;
-            let training = training.with_samples(gpu, sampler(64)?, "wae preview", seed)?;
+            let training = training.with_samples(gpu, sampler(64, config.image)?, "wae preview", seed)?;
             return Ok(Box::new(training.with_description("regularizer mmd")));
         }
         // The latent discriminator's step (updates `disc.*`), then the autoencoder's (cost + BCE(D(z), 1) through
         // the updated D; updates `enc.*` and `dec.*`), on the same batch and the same prior samples.
-        let d_step = discriminator_step(batch)?;
+        let d_step = discriminator_step(batch, config.image)?;
         let d_options = train_options("wae D step", optimizer(config.lr), &[DISCRIMINATOR], seed);
         let training = LossTraining::compile(gpu, "wae AE step", tg, optimizer(config.lr), &AUTOENCODER, config)?
             .after_critic(gpu, &d_step.graph, d_step.x, vec!["d_prior", "d_codes"], &d_options)?
-            .with_samples(gpu, sampler(64)?, "wae preview", seed)?
+            .with_samples(gpu, sampler(64, config.image)?, "wae preview", seed)?
             .with_description("regularizer adversarial")
             .with_reports(adversarial_metrics, adversarial_summary);
         Ok(Box::new(training))
@@ -358,7 +359,7 @@ impl Recipe for Wae {
     /// codes and as many prior samples.
     fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
         let regularizer = regularizer(&run.config)?;
-        let tg = train_graph(run.config.batch.max(2), regularizer)?;
+        let tg = train_graph(run.config.batch.max(2), run.config.image, regularizer)?;
         let (mut report, metrics, test) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
         let images = generate::test_images(&test, test.len());
         let codes = generate::encode(gpu, run, &self.codec().expect("a codec"), &images)?;

@@ -14,6 +14,8 @@
 //! up x2, cat [u, h2] (256)  net.u2 ResBlock(256, 128)     128 x 14 x 14
 //! up x2, cat [u, h1] (192)  net.u1 ResBlock(192, 64)      64 x 28 x 28
 //! net.out_n GroupNorm(8, 64), SiLU;  net.out Conv2d(64, 1, k3, p1)   -> predicted eps
+//! (on C x H x W images, H and W multiples of 4: net.inc takes C channels, net.out gives C, the maps are
+//! H x W, H/2 x W/2 and H/4 x W/4)
 //! training: t ~ U{0..T-1}, eps ~ N(0, I), x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, loss = mean (net(x_t, t) - eps)²
 //! ```
 //!
@@ -27,6 +29,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::ImageShape;
 use crate::diffusion::Denoiser;
 use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
@@ -203,8 +206,8 @@ fn res_block(
     g.add(h, skip)
 }
 
-/// The noise predictor eps_theta(x_t, t[, c]): x_t (N, 1, H, W) with H, W divisible by 4, t (N) u32, the one-hot
-/// class rows of a conditional model -> (N, 1, H, W).
+/// The noise predictor eps_theta(x_t, t[, c]): x_t (N, C, H, W) with H, W divisible by 4, t (N) u32, the one-hot
+/// class rows of a conditional model -> (N, C, H, W).
 pub fn unet(
     g: &mut Graph,
     config: &DdpmConfig,
@@ -243,7 +246,7 @@ pub fn unet(
 /// The training (and test) graph: Algorithm 1 of Ho et al.
 pub struct Objective {
     pub graph: Graph,
-    /// x0 (N, 1, H, W) in [-1, 1]
+    /// x0 (N, C, H, W) in [-1, 1]
     pub x: TensorId,
     /// t (N) u32 in 0..T, written by the host every step
     pub t: TensorId,
@@ -257,10 +260,10 @@ pub struct Objective {
     pub loss: TensorId,
 }
 
-/// The epsilon-prediction objective at batch `batch` for (H, W) images.
-pub fn objective(config: &DdpmConfig, batch: usize, size: (usize, usize)) -> Result<Objective, GraphError> {
+/// The epsilon-prediction objective at batch `batch` for images of `image` (C, H, W), H and W divisible by 4.
+pub fn objective(config: &DdpmConfig, batch: usize, image: ImageShape) -> Result<Objective, GraphError> {
     let mut g = Graph::new();
-    let shape = [batch, 1, size.0, size.1];
+    let shape = crate::models::batch_shape(batch, image);
     let x = g.input("x", &shape);
     let t = g.integer_input("t", &[batch]);
     let class = class_input(&mut g, config.classes, batch);
@@ -280,10 +283,10 @@ pub fn objective(config: &DdpmConfig, batch: usize, size: (usize, usize)) -> Res
     })
 }
 
-/// The denoiser alone, for sampling: x_t (N, 1, H, W) and t (N) [and the class rows] -> eps_theta (N, 1, H, W).
-pub fn denoiser(config: &DdpmConfig, batch: usize, size: (usize, usize)) -> Result<Denoiser, GraphError> {
+/// The denoiser alone, for sampling: x_t (N, C, H, W) and t (N) [and the class rows] -> eps_theta (N, C, H, W).
+pub fn denoiser(config: &DdpmConfig, batch: usize, image: ImageShape) -> Result<Denoiser, GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, size.0, size.1]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     let t = g.integer_input("t", &[batch]);
     let class = class_input(&mut g, config.classes, batch);
     let eps_theta = unet(&mut g, config, x, t, class)?;

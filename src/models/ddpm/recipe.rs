@@ -15,10 +15,10 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
 
 use super::{denoiser, objective, DdpmConfig, Objective, EMA_DECAY, LEARNING_RATE, TIMESTEPS};
-use crate::data::{Dataset, PixelRange, Splits};
+use crate::data::{Dataset, ImageShape, PixelRange, Splits};
 use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
 use crate::error::TrainError;
-use crate::generate::{progress_bar, to_unit, write_samples_in_columns, LoadedRun, GRID_LIMIT};
+use crate::generate::{grid_shape, progress_bar, to_unit, write_samples_in_columns, LoadedRun, GRID_LIMIT};
 use crate::gpu::{Dispatch, Gpu, GpuError};
 use crate::graph::{Graph, TensorId};
 use crate::kernels::optim as optim_kernels;
@@ -30,9 +30,6 @@ use crate::recipe::{
 };
 use crate::run::{self, RunConfig};
 
-/// The image size of the command line's runs (the datasets are checked to be 1x28x28).
-pub const IMAGE: (usize, usize) = (28, 28);
-const PIXELS: usize = 28 * 28;
 /// Images in each epoch's preview grid, and DDIM steps to make them.
 const PREVIEW_COUNT: usize = 32;
 const PREVIEW_STEPS: usize = 20;
@@ -146,6 +143,7 @@ fn reverse_plan(
     config: &DdpmConfig,
     n: usize,
     options: &DiffusionOptions,
+    image: ImageShape,
     seed: u64,
     inpaint: Option<(usize, usize)>,
     conditioning: Option<&Conditioning>,
@@ -160,7 +158,7 @@ fn reverse_plan(
         resampling: inpaint,
         ..ReverseOptions::pixels(inpaint.is_some())
     };
-    let build = |batch| denoiser(config, batch, IMAGE);
+    let build = |batch| denoiser(config, batch, image);
     let labels = conditioning.map(|c| &c.labels[..]);
     ReversePlan::for_samples(gpu, &build, n, sampler, &schedule, seed, reverse_options, labels)
 }
@@ -172,6 +170,7 @@ struct DdpmTraining {
     objective: Objective,
     eval: Plan,
     config: DdpmConfig,
+    image: ImageShape,
     seed: u64,
     preview: ReversePlan,
     preview_copy: Vec<Dispatch>,
@@ -191,7 +190,7 @@ impl Training for DdpmTraining {
     }
 
     fn write_batch(&self, gpu: &Gpu, batch: &Batch, step: u64) -> Result<(), TrainError> {
-        let n = batch.images.len() / PIXELS;
+        let n = batch.images.len() / self.image.numel();
         // The whole batch's timesteps, of which this part takes its samples' own.
         let t = draw_timesteps(self.seed, TimestepPurpose::Train, step, batch.global, TIMESTEPS);
         let t = &t[batch.first..batch.first + n];
@@ -232,7 +231,7 @@ impl Training for DdpmTraining {
         let samples = self.preview.sample(gpu, &ProgressBar::hidden())?;
         Ok(Some(run::image_grid(
             &to_unit(&samples),
-            [PREVIEW_COUNT, 1, IMAGE.0, IMAGE.1],
+            grid_shape(PREVIEW_COUNT, self.image),
             8,
         )))
     }
@@ -293,7 +292,7 @@ pub fn conditional_description(classes: Option<usize>) -> String {
 /// Sampling runs at most this many images at once.
 pub const SAMPLE_CHUNK: usize = 64;
 
-/// `n` images (n, 1, 28, 28) in [0, 1] from a ddpm run's weights, with a progress bar on stderr if `progress`;
+/// `n` images (n, C, H, W) in [0, 1] from a ddpm run's weights, with a progress bar on stderr if `progress`;
 /// image i of a conditional model gets class `conditioning.labels[i]`.
 fn generate_images(
     gpu: &Gpu,
@@ -308,7 +307,7 @@ fn generate_images(
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
-    let mut images = Vec::with_capacity(n * PIXELS);
+    let mut images = Vec::with_capacity(n * run.image().numel());
     for (chunk, start) in (0..n).step_by(SAMPLE_CHUNK).enumerate() {
         let count = SAMPLE_CHUNK.min(n - start);
         // One plan per chunk (compiled once, replayed per timestep); each chunk has its own noise.
@@ -322,6 +321,7 @@ fn generate_images(
             &config,
             count,
             options,
+            run.image(),
             chunk_seed,
             None,
             chunk_conditioning.as_ref(),
@@ -392,19 +392,24 @@ pub fn paste_known(completed: &[f32], known: &[f32], masks: &[f32]) -> Vec<f32> 
 /// The timesteps `latent diffuse` shows.
 pub const DIFFUSE_TIMESTEPS: [u32; 8] = [0, 50, 100, 200, 300, 500, 700, 999];
 
-/// The built-in masks of `latent inpaint --demo` (1 keeps, 0 regenerates): a centred 14x14 box, the lower half.
-pub fn demo_masks() -> [Vec<f32>; 2] {
-    let box_mask = (0..PIXELS)
+/// The built-in masks of `latent inpaint --demo` (1 keeps, 0 regenerates) for images of `image`, every channel
+/// alike: a centred box of half the height and width (14x14 on 28x28), the lower half.
+pub fn demo_masks(image: ImageShape) -> [Vec<f32>; 2] {
+    let (h, w) = (image.height, image.width);
+    let pixel = |i: usize| ((i / w) % h, i % w);
+    let box_mask = (0..image.numel())
         .map(|i| {
-            let (r, c) = (i / 28, i % 28);
-            if (7..21).contains(&r) && (7..21).contains(&c) {
+            let (r, c) = pixel(i);
+            if (h / 4..h / 4 + h / 2).contains(&r) && (w / 4..w / 4 + w / 2).contains(&c) {
                 0.0
             } else {
                 1.0
             }
         })
         .collect();
-    let half = (0..PIXELS).map(|i| if i / 28 < 14 { 1.0 } else { 0.0 }).collect();
+    let half = (0..image.numel())
+        .map(|i| if pixel(i).0 < h / 2 { 1.0 } else { 0.0 })
+        .collect();
     [box_mask, half]
 }
 
@@ -477,8 +482,9 @@ impl Recipe for Ddpm {
     }
 
     /// The graph only: training writes the timesteps t too.
-    fn train_graph(&self, batch: usize) -> Result<TrainGraph, crate::graph::GraphError> {
-        let o = objective(&DdpmConfig::default(), batch, IMAGE)?;
+    fn train_graph(&self, batch: usize, image: ImageShape) -> Result<TrainGraph, crate::graph::GraphError> {
+        crate::models::check_multiple(image, 4, "ddpm")?;
+        let o = objective(&DdpmConfig::default(), batch, image)?;
         Ok(TrainGraph::new(o.graph, o.x, vec![("mse", o.loss)]))
     }
 
@@ -498,7 +504,7 @@ impl Recipe for Ddpm {
     fn training(&self, gpu: &Gpu, config: &RunConfig, options: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
         let ddpm = ddpm_config(config)?;
         let seed = config.seed;
-        let objective = objective(&ddpm, config.batch, IMAGE)?;
+        let objective = objective(&ddpm, config.batch, config.image)?;
         let mut store = ParamStore::new(seed);
         let options_train = train_options("ddpm train", Optimizer::adam(config.lr), &[], seed);
         let mut plan = plan::compile(gpu, &objective.graph, &mut store, &options_train)?;
@@ -520,6 +526,7 @@ impl Recipe for Ddpm {
             &ddpm,
             PREVIEW_COUNT,
             &preview_options,
+            config.image,
             seed,
             None,
             preview_classes.as_ref(),
@@ -534,6 +541,7 @@ impl Recipe for Ddpm {
             objective,
             eval,
             config: ddpm,
+            image: config.image,
             seed,
             preview,
             preview_copy,
@@ -545,7 +553,7 @@ impl Recipe for Ddpm {
         let config = ddpm_config(&run.config)?;
         let test = run.test_set()?;
         let batch = run.config.batch.clamp(1, 128);
-        let objective = objective(&config, batch, IMAGE)?;
+        let objective = objective(&config, batch, run.image())?;
         let mut report = run.report(gpu, test.len());
         report["fid_sampler"] = json!(options.sampling.describe(SAMPLING_STEPS, 0.0));
         report["schedule"] = json!(config.schedule);
@@ -601,7 +609,7 @@ impl Recipe for Ddpm {
         matches!(command, Command::Sample | Command::Diffuse | Command::Inpaint)
     }
 
-    /// grid.png and samples.npy ([N, 1, 28, 28] float32 in [0, 1]).
+    /// grid.png and samples.npy ([N, C, H, W] float32 in [0, 1]).
     fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
         let options = &request.diffusion;
         let classes = ddpm_config(&run.config)?.classes;
@@ -619,7 +627,7 @@ impl Recipe for Ddpm {
         let seconds = start.elapsed().as_secs_f64();
         let columns = request.grid_columns(n, classes);
         let dir = run.out_dir(request.out.as_deref())?;
-        let (grid, samples) = write_samples_in_columns(&dir, &images, Some(columns))?;
+        let (grid, samples) = write_samples_in_columns(&dir, &images, run.image(), Some(columns))?;
         let sampler = options.sampler(SAMPLING_STEPS, 0.0)?;
         let network_evaluations = sampler.timesteps(&ddpm_config(&run.config)?.schedule.schedule())?.len();
         Ok(json!({
@@ -645,7 +653,7 @@ impl Recipe for Ddpm {
         let columns = DIFFUSE_TIMESTEPS.len();
         let rows = count * columns;
         let mut g = Graph::new();
-        let shape = [rows, 1, 28, 28];
+        let shape = grid_shape(rows, run.image());
         let x0 = g.input("x0", &shape);
         let t = g.integer_input("t", &[rows]);
         let eps = g.normal_noise("eps", &shape, DIFFUSE_STREAM);
@@ -655,7 +663,7 @@ impl Recipe for Ddpm {
         // Row r of the grid is image r at every timestep.
         let indices: Vec<usize> = (0..rows).map(|i| i / columns).collect();
         let timesteps: Vec<u32> = (0..rows).map(|i| DIFFUSE_TIMESTEPS[i % columns]).collect();
-        let mut images = vec![0.0f32; rows * PIXELS];
+        let mut images = vec![0.0f32; rows * run.image().numel()];
         test.fill_images(&indices, PixelRange::MinusOneToOne, &mut images);
         plan.write_input(gpu, x0, &images)?;
         plan.write_input(gpu, t, &timesteps)?;
@@ -671,13 +679,22 @@ impl Recipe for Ddpm {
     fn complete(&self, gpu: &Gpu, run: &LoadedRun, completion: &Completion) -> Result<Vec<f32>, TrainError> {
         let config = ddpm_config(&run.config)?;
         let known: Vec<f32> = completion.images.iter().map(|&v| 2.0 * v - 1.0).collect();
-        let total = known.len() / PIXELS;
+        let total = known.len() / run.image().numel();
         let options = DiffusionOptions {
             ema: true,
             ..completion.diffusion.clone()
         };
         let resampling = Some((completion.jump, completion.resample));
-        let reverse = reverse_plan(gpu, &config, total, &options, completion.seed, resampling, None)?;
+        let reverse = reverse_plan(
+            gpu,
+            &config,
+            total,
+            &options,
+            run.image(),
+            completion.seed,
+            resampling,
+            None,
+        )?;
         reverse.load_weights(gpu, &run.checkpoint, true)?;
         let bar = progress_bar(0, completion.progress, "network evaluations");
         bar.set_prefix("inpainting");

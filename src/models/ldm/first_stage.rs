@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{decoder, encoder, KL_WEIGHT, LATENT, LATENT_CHANNELS, LATENT_SIDE};
-use crate::data::PixelRange;
+use crate::data::{ImageShape, PixelRange};
 use crate::error::TrainError;
 use crate::generate::{Codec, LoadedRun, Prior};
 use crate::gpu::Gpu;
@@ -32,8 +32,8 @@ pub fn train_graph(batch: usize) -> Result<TrainGraph, GraphError> {
     Ok(TrainGraph::new(g, x, vec![("bce", bce), ("kl", kl)]))
 }
 
-/// x (N, 784) in [0, 1] -> the posterior mean, flattened (N, 196).
-fn encoder_graph(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+/// x (N, 784) in [0, 1] -> the posterior mean, flattened (N, 196). Images are 1x28x28 (`Recipe::only_image`).
+fn encoder_graph(batch: usize, _image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
     let x = g.input("x", &[batch, 784]);
     let image = g.reshape(x, &[batch, 1, 28, 28])?;
@@ -43,7 +43,7 @@ fn encoder_graph(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError
 }
 
 /// z (N, 196) -> images (N, 784) in [0, 1].
-fn decoder_graph(batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+fn decoder_graph(batch: usize, _image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
     let z = g.input("z", &[batch, LATENT]);
     let map = g.reshape(z, &[batch, LATENT_CHANNELS, LATENT_SIDE, LATENT_SIDE])?;
@@ -90,8 +90,13 @@ impl Recipe for AeKl {
         }
     }
 
-    fn train_graph(&self, batch: usize) -> Result<TrainGraph, GraphError> {
+    /// On 1x28x28 only (`only_image`).
+    fn train_graph(&self, batch: usize, _image: ImageShape) -> Result<TrainGraph, GraphError> {
         train_graph(batch)
+    }
+
+    fn only_image(&self) -> Option<ImageShape> {
+        Some(ImageShape::MNIST)
     }
 
     fn codec(&self) -> Option<Codec> {

@@ -19,7 +19,7 @@ use super::{
     decoding, denoiser, encoding, objective, Encoding, LdmConfig, Objective, AUTOENCODER_DIR, FIRST_STAGE, LATENT,
     LATENT_CHANNELS, LATENT_SIDE,
 };
-use crate::data::{self, Dataset, PixelRange, Splits};
+use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
 use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
 use crate::error::TrainError;
 use crate::generate::{progress_bar, write_samples_in_columns, LoadedRun, GRID_LIMIT};
@@ -527,7 +527,7 @@ impl Recipe for Ldm {
                 first.config.model
             )));
         }
-        let first_data = data::load_run_data(first.config.data.as_ref())?;
+        let first_data = data::load_run_data(first.config.data.as_ref(), first.config.image)?;
         if first_data.train.shape() != splits.train.shape() {
             return Err(TrainError::Config(format!(
                 "--autoencoder {}: its images are {:?}, these are {:?}; train a first stage on images of this shape",
@@ -547,9 +547,14 @@ impl Recipe for Ldm {
         Ok(())
     }
 
-    fn train_graph(&self, batch: usize) -> Result<TrainGraph, crate::graph::GraphError> {
+    /// On 1x28x28 only (`only_image`).
+    fn train_graph(&self, batch: usize, _image: ImageShape) -> Result<TrainGraph, crate::graph::GraphError> {
         let (o, x) = super::whole_step(&LdmConfig::default(), batch)?;
         Ok(TrainGraph::new(o.graph, x, vec![("mse", o.loss)]))
+    }
+
+    fn only_image(&self) -> Option<ImageShape> {
+        Some(ImageShape::MNIST)
     }
 
     fn training(&self, gpu: &Gpu, config: &RunConfig, options: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
@@ -688,7 +693,7 @@ impl Recipe for Ldm {
         sampling: &DiffusionOptions,
     ) -> Result<Vec<MeasuredSet>, TrainError> {
         let config = ldm_config(&run.config)?;
-        let train = data::load_run_data(run.config.data.as_ref())?.train;
+        let train = data::load_run_data(run.config.data.as_ref(), run.config.image)?.train;
         // The floor's images: the same subset as `fid::real_subset` (the first n of epoch 0's shuffle).
         let indices: Vec<usize> = data::shuffled_order(train.len(), run.config.seed, 0)
             .into_iter()
@@ -731,7 +736,8 @@ impl Recipe for Ldm {
         )?;
         let seconds = start.elapsed().as_secs_f64();
         let dir = run.out_dir(request.out.as_deref())?;
-        let (grid, samples) = write_samples_in_columns(&dir, &images, Some(request.grid_columns(n, classes)))?;
+        let (grid, samples) =
+            write_samples_in_columns(&dir, &images, ImageShape::MNIST, Some(request.grid_columns(n, classes)))?;
         Ok(json!({
             "grid": grid,
             "grid_images": n.min(GRID_LIMIT),
@@ -752,7 +758,10 @@ impl Recipe for Ldm {
         let reconstructions = reconstruct_images(gpu, run, &images)?;
         let file = run.out_dir(out.as_deref())?.join("reconstruct.png");
         let count = images.len() / PIXELS;
-        run::save_png(&file, &crate::generate::pairs_grid(&images, &reconstructions, count))?;
+        run::save_png(
+            &file,
+            &crate::generate::pairs_grid(&images, &reconstructions, count, ImageShape::MNIST),
+        )?;
         Ok(json!({ "image": file, "n": count }))
     }
 
