@@ -158,7 +158,7 @@ impl Peak {
         } else {
             None
         };
-        let limit = gpu.limits.max_storage_buffer_binding_size as u64;
+        let limit = gpu.limits.max_storage_buffer_binding_size;
         // Whole workgroups of peak_read's sums.
         let unit = 16 * READ_SPAN * 256;
         let bytes = (options.bandwidth_bytes.min(limit) / unit).max(1) * unit;
