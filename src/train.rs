@@ -508,6 +508,7 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
 
     let mut images = vec![0.0f32; batcher.images_len()];
     let mut labels = vec![0u32; config.batch];
+    let mut indices: Vec<usize> = Vec::with_capacity(config.batch);
     let bar = progress_bar(total_steps, request.progress && leader, "steps");
     bar.set_position(first_step);
     let mut step = first_step;
@@ -533,7 +534,8 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
                     training.uses_labels().then_some(&mut labels[..]),
                 );
                 let step_labels = training.uses_labels().then_some(&labels[..]);
-                let indices = batcher.indices(epoch, index).to_vec();
+                indices.clear();
+                indices.extend_from_slice(batcher.indices(epoch, index));
                 match &split {
                     Some(split) => split.step(gpu, training.as_ref(), &images, step_labels, &indices, step)?,
                     None => {
