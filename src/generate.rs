@@ -239,8 +239,6 @@ pub type GraphFn = fn(usize, ImageShape) -> Result<(Graph, TensorId, TensorId), 
 /// interpolate need to know of it.
 #[derive(Clone, Copy)]
 pub struct Codec {
-    /// Width of a code.
-    pub latent: usize,
     /// x (batch, C·H·W or C x H x W) in [0, 1] -> the code (the posterior mean for the vae); None without an encoder.
     pub encoder: Option<GraphFn>,
     /// z (batch, latent) -> images in `output_range`.
@@ -248,6 +246,14 @@ pub struct Codec {
     /// The decoder's output range, mapped to [0, 1] for pictures and FID.
     pub output_range: PixelRange,
     pub prior: Prior,
+}
+
+impl Codec {
+    /// Width of a code for images of `image`: the decoder's input row.
+    pub fn width(&self, image: ImageShape) -> Result<usize, GraphError> {
+        let (graph, z, _) = (self.decoder)(1, image)?;
+        Ok(graph.shape(z)[1..].iter().product())
+    }
 }
 
 /// Latent codes of `images` (N, C·H·W) in [0, 1].
@@ -266,7 +272,7 @@ pub fn decode(gpu: &Gpu, run: &LoadedRun, codec: &Codec, codes: &[f32]) -> Resul
     let batch = 64;
     let (graph, z, images) = (codec.decoder)(batch, run.image())?;
     let (plan, _store) = run.forward_plan(gpu, &graph, "decode")?;
-    let images = run_batched(gpu, &plan, z, images, codes, codec.latent, batch)?;
+    let images = run_batched(gpu, &plan, z, images, codes, codec.width(run.image())?, batch)?;
     Ok(match codec.output_range {
         PixelRange::MinusOneToOne => to_unit(&images),
         PixelRange::ZeroToOne => images,
@@ -304,7 +310,7 @@ pub fn sample(
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
-    let dim = codec.latent;
+    let dim = codec.width(run.image())?;
     let normals = gpu_normals(gpu, n * dim, seed, SAMPLE_STREAM)?;
     let codes: Vec<f32> = match codec.prior {
         Prior::FittedToTestCodes => {
@@ -326,7 +332,7 @@ pub fn sample(
 
 /// `n` images (N, C·H·W) in [0, 1] decoded from prior codes z ~ N(0, I) drawn from `seed`: what FID measures.
 pub fn prior_samples(gpu: &Gpu, run: &LoadedRun, codec: &Codec, n: usize, seed: u64) -> Result<Vec<f32>, TrainError> {
-    let codes = gpu_normals(gpu, n * codec.latent, seed, SAMPLE_STREAM + 3)?;
+    let codes = gpu_normals(gpu, n * codec.width(run.image())?, seed, SAMPLE_STREAM + 3)?;
     decode(gpu, run, codec, &codes)
 }
 
@@ -359,8 +365,8 @@ pub fn interpolate(
     out: Option<&Path>,
 ) -> Result<Value, TrainError> {
     let steps = steps.max(2);
-    let dim = codec.latent;
     let image = run.image();
+    let dim = codec.width(image)?;
     let pixels = image.numel();
     let walk_between = |ends: &[f32]| {
         let mut walk = Vec::with_capacity(ends.len() / 2 * steps);

@@ -482,12 +482,6 @@ pub trait Recipe: Sync {
         4
     }
 
-    /// The one image shape the model takes, for a model not yet built from the data's shape (the ldm and its
-    /// first stage: 1x28x28).
-    fn only_image(&self) -> Option<ImageShape> {
-        None
-    }
-
     /// Refuses a configuration that cannot train (a batch the adapter cannot hold) before any data is loaded.
     fn check(&self, gpu: &Gpu, config: &RunConfig) -> Result<(), TrainError> {
         let tg = self.train_graph(config.batch, config.image)?;
@@ -581,14 +575,6 @@ pub trait Recipe: Sync {
 /// Refuses images of `image` (C, H, W) that `recipe` cannot take, in one line naming the sizes that work and the
 /// flag that changes the size.
 pub fn check_image(recipe: &dyn Recipe, image: ImageShape) -> Result<(), TrainError> {
-    if let Some(only) = recipe.only_image().filter(|&only| only != image) {
-        return Err(TrainError::Config(format!(
-            "{} takes {only} images (C x H x W) only, for now, but the data is {image}; train ddpm, vae, ae, wae or \
-             gan on images of other sizes and colours, or pass --grayscale --image-size {}",
-            recipe.name(),
-            only.height
-        )));
-    }
     let multiple = recipe.image_multiple();
     let fits = |side: usize| side > 0 && side.is_multiple_of(multiple);
     if fits(image.height) && fits(image.width) {

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use latent::check::{self, TestRng};
+use latent::data::ImageShape;
 use latent::diffusion::{self, ReverseOptions, ReversePlan};
 use latent::models::ddpm::{self, DdpmConfig, ScheduleKind};
 use latent::models::ldm::{self, LdmConfig};
@@ -104,7 +105,7 @@ fn assert_steps_match(
 #[test]
 fn the_first_stage_training_step_matches_the_cpu_reference() {
     let batch = 3;
-    let tg = ldm::first_stage::train_graph(batch).unwrap();
+    let tg = ldm::first_stage::train_graph(batch, ImageShape::MNIST).unwrap();
     let x = TestRng::new(5).uniform_vec(batch * 784, 0.0, 1.0);
     assert_steps_match(&tg.graph, &[(tg.x, x)], &|_| vec![]);
 }
@@ -113,8 +114,8 @@ fn the_first_stage_training_step_matches_the_cpu_reference() {
 #[test]
 fn a_small_conditional_ldm_training_step_matches_the_cpu_reference() {
     let batch = 4;
-    let objective = ldm::objective(&small_ldm(Some(10)), batch).unwrap();
-    let z0 = TestRng::new(6).uniform_vec(batch * ldm::LATENT, -2.0, 2.0);
+    let objective = ldm::objective(&small_ldm(Some(10)), batch, ImageShape::MNIST).unwrap();
+    let z0 = TestRng::new(6).uniform_vec(batch * ldm::latent_values(ImageShape::MNIST), -2.0, 2.0);
     let class = objective.class.unwrap();
     let t = objective.t;
     assert_steps_match(&objective.graph, &[(objective.z0, z0)], &move |step| {
@@ -183,7 +184,7 @@ fn guidance_zero_gives_the_conditional_models_own_samples() {
     let n = 5;
     let labels = [0u32, 3, 3, 9, 1];
     let schedule = config.schedule.schedule();
-    let build = |batch| ldm::denoiser(&config, batch);
+    let build = |batch| ldm::denoiser(&config, batch, ImageShape::MNIST);
     let plain = ReversePlan::for_samples(
         gpu,
         &build,
@@ -203,7 +204,7 @@ fn guidance_zero_gives_the_conditional_models_own_samples() {
     let guided = |w: f32| {
         let reverse = ReversePlan::new(
             gpu,
-            ldm::denoiser(&config, 2 * n).unwrap(),
+            ldm::denoiser(&config, 2 * n, ImageShape::MNIST).unwrap(),
             diffusion::sampler("ddim", 8).unwrap(),
             &schedule,
             SEED,

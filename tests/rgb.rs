@@ -10,6 +10,7 @@ use latent::check::{self, TestRng};
 use latent::data::{self, Fit, ImageShape};
 use latent::graph::{Graph, TensorId};
 use latent::kernels::optim::SgdConfig;
+use latent::models::ldm::{self, LdmConfig};
 use latent::models::{self, ddpm, ModelKind};
 use latent::optim::Optimizer;
 use latent::plan::reference::Reference;
@@ -264,7 +265,13 @@ fn every_family_trains_at_3x16x16_against_the_cpu_reference() {
     let mut rng = TestRng::new(17);
     let unit = rng.uniform_vec(batch * RGB16.numel(), 0.0, 1.0);
     let signed: Vec<f32> = unit.iter().map(|v| 2.0 * v - 1.0).collect();
-    for model in [ModelKind::Ae, ModelKind::Vae, ModelKind::Classifier, ModelKind::Wae] {
+    for model in [
+        ModelKind::Ae,
+        ModelKind::Vae,
+        ModelKind::Classifier,
+        ModelKind::Wae,
+        ModelKind::AeKl,
+    ] {
         let tg = model.recipe().train_graph(batch, RGB16).unwrap();
         let x_shape = tg.graph.shape(tg.x).to_vec();
         assert_eq!(x_shape.iter().product::<usize>(), batch * RGB16.numel(), "{model:?}");
@@ -276,6 +283,31 @@ fn every_family_trains_at_3x16x16_against_the_cpu_reference() {
     }
     let ae = models::ae::objective(batch, RGB16).unwrap();
     assert_eq!(ae.graph.shape(ae.logits), &[batch, 3, 16, 16]);
+    // The ldm's first stage maps 3x16x16 to a 4x4x4 latent and back to 3 channels; its denoiser diffuses that.
+    let (whole, x) = ldm::whole_step(&LdmConfig::default(), batch, RGB16).unwrap();
+    assert_eq!(whole.graph.shape(x), &[batch, 3, 16, 16]);
+    assert_eq!(whole.graph.shape(whole.z0), &[batch, 4, 4, 4]);
+    let dec = whole
+        .graph
+        .params
+        .iter()
+        .find(|p| p.name == "first_stage.dec.4.weight")
+        .unwrap();
+    assert_eq!(dec.shape, [32, 3, 4, 4]);
+    let small = LdmConfig {
+        width: 16,
+        blocks: 1,
+        groups: 1,
+        ..LdmConfig::default()
+    };
+    let objective = ldm::objective(&small, batch, RGB16).unwrap();
+    let z0 = rng.uniform_vec(batch * ldm::latent_values(RGB16), -2.0, 2.0);
+    steps_match_reference(
+        "ldm",
+        &objective.graph,
+        &[(objective.z0, z0), (objective.t, vec![0.0, 250.0, 600.0, 999.0])],
+        &[],
+    );
 
     let d_step = models::gan::discriminator_step(batch, RGB16).unwrap();
     assert_eq!(d_step.graph.shape(d_step.fake), &[batch, 3, 16, 16]);
@@ -487,4 +519,98 @@ fn the_small_ddpm_trains_samples_and_inpaints_a_colour_folder() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is 28x28, the run's images are 16x16"), "{stderr}");
+}
+
+/// The ldm on a colour folder: its first stage trains at 3x16x16 (a 4x4x4 latent), the diffusion on that, and
+/// sample, reconstruct and inpaint give colour pictures and [N, 3, 16, 16] arrays with no flags.
+#[test]
+fn the_ldm_and_its_first_stage_train_and_sample_a_colour_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("icons");
+    rgba_folder(&data, 24, 16, 6);
+    let run = dir.path().join("ldm");
+    let run_s = run.to_str().unwrap();
+    latent(&[
+        "train",
+        "ldm",
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        run_s,
+        "--batch",
+        "4",
+        "--steps",
+        "2",
+        "--autoencoder-epochs",
+        "1",
+        "--width",
+        "16",
+        "--blocks",
+        "1",
+        "--preview-steps",
+        "2",
+    ]);
+    let first: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("autoencoder/config.json")).unwrap()).unwrap();
+    assert_eq!(
+        first["image"],
+        serde_json::json!({"channels": 3, "height": 16, "width": 16})
+    );
+    assert!(has_colour(&run.join("samples/epoch-001.png")));
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    latent(&["sample", "--run", run_s, "--n", "3", "--steps", "2", "--out", out_s]);
+    assert!(npy_header(&out.join("samples.npy")).contains("'shape': (3, 3, 16, 16)"));
+    assert!(has_colour(&out.join("grid.png")));
+    latent(&["reconstruct", "--run", run_s, "--n", "4", "--out", out_s]);
+    assert!(has_colour(&out.join("reconstruct.png")));
+    latent(&[
+        "sample",
+        "--run",
+        run.join("autoencoder").to_str().unwrap(),
+        "--n",
+        "2",
+        "--out",
+        out_s,
+    ]);
+    assert!(npy_header(&out.join("samples.npy")).contains("'shape': (2, 3, 16, 16)"));
+
+    let mask = dir.path().join("mask.png");
+    image::GrayImage::from_fn(16, 16, |_, y| image::Luma([if y < 8 { 255 } else { 0 }]))
+        .save(&mask)
+        .unwrap();
+    let known = data.join("icon-000.png");
+    latent(&[
+        "inpaint",
+        "--run",
+        run_s,
+        "--image",
+        known.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        out_s,
+    ]);
+    assert!(npy_header(&out.join("inpainted.npy")).contains("'shape': (2, 3, 16, 16)"));
+    assert!(has_colour(&out.join("inpaint.png")));
+}
+
+/// A pixel mask on the latent grid: a cell is known only when its 4x4 pixels are, in every channel.
+#[test]
+fn the_latent_mask_of_a_colour_image_needs_every_channel_known() {
+    let image = ImageShape::new(3, 8, 12);
+    let plane = 8 * 12;
+    let mut mask = vec![1.0f32; 3 * plane];
+    // Pixel (5, 9) of the blue channel unknown: latent cell (1, 2) is unknown, every other is known.
+    mask[2 * plane + 5 * 12 + 9] = 0.0;
+    let cells = ldm::latent_mask(&mask, image);
+    assert_eq!(cells.len(), 4 * 2 * 3);
+    for (i, &v) in cells.iter().enumerate() {
+        let cell = i % 6;
+        assert_eq!(v, if cell == 5 { 0.0 } else { 1.0 }, "value {i}");
+    }
 }

@@ -131,7 +131,6 @@ impl Recipe for Ae {
 
     fn codec(&self) -> Option<Codec> {
         Some(Codec {
-            latent: LATENT,
             encoder: Some(|batch, image| encoder_graph(batch, image, LATENT)),
             decoder: sampler,
             output_range: PixelRange::ZeroToOne,

@@ -391,7 +391,6 @@ impl Recipe for Gan {
 
     fn codec(&self) -> Option<Codec> {
         Some(Codec {
-            latent: LATENT,
             encoder: None,
             decoder: sampler,
             output_range: PixelRange::MinusOneToOne,

@@ -127,7 +127,6 @@ impl Recipe for Vae {
 
     fn codec(&self) -> Option<Codec> {
         Some(Codec {
-            latent: LATENT,
             encoder: Some(|batch, image| encoder_graph(batch, image).map(|(g, x, mu, _)| (g, x, mu))),
             decoder: sampler,
             output_range: PixelRange::ZeroToOne,

@@ -326,7 +326,6 @@ impl Recipe for Wae {
 
     fn codec(&self) -> Option<Codec> {
         Some(Codec {
-            latent: LATENT,
             encoder: Some(|batch, image| ae::encoder_graph(batch, image, LATENT)),
             decoder: sampler,
             output_range: PixelRange::ZeroToOne,

@@ -1,11 +1,11 @@
-//! `ae-kl`: the ldm's first stage, a convolutional autoencoder with a spatial latent (C x 7 x 7), lightly
+//! `ae-kl`: the ldm's first stage, a convolutional autoencoder with a spatial latent (C x H/4 x W/4), lightly
 //! KL-regularised (beta = 0.1) so that the latent stays smooth and near unit scale for the diffusion. Trained by
 //! `latent train ldm` into the run's `autoencoder/`, or on its own with `latent train ae-kl` and given to
 //! `latent train ldm --autoencoder RUN`. It reconstructs and interpolates like the ae.
 
 use serde_json::{json, Map, Value};
 
-use super::{decoder, encoder, KL_WEIGHT, LATENT, LATENT_CHANNELS, LATENT_SIDE};
+use super::{decoder, encoder, latent_batch, latent_description, latent_values, KL_WEIGHT};
 use crate::data::{ImageShape, PixelRange};
 use crate::error::TrainError;
 use crate::generate::{Codec, LoadedRun, Prior};
@@ -20,36 +20,36 @@ use crate::run::RunConfig;
 pub const NAME: &str = "ae-kl";
 
 /// The training graph: BCE summed over pixels plus beta KL, both per image.
-pub fn train_graph(batch: usize) -> Result<TrainGraph, GraphError> {
+pub fn train_graph(batch: usize, image: ImageShape) -> Result<TrainGraph, GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, 28, 28]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     let (mu, logvar) = encoder(&mut g, "", x)?;
-    let eps = g.normal_noise("eps", &[batch, LATENT_CHANNELS, LATENT_SIDE, LATENT_SIDE], 0);
+    let eps = g.normal_noise("eps", &latent_batch(batch, image), 0);
     let z = g.reparameterize(mu, logvar, eps)?;
-    let logits = decoder(&mut g, "", z)?;
+    let logits = decoder(&mut g, "", z, image.channels)?;
     let bce = g.bce_with_logits(logits, x)?;
     let kl = g.weighted_gaussian_kl(mu, logvar, KL_WEIGHT)?;
     Ok(TrainGraph::new(g, x, vec![("bce", bce), ("kl", kl)]))
 }
 
-/// x (N, 784) in [0, 1] -> the posterior mean, flattened (N, 196). Images are 1x28x28 (`Recipe::only_image`).
-fn encoder_graph(batch: usize, _image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
+/// x (N, C·H·W) in [0, 1] -> the posterior mean, flattened (N, C'·H/4·W/4): (N, 196) for MNIST.
+fn encoder_graph(batch: usize, image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 784]);
-    let image = g.reshape(x, &[batch, 1, 28, 28])?;
-    let (mu, _) = encoder(&mut g, "", image)?;
-    let code = g.reshape(mu, &[batch, LATENT])?;
+    let x = g.input("x", &[batch, image.numel()]);
+    let images = g.reshape(x, &crate::models::batch_shape(batch, image))?;
+    let (mu, _) = encoder(&mut g, "", images)?;
+    let code = g.reshape(mu, &[batch, latent_values(image)])?;
     Ok((g, x, code))
 }
 
-/// z (N, 196) -> images (N, 784) in [0, 1].
-fn decoder_graph(batch: usize, _image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
+/// z (N, C'·H/4·W/4) -> images (N, C·H·W) in [0, 1].
+fn decoder_graph(batch: usize, image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
-    let z = g.input("z", &[batch, LATENT]);
-    let map = g.reshape(z, &[batch, LATENT_CHANNELS, LATENT_SIDE, LATENT_SIDE])?;
-    let logits = decoder(&mut g, "", map)?;
+    let z = g.input("z", &[batch, latent_values(image)]);
+    let map = g.reshape(z, &latent_batch(batch, image))?;
+    let logits = decoder(&mut g, "", map, image.channels)?;
     let images = g.activation(Activation::Sigmoid, logits);
-    let flat = g.reshape(images, &[batch, 784])?;
+    let flat = g.reshape(images, &[batch, image.numel()])?;
     Ok((g, z, flat))
 }
 
@@ -90,18 +90,12 @@ impl Recipe for AeKl {
         }
     }
 
-    /// On 1x28x28 only (`only_image`).
-    fn train_graph(&self, batch: usize, _image: ImageShape) -> Result<TrainGraph, GraphError> {
-        train_graph(batch)
-    }
-
-    fn only_image(&self) -> Option<ImageShape> {
-        Some(ImageShape::MNIST)
+    fn train_graph(&self, batch: usize, image: ImageShape) -> Result<TrainGraph, GraphError> {
+        train_graph(batch, image)
     }
 
     fn codec(&self) -> Option<Codec> {
         Some(Codec {
-            latent: LATENT,
             encoder: Some(encoder_graph),
             decoder: decoder_graph,
             output_range: PixelRange::ZeroToOne,
@@ -110,13 +104,14 @@ impl Recipe for AeKl {
     }
 
     fn training(&self, gpu: &Gpu, config: &RunConfig, _: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
-        let tg = train_graph(config.batch)?;
+        let tg = train_graph(config.batch, config.image)?;
         let training = LossTraining::compile(gpu, NAME, tg, Optimizer::adam(config.lr), &[], config)?;
         Ok(Box::new(
             training
                 .with_reconstructions()
                 .with_description(&format!(
-                    "latent {LATENT_CHANNELS}x{LATENT_SIDE}x{LATENT_SIDE}, KL weight {KL_WEIGHT}"
+                    "latent {}, KL weight {KL_WEIGHT}",
+                    latent_description(config.image)
                 ))
                 .with_reports(train_metrics, summary),
         ))
@@ -125,7 +120,7 @@ impl Recipe for AeKl {
     /// The test reconstruction BCE and the KL in nats (their sum bounds the negative log-likelihood as a VAE's
     /// ELBO does, though beta < 1 trains it for reconstructions).
     fn evaluate(&self, gpu: &Gpu, run: &LoadedRun, _: &EvalOptions) -> Result<Value, TrainError> {
-        let tg = train_graph(run.config.batch.clamp(1, 128))?;
+        let tg = train_graph(run.config.batch.clamp(1, 128), run.config.image)?;
         let (mut report, metrics, _) = evaluate_run(gpu, run, &tg, PixelRange::ZeroToOne)?;
         report["reconstruction_bce_nats"] = metrics["bce"].clone();
         report["kl_nats"] = metrics["kl"].clone();

@@ -1,6 +1,7 @@
-//! `ldm`: latent diffusion (Rombach et al. 2022). A first-stage autoencoder (`ae-kl`, trained once) maps a 28x28
-//! image to a small spatial latent; the diffusion (the ddpm's schedule, q_sample, EMA and samplers) runs on that
-//! latent, scaled to unit variance; sampling decodes to pixels.
+//! `ldm`: latent diffusion (Rombach et al. 2022). A first-stage autoencoder (`ae-kl`, trained once) maps a
+//! C x H x W image (H and W multiples of 4; 1x28x28 in models.md) to a small spatial latent C' x H/4 x W/4; the
+//! diffusion (the ddpm's schedule, q_sample, EMA and samplers) runs on that latent, scaled to unit variance;
+//! sampling decodes to pixels.
 //!
 //! ```text
 //! first stage (ae-kl), data in [0, 1]:
@@ -9,6 +10,7 @@
 //!   z = mu + eps exp(logvar / 2)
 //!   dec.0  Conv2d(C, 64, k3, p1), ReLU;  dec.2 ConvTranspose2d(64, 32, k4, s2, p1) 7 -> 14, ReLU
 //!   dec.4  ConvTranspose2d(32, 1, k4, s2, p1) 14 -> 28   -> logits
+//!   (on colour images enc.0 takes 3 channels and dec.4 gives 3; other sizes scale the maps: 32x32 -> 8x8)
 //!   loss = BCE-with-logits summed over pixels + beta KL(q(z|x) || N(0, I)), beta = 0.1 (lightly regularised)
 //! denoiser on z0 = scale z (N, C, 7, 7), flattened to D_in = 49 C:
 //!   net.te.0 Linear(64, E), SiLU; net.te.2 Linear(E, E) -> e;  conditional: e += net.ce Linear(K + 1, E)(onehot)
@@ -17,7 +19,7 @@
 //!   net.out_n GroupNorm(G, W), SiLU;  net.out Linear(W, D_in) -> eps_theta (N, C, 7, 7)
 //! ```
 //!
-//! The latent map is 7x7, too small for convolutions to pay on a CPU driver: the denoiser is a residual MLP
+//! The latent map is 7x7 (8x8 for 32x32 images), too small for convolutions to pay on a CPU driver: the denoiser is a residual MLP
 //! over the whole map (the choice and its cost are in models.md's ldm section).
 
 pub mod first_stage;
@@ -28,19 +30,40 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use first_stage::AeKl;
-pub use recipe::Ldm;
+pub use recipe::{latent_mask, Ldm};
 
 use super::ddpm::{class_input, time_embedding, ScheduleKind};
+use crate::data::ImageShape;
 use crate::diffusion::Denoiser;
 use crate::graph::{ConvGeometry, Graph, GraphError, TensorId};
 use crate::kernels::activation::Activation;
 
 /// Latent channels C of the first stage.
 pub const LATENT_CHANNELS: usize = 4;
-/// The latent map's side (28 / 4).
-pub const LATENT_SIDE: usize = 7;
-/// Values of one latent map, C x 7 x 7.
-pub const LATENT: usize = LATENT_CHANNELS * LATENT_SIDE * LATENT_SIDE;
+/// How many pixels a side of a latent cell spans: the first stage halves the image twice.
+pub const DOWNSAMPLING: usize = 4;
+
+/// The first stage's latent map of an image of shape `image`: C x H/4 x W/4 (4 x 7 x 7 for MNIST).
+pub fn latent_shape(image: ImageShape) -> [usize; 3] {
+    [LATENT_CHANNELS, image.height / DOWNSAMPLING, image.width / DOWNSAMPLING]
+}
+
+/// Values of one latent map, C x H/4 x W/4 (196 for MNIST).
+pub fn latent_values(image: ImageShape) -> usize {
+    latent_shape(image).iter().product()
+}
+
+/// The latent map of images of `image` as "C x h x w" (4x7x7 for MNIST).
+pub fn latent_description(image: ImageShape) -> String {
+    let [c, h, w] = latent_shape(image);
+    format!("{c}x{h}x{w}")
+}
+
+/// A batch of `batch` latent maps of images of `image`: [N, C, H/4, W/4].
+pub fn latent_batch(batch: usize, image: ImageShape) -> [usize; 4] {
+    let [c, h, w] = latent_shape(image);
+    [batch, c, h, w]
+}
 /// The KL weight beta of the first stage.
 pub const KL_WEIGHT: f32 = 0.1;
 /// Parameter names of the first stage inside an ldm run.
@@ -57,7 +80,7 @@ const SAME: ConvGeometry = ConvGeometry {
     padding: 1,
 };
 
-/// The first stage's encoder: x (N, 1, 28, 28) in [0, 1] -> (mu, logvar), each (N, C, 7, 7).
+/// The first stage's encoder: x (N, C, H, W) in [0, 1] -> (mu, logvar), each (N, C', H/4, W/4).
 pub fn encoder(g: &mut Graph, prefix: &str, x: TensorId) -> Result<(TensorId, TensorId), GraphError> {
     let h = g.conv2d(&format!("{prefix}enc.0"), x, 32, DOWN4)?;
     let h = g.activation(Activation::Relu, h);
@@ -68,13 +91,13 @@ pub fn encoder(g: &mut Graph, prefix: &str, x: TensorId) -> Result<(TensorId, Te
     Ok((mu, logvar))
 }
 
-/// The first stage's decoder: z (N, C, 7, 7) -> logits (N, 1, 28, 28).
-pub fn decoder(g: &mut Graph, prefix: &str, z: TensorId) -> Result<TensorId, GraphError> {
+/// The first stage's decoder: z (N, C', H/4, W/4) -> logits (N, `channels`, H, W).
+pub fn decoder(g: &mut Graph, prefix: &str, z: TensorId, channels: usize) -> Result<TensorId, GraphError> {
     let h = g.conv2d(&format!("{prefix}dec.0"), z, 64, SAME)?;
     let h = g.activation(Activation::Relu, h);
     let h = g.conv_transpose2d(&format!("{prefix}dec.2"), h, 32, DOWN4)?;
     let h = g.activation(Activation::Relu, h);
-    g.conv_transpose2d(&format!("{prefix}dec.4"), h, 1, DOWN4)
+    g.conv_transpose2d(&format!("{prefix}dec.4"), h, channels, DOWN4)
 }
 
 /// The denoiser's size, the schedule and the first stage: what an ldm run saves in config.json.
@@ -154,7 +177,7 @@ fn row_norm(g: &mut Graph, name: &str, h: TensorId, groups: usize) -> Result<Ten
     g.reshape(y, &[n, w])
 }
 
-/// eps_theta(z_t, t[, c]): z_t (N, C, 7, 7), t (N), the one-hot class rows -> (N, C, 7, 7).
+/// eps_theta(z_t, t[, c]): z_t (N, C, h, w), t (N), the one-hot class rows -> (N, C, h, w).
 pub fn denoiser_net(
     g: &mut Graph,
     config: &LdmConfig,
@@ -185,10 +208,10 @@ pub fn denoiser_net(
     g.reshape(out, &shape)
 }
 
-/// The diffusion objective on latents: z0 (N, C, 7, 7) already scaled, as the ddpm's Algorithm 1.
+/// The diffusion objective on latents: z0 (N, C, h, w) already scaled, as the ddpm's Algorithm 1.
 pub struct Objective {
     pub graph: Graph,
-    /// z0 (N, C, 7, 7), written by the encoding plan each step
+    /// z0 (N, C, h, w), the scaled posterior means of the batch's images
     pub z0: TensorId,
     pub t: TensorId,
     pub class: Option<TensorId>,
@@ -196,10 +219,10 @@ pub struct Objective {
     pub loss: TensorId,
 }
 
-pub fn objective(config: &LdmConfig, batch: usize) -> Result<Objective, GraphError> {
+/// The objective for images of `image` (the latent map follows from it).
+pub fn objective(config: &LdmConfig, batch: usize, image: ImageShape) -> Result<Objective, GraphError> {
     let mut g = Graph::new();
-    let shape = [batch, LATENT_CHANNELS, LATENT_SIDE, LATENT_SIDE];
-    let z0 = g.input("z0", &shape);
+    let z0 = g.input("z0", &latent_batch(batch, image));
     objective_on(g, config, z0)
 }
 
@@ -222,24 +245,24 @@ fn objective_on(mut g: Graph, config: &LdmConfig, z0: TensorId) -> Result<Object
     })
 }
 
-/// What an ldm run holds, as one graph for sizes, counts and benchmarks: the images x (N, 1, 28, 28) through the
+/// What an ldm run holds, as one graph for sizes, counts and benchmarks: the images x (N, C, H, W) through the
 /// frozen encoder (no gradient reaches it: its output is not the objective's input, as the two plans of a step
 /// copy z0 = scale z between them), the frozen decoder (for previews), and the objective on z0. Returns it with x.
-pub fn whole_step(config: &LdmConfig, batch: usize) -> Result<(Objective, TensorId), GraphError> {
+pub fn whole_step(config: &LdmConfig, batch: usize, image: ImageShape) -> Result<(Objective, TensorId), GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, 28, 28]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     encoder(&mut g, FIRST_STAGE, x)?;
-    let latent_shape = [batch, LATENT_CHANNELS, LATENT_SIDE, LATENT_SIDE];
+    let latent_shape = latent_batch(batch, image);
     let z = g.input("z", &latent_shape);
-    decoder(&mut g, FIRST_STAGE, z)?;
+    decoder(&mut g, FIRST_STAGE, z, image.channels)?;
     let z0 = g.input("z0", &latent_shape);
     Ok((objective_on(g, config, z0)?, x))
 }
 
-/// The denoiser alone at batch `batch`, for sampling.
-pub fn denoiser(config: &LdmConfig, batch: usize) -> Result<Denoiser, GraphError> {
+/// The denoiser alone at batch `batch` on the latents of images of `image`, for sampling.
+pub fn denoiser(config: &LdmConfig, batch: usize, image: ImageShape) -> Result<Denoiser, GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, LATENT_CHANNELS, LATENT_SIDE, LATENT_SIDE]);
+    let x = g.input("x", &latent_batch(batch, image));
     let t = g.integer_input("t", &[batch]);
     let class = class_input(&mut g, config.classes, batch);
     let eps_theta = denoiser_net(&mut g, config, x, t, class)?;
@@ -252,7 +275,7 @@ pub fn denoiser(config: &LdmConfig, batch: usize) -> Result<Denoiser, GraphError
     })
 }
 
-/// The encoding of a batch: x (N, 1, 28, 28) in [0, 1] -> z = mu + eps exp(logvar / 2) (eps from stream 1), and mu.
+/// The encoding of a batch: x (N, C, H, W) in [0, 1] -> z = mu + eps exp(logvar / 2) (eps from stream 1), and mu.
 pub struct Encoding {
     pub graph: Graph,
     pub x: TensorId,
@@ -260,9 +283,9 @@ pub struct Encoding {
     pub z: TensorId,
 }
 
-pub fn encoding(prefix: &str, batch: usize) -> Result<Encoding, GraphError> {
+pub fn encoding(prefix: &str, batch: usize, image: ImageShape) -> Result<Encoding, GraphError> {
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 1, 28, 28]);
+    let x = g.input("x", &crate::models::batch_shape(batch, image));
     let (mu, logvar) = encoder(&mut g, prefix, x)?;
     let latent_shape = g.shape(mu).to_vec();
     let eps = g.normal_noise("eps_z", &latent_shape, 1);
@@ -270,11 +293,11 @@ pub fn encoding(prefix: &str, batch: usize) -> Result<Encoding, GraphError> {
     Ok(Encoding { graph: g, x, mu, z })
 }
 
-/// The decoding of latents: z (N, C, 7, 7) unscaled -> images (N, 1, 28, 28) in [0, 1].
-pub fn decoding(prefix: &str, batch: usize) -> Result<(Graph, TensorId, TensorId), GraphError> {
+/// The decoding of latents: z (N, C', H/4, W/4) unscaled -> images (N, C, H, W) in [0, 1].
+pub fn decoding(prefix: &str, batch: usize, image: ImageShape) -> Result<(Graph, TensorId, TensorId), GraphError> {
     let mut g = Graph::new();
-    let z = g.input("z", &[batch, LATENT_CHANNELS, LATENT_SIDE, LATENT_SIDE]);
-    let logits = decoder(&mut g, prefix, z)?;
+    let z = g.input("z", &latent_batch(batch, image));
+    let logits = decoder(&mut g, prefix, z, image.channels)?;
     let images = g.activation(Activation::Sigmoid, logits);
     Ok((g, z, images))
 }

@@ -16,8 +16,8 @@ use serde_json::{json, Map, Value};
 
 use super::first_stage::NAME as FIRST_STAGE_NAME;
 use super::{
-    decoding, denoiser, encoding, objective, Encoding, LdmConfig, Objective, AUTOENCODER_DIR, FIRST_STAGE, LATENT,
-    LATENT_CHANNELS, LATENT_SIDE,
+    decoding, denoiser, encoding, latent_description, latent_shape, latent_values, objective, Encoding, LdmConfig,
+    Objective, AUTOENCODER_DIR, DOWNSAMPLING, FIRST_STAGE,
 };
 use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
 use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
@@ -39,7 +39,6 @@ use crate::recipe::{
 };
 use crate::run::{self, RunConfig};
 
-const PIXELS: usize = 784;
 const PREVIEW_COUNT: usize = 32;
 const PREVIEW_STEPS: usize = 20;
 /// The ldm's sampler unless told otherwise: DDIM over 100 timesteps with eta = 1 (the ancestral walk's noise).
@@ -85,12 +84,13 @@ fn encoding_plan(
     z0: TensorId,
     scale: f32,
     sample_posterior: bool,
+    image: ImageShape,
     name: &str,
     seed: u64,
 ) -> Result<(Plan, Encoding), TrainError> {
-    let enc = encoding(FIRST_STAGE, batch)?;
+    let enc = encoding(FIRST_STAGE, batch, image)?;
     let mut plan = plan::compile(gpu, &enc.graph, store, &forward_options(name, seed))?;
-    let values = batch * LATENT;
+    let values = batch * latent_values(image);
     let latent = if sample_posterior { enc.z } else { enc.mu };
     let dispatch = arith::scale(gpu, target.buffer(z0), plan.buffer(latent), scale, values)?;
     plan.steps.push(Step {
@@ -103,7 +103,8 @@ fn encoding_plan(
     Ok((plan, enc))
 }
 
-/// Decodes scaled latents (N, C, 7, 7) to images (N, 784) in [0, 1] with a decoding plan of batch `batch`.
+/// Decodes scaled latents (N, C', H/4, W/4) to images (N, C·H·W) in [0, 1] with a decoding plan of batch `batch`.
+#[allow(clippy::too_many_arguments)]
 fn decode_latents(
     gpu: &Gpu,
     plan: &Plan,
@@ -112,9 +113,10 @@ fn decode_latents(
     latents: &[f32],
     scale: f32,
     batch: usize,
+    image: ImageShape,
 ) -> Result<Vec<f32>, TrainError> {
     let unscaled: Vec<f32> = latents.iter().map(|v| v / scale).collect();
-    crate::generate::run_batched(gpu, plan, z, images, &unscaled, LATENT, batch)
+    crate::generate::run_batched(gpu, plan, z, images, &unscaled, latent_values(image), batch)
 }
 
 struct LdmTraining {
@@ -122,7 +124,7 @@ struct LdmTraining {
     /// The encoding plan and the objective's; only the objective's once the training set's latents are cached.
     plans: Vec<StepPlan>,
     encode: Encoding,
-    /// z0 = scale mu of every training image (LATENT values each), in the training set's order.
+    /// z0 = scale mu of every training image (`latent_values(image)` each), in the training set's order.
     latents: Option<Vec<f32>>,
     /// z0 of each test batch of [`latent_test_mse`], encoded at its first call.
     test_latents: std::cell::OnceCell<Vec<Vec<f32>>>,
@@ -130,6 +132,7 @@ struct LdmTraining {
     eval_encode: (Plan, Encoding),
     eval: Plan,
     config: LdmConfig,
+    image: ImageShape,
     seed: u64,
     preview: ReversePlan,
     preview_copy: Vec<Dispatch>,
@@ -162,9 +165,10 @@ impl Training for LdmTraining {
         let plan = &self.objective_plan().plan;
         match &self.latents {
             Some(latents) => {
-                let mut z0 = Vec::with_capacity(n * LATENT);
+                let values = latent_values(self.image);
+                let mut z0 = Vec::with_capacity(n * values);
                 for &i in batch.indices {
-                    z0.extend_from_slice(&latents[i * LATENT..(i + 1) * LATENT]);
+                    z0.extend_from_slice(&latents[i * values..(i + 1) * values]);
                 }
                 plan.write_input(gpu, self.objective.z0, &z0)?;
             }
@@ -191,7 +195,7 @@ impl Training for LdmTraining {
         let (encode, objective) = (&self.plans[0].plan, &self.plans[1].plan);
         let chunks = encode_chunks(gpu, encode, &self.encode, objective, &self.objective, train)?;
         let mut latents: Vec<f32> = chunks.concat();
-        latents.truncate(train.len() * LATENT);
+        latents.truncate(train.len() * latent_values(self.image));
         self.latents = Some(latents);
         self.plans.remove(0);
         Ok(())
@@ -199,7 +203,8 @@ impl Training for LdmTraining {
 
     fn describe(&self) -> String {
         format!(
-            "latent {LATENT_CHANNELS}x{LATENT_SIDE}x{LATENT_SIDE} scaled by {:.4}, MLP width {} x {} blocks, {} groups{}",
+            "latent {} scaled by {:.4}, MLP width {} x {} blocks, {} groups{}",
+            latent_description(self.image),
             self.config.scale.unwrap_or(1.0),
             self.config.width,
             self.config.blocks,
@@ -229,8 +234,9 @@ impl Training for LdmTraining {
         let latents = self.preview.sample(gpu, &ProgressBar::hidden())?;
         let (plan, z, images) = &self.decode;
         let scale = self.config.scale.unwrap_or(1.0);
-        let images = decode_latents(gpu, plan, *z, *images, &latents, scale, PREVIEW_COUNT)?;
-        Ok(Some(run::image_grid(&images, [PREVIEW_COUNT, 1, 28, 28], 8)))
+        let images = decode_latents(gpu, plan, *z, *images, &latents, scale, PREVIEW_COUNT, self.image)?;
+        let shape = crate::models::batch_shape(PREVIEW_COUNT, self.image);
+        Ok(Some(run::image_grid(&images, shape, 8)))
     }
 
     fn summary(&self, record: &Value) -> String {
@@ -243,7 +249,7 @@ impl Training for LdmTraining {
 }
 
 /// `dataset` through the encoding plan in chunks of its batch: images start .. start + batch (wrapping round to
-/// the first images to fill the last chunk), each chunk's z0 (batch x LATENT values) as the plan writes it into
+/// the first images to fill the last chunk), each chunk's z0 (a batch of latent maps) as the plan writes it into
 /// the input `z0` of `target`, the plan compiled from `objective`. Chunk `index` is encoded as step `index`
 /// (its posterior noise).
 fn encode_chunks(
@@ -255,7 +261,7 @@ fn encode_chunks(
     dataset: &Dataset,
 ) -> Result<Vec<Vec<f32>>, TrainError> {
     let (z0, batch) = (objective.z0, objective.graph.shape(objective.z0)[0]);
-    let mut images = vec![0.0f32; batch * PIXELS];
+    let mut images = vec![0.0f32; batch * dataset.shape().numel()];
     let mut chunks = Vec::new();
     for (index, start) in (0..dataset.len()).step_by(batch).enumerate() {
         let indices: Vec<usize> = (0..batch).map(|i| (start + i) % dataset.len()).collect();
@@ -295,13 +301,16 @@ fn latent_test_mse(
         let per_sample = eval.read_per_sample(gpu, objective.loss)?;
         sum += per_sample[..valid].iter().map(|&v| v as f64).sum::<f64>();
     }
-    Ok(sum / (dataset.len() * LATENT) as f64)
+    let values: usize = objective.graph.shape(objective.z0)[1..].iter().product();
+    Ok(sum / (dataset.len() * values) as f64)
 }
 
 /// The reverse process of `n` latents (no clamping), for the classes of `conditioning`.
+#[allow(clippy::too_many_arguments)]
 fn reverse_plan(
     gpu: &Gpu,
     config: &LdmConfig,
+    image: ImageShape,
     n: usize,
     options: &DiffusionOptions,
     seed: u64,
@@ -319,12 +328,12 @@ fn reverse_plan(
         guidance: conditioning.map(|c| c.guidance),
         resampling: inpaint,
     };
-    let build = |batch| denoiser(config, batch);
+    let build = |batch| denoiser(config, batch, image);
     let labels = conditioning.map(|c| &c.labels[..]);
     ReversePlan::for_samples(gpu, &build, n, sampler, &schedule, seed, reverse_options, labels)
 }
 
-/// `n` images (n, 784) in [0, 1] from an ldm run: latents by the reverse process (chunks of 64), decoded.
+/// `n` images (n, C·H·W) in [0, 1] from an ldm run: latents by the reverse process (chunks of 64), decoded.
 fn generate_images(
     gpu: &Gpu,
     run: &LoadedRun,
@@ -339,9 +348,10 @@ fn generate_images(
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
-    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK)?;
+    let image = run.image();
+    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK, image)?;
     let (decoder, _store) = run.forward_plan(gpu, &graph, "ldm decode")?;
-    let mut images = Vec::with_capacity(n * PIXELS);
+    let mut images = Vec::with_capacity(n * image.numel());
     for (chunk, start) in (0..n).step_by(SAMPLE_CHUNK).enumerate() {
         let count = SAMPLE_CHUNK.min(n - start);
         let chunk_seed = seed.wrapping_add((chunk as u64) << 32);
@@ -352,6 +362,7 @@ fn generate_images(
         let reverse = reverse_plan(
             gpu,
             &config,
+            image,
             count,
             options,
             chunk_seed,
@@ -363,7 +374,16 @@ fn generate_images(
         bar.set_prefix(format!("images {}..{} of {n}", start + 1, start + count));
         let latents = reverse.sample(gpu, &bar)?;
         bar.finish_and_clear();
-        images.extend(decode_latents(gpu, &decoder, z, out, &latents, scale, SAMPLE_CHUNK)?);
+        images.extend(decode_latents(
+            gpu,
+            &decoder,
+            z,
+            out,
+            &latents,
+            scale,
+            SAMPLE_CHUNK,
+            image,
+        )?);
     }
     Ok(images)
 }
@@ -371,14 +391,14 @@ fn generate_images(
 /// 1 / std over `dataset` of the first stage's posterior means mu, or of its samples z = mu + sigma eps with
 /// `sample_posterior` (E[z²] = mu² + sigma²).
 fn measure_scale(gpu: &Gpu, first: &LoadedRun, dataset: &Dataset, sample_posterior: bool) -> Result<f32, TrainError> {
-    let batch = 128;
+    let (batch, pixels) = (128, dataset.shape().numel());
     let mut g = Graph::new();
-    let x = g.input("x", &[batch, 784]);
-    let image = g.reshape(x, &[batch, 1, 28, 28])?;
-    let (mu, logvar) = super::encoder(&mut g, "", image)?;
+    let x = g.input("x", &[batch, pixels]);
+    let images = g.reshape(x, &crate::models::batch_shape(batch, dataset.shape()))?;
+    let (mu, logvar) = super::encoder(&mut g, "", images)?;
     let (plan, _store) = first.forward_plan(gpu, &g, "latent scale")?;
     let images = crate::generate::test_images(dataset, dataset.len());
-    let outputs = crate::generate::run_batched_outputs(gpu, &plan, x, &[mu, logvar], &images, 784, batch)?;
+    let outputs = crate::generate::run_batched_outputs(gpu, &plan, x, &[mu, logvar], &images, pixels, batch)?;
     let (mut sum, mut square) = (0.0f64, 0.0f64);
     for (m, lv) in outputs[0].iter().zip(&outputs[1]) {
         let m = *m as f64;
@@ -547,22 +567,17 @@ impl Recipe for Ldm {
         Ok(())
     }
 
-    /// On 1x28x28 only (`only_image`).
-    fn train_graph(&self, batch: usize, _image: ImageShape) -> Result<TrainGraph, crate::graph::GraphError> {
-        let (o, x) = super::whole_step(&LdmConfig::default(), batch)?;
+    fn train_graph(&self, batch: usize, image: ImageShape) -> Result<TrainGraph, crate::graph::GraphError> {
+        let (o, x) = super::whole_step(&LdmConfig::default(), batch, image)?;
         Ok(TrainGraph::new(o.graph, x, vec![("mse", o.loss)]))
-    }
-
-    fn only_image(&self) -> Option<ImageShape> {
-        Some(ImageShape::MNIST)
     }
 
     fn training(&self, gpu: &Gpu, config: &RunConfig, options: &ModelOptions) -> Result<Box<dyn Training>, TrainError> {
         let ldm = ldm_config(config)?;
-        let (seed, batch) = (config.seed, config.batch);
+        let (seed, batch, image) = (config.seed, config.batch, config.image);
         let scale = ldm.scale.unwrap_or(1.0);
         let mut store = ParamStore::new(seed);
-        let objective = objective(&ldm, batch)?;
+        let objective = objective(&ldm, batch, image)?;
         let update = [DENOISER];
         let mut train = plan::compile(
             gpu,
@@ -581,6 +596,7 @@ impl Recipe for Ldm {
             objective.z0,
             scale,
             sample,
+            image,
             "ldm encode",
             seed,
         )?;
@@ -592,10 +608,11 @@ impl Recipe for Ldm {
             objective.z0,
             scale,
             sample,
+            image,
             "ldm test encode",
             seed,
         )?;
-        let (graph, z, images) = decoding(FIRST_STAGE, PREVIEW_COUNT)?;
+        let (graph, z, images) = decoding(FIRST_STAGE, PREVIEW_COUNT, image)?;
         let decode = plan::compile(gpu, &graph, &mut store, &forward_options("ldm preview decode", seed))?;
         // The first stage's weights, from its run (a resumed run then loads its own checkpoint over them).
         let first_checkpoint = ldm.autoencoder.join(run::CHECKPOINT);
@@ -615,6 +632,7 @@ impl Recipe for Ldm {
         let preview = reverse_plan(
             gpu,
             &ldm,
+            image,
             PREVIEW_COUNT,
             &preview_options,
             seed,
@@ -641,6 +659,7 @@ impl Recipe for Ldm {
             eval_encode,
             eval,
             config: ldm,
+            image,
             seed,
             preview,
             preview_copy,
@@ -699,7 +718,7 @@ impl Recipe for Ldm {
             .into_iter()
             .take(n)
             .collect();
-        let mut images = vec![0.0f32; indices.len() * PIXELS];
+        let mut images = vec![0.0f32; indices.len() * train.shape().numel()];
         train.fill_images(&indices, PixelRange::ZeroToOne, &mut images);
         let mut sets = vec![MeasuredSet {
             name: "first_stage_reconstructions".into(),
@@ -737,7 +756,7 @@ impl Recipe for Ldm {
         let seconds = start.elapsed().as_secs_f64();
         let dir = run.out_dir(request.out.as_deref())?;
         let (grid, samples) =
-            write_samples_in_columns(&dir, &images, ImageShape::MNIST, Some(request.grid_columns(n, classes)))?;
+            write_samples_in_columns(&dir, &images, run.image(), Some(request.grid_columns(n, classes)))?;
         Ok(json!({
             "grid": grid,
             "grid_images": n.min(GRID_LIMIT),
@@ -757,10 +776,10 @@ impl Recipe for Ldm {
         let images = crate::generate::test_images(&test, n.max(1));
         let reconstructions = reconstruct_images(gpu, run, &images)?;
         let file = run.out_dir(out.as_deref())?.join("reconstruct.png");
-        let count = images.len() / PIXELS;
+        let count = images.len() / run.image().numel();
         run::save_png(
             &file,
-            &crate::generate::pairs_grid(&images, &reconstructions, count, ImageShape::MNIST),
+            &crate::generate::pairs_grid(&images, &reconstructions, count, run.image()),
         )?;
         Ok(json!({ "image": file, "n": count }))
     }
@@ -770,57 +789,76 @@ impl Recipe for Ldm {
     }
 }
 
-/// The first stage's reconstructions (posterior mean, decoded) of images (N, 784) in [0, 1].
+/// The first stage's reconstructions (posterior mean, decoded) of images (N, C·H·W) in [0, 1].
 fn reconstruct_images(gpu: &Gpu, run: &LoadedRun, images: &[f32]) -> Result<Vec<f32>, TrainError> {
     let latents = encode_means(gpu, run, images)?;
-    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK)?;
+    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK, run.image())?;
     let (decoder, _store) = run.forward_plan(gpu, &graph, "ldm decode")?;
-    decode_latents(gpu, &decoder, z, out, &latents, 1.0, SAMPLE_CHUNK)
+    decode_latents(gpu, &decoder, z, out, &latents, 1.0, SAMPLE_CHUNK, run.image())
 }
 
-/// The posterior means (N, 196), unscaled, of images (N, 784) in [0, 1].
+/// The posterior means (N, C'·H/4·W/4), unscaled, of images (N, C·H·W) in [0, 1].
 fn encode_means(gpu: &Gpu, run: &LoadedRun, images: &[f32]) -> Result<Vec<f32>, TrainError> {
-    let enc = encoding(FIRST_STAGE, SAMPLE_CHUNK)?;
+    let enc = encoding(FIRST_STAGE, SAMPLE_CHUNK, run.image())?;
     let (plan, _store) = run.forward_plan(gpu, &enc.graph, "ldm encode")?;
-    crate::generate::run_batched(gpu, &plan, enc.x, enc.mu, images, PIXELS, SAMPLE_CHUNK)
+    crate::generate::run_batched(gpu, &plan, enc.x, enc.mu, images, run.image().numel(), SAMPLE_CHUNK)
 }
 
-/// Inpainting in latent space: the mask taken down to the 7x7 grid (a latent cell is known when all 16 of its
-/// pixels are), the known image encoded (posterior mean, scaled) and mixed back after every step (RePaint's jumps
+/// Inpainting in latent space: the mask taken down to the latent grid (a latent cell is known when all 16 of its
+/// pixels are, in every channel), the known image encoded (posterior mean, scaled) and mixed back after every step (RePaint's jumps
 /// back when `resample` > 1), the result decoded, and the known pixels pasted back exactly.
 fn complete(gpu: &Gpu, run: &LoadedRun, completion: &Completion) -> Result<Vec<f32>, TrainError> {
     let config = ldm_config(&run.config)?;
     let scale = config.scale.unwrap_or(1.0);
-    let total = completion.images.len() / PIXELS;
+    let image = run.image();
+    let total = completion.images.len() / image.numel();
     let known_latents: Vec<f32> = encode_means(gpu, run, completion.images)?
         .iter()
         .map(|v| v * scale)
         .collect();
-    let latent_masks: Vec<f32> = completion.masks.chunks(PIXELS).flat_map(latent_mask).collect();
+    let latent_masks: Vec<f32> = completion
+        .masks
+        .chunks(image.numel())
+        .flat_map(|mask| latent_mask(mask, image))
+        .collect();
     let options = DiffusionOptions {
         ema: true,
         ..completion.diffusion.clone()
     };
     let resampling = Some((completion.jump, completion.resample));
-    let reverse = reverse_plan(gpu, &config, total, &options, completion.seed, resampling, None)?;
+    let reverse = reverse_plan(gpu, &config, image, total, &options, completion.seed, resampling, None)?;
     reverse.load_weights(gpu, &run.checkpoint, true)?;
     let bar = progress_bar(0, completion.progress, "network evaluations");
     bar.set_prefix("inpainting");
     let latents = reverse.inpaint(gpu, &known_latents, &latent_masks, &bar)?;
     bar.finish_and_clear();
-    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK)?;
+    let (graph, z, out) = decoding(FIRST_STAGE, SAMPLE_CHUNK, image)?;
     let (decoder, _store) = run.forward_plan(gpu, &graph, "ldm decode")?;
-    let decoded = decode_latents(gpu, &decoder, z, out, &latents, scale, SAMPLE_CHUNK)?;
+    let decoded = decode_latents(gpu, &decoder, z, out, &latents, scale, SAMPLE_CHUNK, image)?;
     Ok(paste_known(&decoded, completion.images, completion.masks))
 }
 
-/// A pixel mask (784, 1 keeps) on the latent grid (C x 7 x 7): a cell is known when its 4x4 pixels all are.
-pub fn latent_mask(pixels: &[f32]) -> Vec<f32> {
-    let mut cells = [0.0f32; LATENT_SIDE * LATENT_SIDE];
-    for (cell, value) in cells.iter_mut().enumerate() {
-        let (r, c) = (cell / LATENT_SIDE, cell % LATENT_SIDE);
-        let all_known = (0..16).all(|k| pixels[(4 * r + k / 4) * 28 + 4 * c + k % 4] == 1.0);
-        *value = if all_known { 1.0 } else { 0.0 };
-    }
-    cells.repeat(LATENT_CHANNELS)
+/// A pixel mask (C·H·W values of an image of `image`, 1 keeps) on the latent grid (C' x H/4 x W/4): a cell is
+/// known when its 4x4 pixels all are, in every channel.
+pub fn latent_mask(pixels: &[f32], image: ImageShape) -> Vec<f32> {
+    let [channels, rows, columns] = latent_shape(image);
+    let plane = image.height * image.width;
+    let known = |r: usize, c: usize| {
+        (0..image.channels).all(|channel| {
+            (0..DOWNSAMPLING * DOWNSAMPLING).all(|k| {
+                let (y, x) = (DOWNSAMPLING * r + k / DOWNSAMPLING, DOWNSAMPLING * c + k % DOWNSAMPLING);
+                pixels[channel * plane + y * image.width + x] == 1.0
+            })
+        })
+    };
+    let cells: Vec<f32> = (0..rows * columns)
+        .map(|cell| {
+            if known(cell / columns, cell % columns) {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    cells.repeat(channels)
 }
