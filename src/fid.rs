@@ -464,6 +464,8 @@ pub fn completion_benchmark(
         steps: Some(options.inpaint_steps),
         eta: None,
         ema: true,
+        guide: options.sampling.guide.clone(),
+        guide_weight: options.sampling.guide_weight,
     };
     let request = crate::recipe::Completion {
         images: &originals,

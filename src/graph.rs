@@ -366,6 +366,8 @@ pub struct Graph {
     pub tensors: Vec<Tensor>,
     pub params: Vec<ParamSpec>,
     pub ops: Vec<Op>,
+    /// Put before the name of every parameter made now ([`Graph::within`]).
+    prefix: String,
 }
 
 fn shape_error(op: &'static str, layer: &str, message: impl fmt::Display) -> GraphError {
@@ -429,6 +431,7 @@ impl Graph {
     /// # Panics
     /// If the name was used before with another shape (a bug in the model's definition, not in user input).
     pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> TensorId {
+        let name = &format!("{}{name}", self.prefix);
         if let Some(existing) = self.reuse(name, shape) {
             return existing;
         }
@@ -444,6 +447,16 @@ impl Graph {
         tensor
     }
 
+    /// Builds part of the graph with `prefix` put before its parameters' names (after any outer prefix): a second
+    /// copy of a network with weights of its own (the guide of autoguidance beside the model it guides).
+    pub fn within<T>(&mut self, prefix: &str, build: impl FnOnce(&mut Self) -> T) -> T {
+        let inner = format!("{}{prefix}", self.prefix);
+        let outer = std::mem::replace(&mut self.prefix, inner);
+        let result = build(self);
+        self.prefix = outer;
+        result
+    }
+
     fn reuse(&self, name: &str, shape: &[usize]) -> Option<TensorId> {
         let existing = self.params.iter().find(|p| p.name == name)?;
         assert_eq!(existing.shape, shape, "parameter {name} used with two shapes");
@@ -451,6 +464,7 @@ impl Graph {
     }
 
     fn state(&mut self, name: &str, shape: &[usize], value: f32) -> TensorId {
+        let name = &format!("{}{name}", self.prefix);
         if let Some(existing) = self.reuse(name, shape) {
             return existing;
         }

@@ -9,7 +9,7 @@
 //! metrics.jsonl, loss.png and resume.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
@@ -150,6 +150,18 @@ pub struct DiffusionOptions {
     /// Sample the EMA weights (true) or the trained ones (`--no-ema`).
     #[arg(long = "no-ema", action = clap::ArgAction::SetFalse)]
     pub ema: bool,
+    /// ldm: autoguidance (Karras et al. 2024): a weaker ldm run on the same first stage (smaller, or trained
+    /// less) guides this one, eps = (1 + W) eps(x) - W eps_guide(x) with W = --guide-weight.
+    #[arg(long, value_name = "RUN")]
+    pub guide: Option<PathBuf>,
+    /// The autoguidance weight W >= 0 (0: the model alone).
+    #[arg(
+        long = "guide-weight",
+        value_name = "W",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub guide_weight: f32,
 }
 
 impl Default for DiffusionOptions {
@@ -159,6 +171,8 @@ impl Default for DiffusionOptions {
             steps: None,
             eta: None,
             ema: true,
+            guide: None,
+            guide_weight: 1.0,
         }
     }
 }
@@ -171,6 +185,23 @@ impl DiffusionOptions {
 
     /// The sampler asked for in words, for reports: `ancestral, 1000 timesteps` or `ddim, 100 steps, eta 1`.
     pub fn describe(&self, steps: usize, eta: f32) -> String {
+        let sampler = self.describe_sampler(steps, eta);
+        match self.autoguide() {
+            Some(guide) => format!(
+                "{sampler}, autoguided by {} at weight {}",
+                guide.display(),
+                self.guide_weight
+            ),
+            None => sampler,
+        }
+    }
+
+    /// The guide run of autoguidance, when there is one and its weight is not 0.
+    pub fn autoguide(&self) -> Option<&Path> {
+        self.guide.as_deref().filter(|_| self.guide_weight != 0.0)
+    }
+
+    fn describe_sampler(&self, steps: usize, eta: f32) -> String {
         match self.sampler.as_str() {
             "ancestral" | "ddpm" => format!("ancestral, {} timesteps", crate::models::ddpm::TIMESTEPS),
             name => format!(

@@ -197,6 +197,7 @@ fn guidance_zero_gives_the_conditional_models_own_samples() {
             clamp: false,
             guidance: None,
             resampling: None,
+            autoguidance: None,
         },
         Some(&labels),
     )
@@ -213,6 +214,7 @@ fn guidance_zero_gives_the_conditional_models_own_samples() {
                 clamp: false,
                 guidance: Some(w),
                 resampling: None,
+                autoguidance: None,
             },
         )
         .unwrap();
@@ -235,6 +237,78 @@ fn guidance_zero_gives_the_conditional_models_own_samples() {
     assert!(at_three.iter().all(|v| v.is_finite()));
     let difference: f32 = at_three.iter().zip(&own).map(|(a, b)| (a - b).abs()).sum();
     assert!(difference > 1e-3, "guidance 3 must change the samples");
+}
+
+/// Autoguidance with a guide of the same weights as the model gives the model's own samples ((1 + w) eps - w eps),
+/// to rounding; a guide of other weights changes them and they stay finite.
+#[test]
+fn autoguidance_by_a_copy_of_the_model_gives_its_own_samples() {
+    let gpu = check::shared_gpu();
+    let config = small_ldm(None);
+    let guide_config = LdmConfig {
+        width: 8,
+        ..small_ldm(None)
+    };
+    let n = 4;
+    let schedule = config.schedule.schedule();
+    let options = |autoguidance| ReverseOptions {
+        inpaint: false,
+        clamp: false,
+        guidance: None,
+        resampling: None,
+        autoguidance,
+    };
+    let sample = |denoiser, autoguidance| {
+        let reverse = ReversePlan::new(
+            gpu,
+            denoiser,
+            diffusion::sampler("ddim", 6).unwrap(),
+            &schedule,
+            SEED,
+            &options(autoguidance),
+        )
+        .unwrap();
+        // The guide's weights `guide.<name>` are a copy of the model's `<name>` when it has the same shape.
+        for entry in &reverse.store.entries {
+            if let Some(name) = entry.name.strip_prefix(diffusion::GUIDE) {
+                let own = reverse.store.entries.iter().find(|e| e.name == name).unwrap();
+                if own.shape == entry.shape {
+                    let values: Vec<f32> = gpu.read(&own.value).unwrap();
+                    gpu.write(&entry.value, &values).unwrap();
+                }
+            }
+        }
+        reverse.sample(gpu, &indicatif::ProgressBar::hidden()).unwrap()
+    };
+    let own = sample(ldm::denoiser(&config, n, ImageShape::MNIST).unwrap(), None);
+    let copy = ldm::guided_denoiser(&config, &config, n, ImageShape::MNIST).unwrap();
+    assert_eq!(copy.graph.shape(copy.eps_theta), &[2 * n, 4, 7, 7]);
+    assert!(copy.graph.param_named("guide.net.b1.l2.weight").is_some());
+    let by_copy = sample(copy, Some(2.0));
+    check::assert_close(
+        "autoguidance by the model itself",
+        &by_copy,
+        &own.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        check::Tolerance {
+            atol: 1e-4,
+            rtol: 1e-3,
+            max_relative_frobenius: Some(1e-4),
+        },
+    );
+    let weaker = ldm::guided_denoiser(&config, &guide_config, n, ImageShape::MNIST).unwrap();
+    let guided = sample(weaker, Some(1.0));
+    assert!(guided.iter().all(|v| v.is_finite()));
+    let difference: f32 = guided.iter().zip(&own).map(|(a, b)| (a - b).abs()).sum();
+    assert!(difference > 1e-3, "a guide of other weights must change the samples");
+    let wrong = ReversePlan::new(
+        gpu,
+        ldm::denoiser(&config, n, ImageShape::MNIST).unwrap(),
+        diffusion::sampler("ddim", 6).unwrap(),
+        &schedule,
+        SEED,
+        &options(Some(1.0)),
+    );
+    assert!(wrong.is_err(), "autoguidance needs the two estimates");
 }
 
 fn json(output: &std::process::Output) -> serde_json::Value {
@@ -547,6 +621,67 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         &["sample", "--run", plain_s, "--class", "1"],
         "--class: this run is not class-conditional",
     );
+    // Autoguidance: a smaller ldm on the same first stage guides the plain one.
+    let guide = directory.path().join("guide");
+    let guide_s = guide.to_str().unwrap();
+    latent(&[
+        "train",
+        "ldm",
+        "--autoencoder",
+        first_s,
+        "--data",
+        data_s,
+        "--run",
+        guide_s,
+        "--batch",
+        "16",
+        "--steps",
+        "1",
+        "--width",
+        "8",
+        "--blocks",
+        "1",
+        "--preview-steps",
+        "2",
+    ]);
+    let eval = json(&latent(&[
+        "eval",
+        "--run",
+        plain_s,
+        "--fid-n",
+        "8",
+        "--steps",
+        "3",
+        "--guide",
+        guide_s,
+        "--guide-weight",
+        "1.5",
+        "--classifier",
+        classifier_s,
+        "--json",
+    ]));
+    let sampler = eval["fid_sampler"].as_str().unwrap();
+    assert!(
+        sampler.contains("autoguided by") && sampler.ends_with("at weight 1.5"),
+        "{eval}"
+    );
+    assert!(eval["fid"].as_f64().is_some_and(f64::is_finite), "{eval}");
+    latent(&[
+        "sample", "--run", plain_s, "--n", "3", "--steps", "3", "--guide", guide_s, "--out", out_s,
+    ]);
+    assert_eq!(npy_shape(&out.join("samples.npy")), "(3, 1, 28, 28)");
+    assert_refused(
+        &["sample", "--run", plain_s, "--guide", guide_s, "--guide-weight", "-1"],
+        "--guide-weight -1: give a weight of 0",
+    );
+    assert_refused(
+        &["sample", "--run", plain_s, "--guide", first_s],
+        "that run's model is ae-kl, not ldm",
+    );
+    assert_refused(
+        &["sample", "--run", plain_s, "--guide", run_s],
+        "its noise schedule or class conditioning differs",
+    );
     // --autoencoder must name an ae-kl run.
     let wrong = directory.path().join("wrong");
     assert_refused(
@@ -648,6 +783,7 @@ fn resampling_keeps_the_known_pixels_bit_exact() {
         SEED,
         &ReverseOptions {
             resampling: Some((2, 3)),
+            autoguidance: None,
             ..ReverseOptions::pixels(true)
         },
     )

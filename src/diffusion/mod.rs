@@ -62,6 +62,9 @@ pub struct ReverseOptions {
     pub guidance: Option<f32>,
     /// RePaint's resampling when inpainting: (jump length j, resamplings r); r = 1 is the plain walk.
     pub resampling: Option<(usize, usize)>,
+    /// Autoguidance (Karras et al. 2024) with weight w: the denoiser gives two estimates of each image's noise,
+    /// [model; guide] (2N), and eps = (1 + w) eps(x) - w eps_guide(x).
+    pub autoguidance: Option<f32>,
 }
 
 impl ReverseOptions {
@@ -72,9 +75,13 @@ impl ReverseOptions {
             clamp: true,
             guidance: None,
             resampling: None,
+            autoguidance: None,
         }
     }
 }
+
+/// The name prefix of an autoguidance guide's parameters inside a sampling plan.
+pub const GUIDE: &str = "guide.";
 
 /// What a sampler's step dispatch works on: buffers of the compiled sampling plan.
 pub struct StepBuffers<'a> {
@@ -231,12 +238,29 @@ impl ReversePlan {
                 "classifier-free guidance needs a conditional denoiser at twice the number of samples".into(),
             ));
         }
+        let mut estimates = network_shape.clone();
+        if options.autoguidance.is_some() {
+            if guided {
+                return Err(TrainError::Config(
+                    "classifier-free guidance and autoguidance at once: choose --guidance or --guide".into(),
+                ));
+            }
+            estimates[0] = 2 * batch;
+        }
+        if g.shape(network_eps) != estimates {
+            return Err(TrainError::Config(format!(
+                "the denoiser gives {:?} for x of {network_shape:?}: it should give {estimates:?}",
+                g.shape(network_eps)
+            )));
+        }
         // Under guidance the sample x (n) and the guided estimate (n) are tensors of their own; the network sees
-        // x twice over (2n).
+        // x twice over (2n). Under autoguidance the network sees x once and gives two estimates (2n).
         let (x, eps_theta) = if guided {
             let mut shape = network_shape.clone();
             shape[0] = batch / 2;
             (g.input("x_sample", &shape), g.input("eps_guided", &shape))
+        } else if options.autoguidance.is_some() {
+            (network_x, g.input("eps_guided", &network_shape))
         } else {
             (network_x, network_eps)
         };
@@ -293,6 +317,10 @@ impl ReversePlan {
             repeat = Some(arith::repeat(gpu, plan.buffer(network_x), &x_buffer, values, 2)?);
             let combine = arith::combine_halves(gpu, &eps_buffer, plan.buffer(network_eps), 1.0 + w, -w, values)?;
             dispatches.push(("guidance: (1 + w) eps(x, c) - w eps(x, null)", combine));
+        }
+        if let Some(w) = options.autoguidance {
+            let combine = arith::combine_halves(gpu, &eps_buffer, plan.buffer(network_eps), 1.0 + w, -w, values)?;
+            dispatches.push(("autoguidance: (1 + w) eps(x) - w eps_guide(x)", combine));
         }
         dispatches.push(("sampling step", sampler.step(gpu, &buffers)?));
         if let Some(inpainting) = &inpainting {
@@ -401,14 +429,25 @@ impl ReversePlan {
         Ok(())
     }
 
-    /// Loads the weights from a checkpoint: the EMA copies (`ema.<name>`) or the trained values.
+    /// Loads the weights from a checkpoint: the EMA copies (`ema.<name>`) or the trained values. An autoguidance
+    /// guide's weights (`guide.*`) come from its own checkpoint ([`ReversePlan::load_guide`]).
     pub fn load_weights(&self, gpu: &Gpu, checkpoint: &Checkpoint, ema: bool) -> Result<(), TrainError> {
-        for entry in &self.store.entries {
-            let name = if ema {
-                format!("ema.{}", entry.name)
-            } else {
-                entry.name.clone()
-            };
+        self.load_entries(gpu, checkpoint, ema, "")
+    }
+
+    /// Loads the autoguidance guide's weights (`guide.<name>`) from its run's checkpoint (`<name>`, or its EMA).
+    pub fn load_guide(&self, gpu: &Gpu, checkpoint: &Checkpoint, ema: bool) -> Result<(), TrainError> {
+        self.load_entries(gpu, checkpoint, ema, GUIDE)
+    }
+
+    /// Loads the entries named `prefix<name>` (with `prefix` "": those without the guide's prefix).
+    fn load_entries(&self, gpu: &Gpu, checkpoint: &Checkpoint, ema: bool, prefix: &str) -> Result<(), TrainError> {
+        let entries = self.store.entries.iter().filter_map(|entry| match prefix {
+            "" => (!entry.name.starts_with(GUIDE)).then_some((entry, &entry.name[..])),
+            _ => entry.name.strip_prefix(prefix).map(|name| (entry, name)),
+        });
+        for (entry, name) in entries {
+            let name = if ema { format!("ema.{name}") } else { name.to_string() };
             let values = checkpoint.f32(&name, &entry.shape).map_err(|e| {
                 TrainError::Config(format!(
                     "{e}{}",

@@ -151,6 +151,12 @@ fn reverse_plan(
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
+    if let Some(guide) = options.autoguide() {
+        return Err(TrainError::Config(format!(
+            "--guide {}: autoguidance is built for the ldm only, for now; sample this ddpm without --guide",
+            guide.display()
+        )));
+    }
     let sampler = options.sampler(SAMPLING_STEPS, 0.0)?;
     let schedule = config.schedule.schedule();
     let reverse_options = ReverseOptions {
@@ -515,6 +521,7 @@ impl Recipe for Ddpm {
             steps: Some(options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS)),
             eta: None,
             ema: true,
+            ..DiffusionOptions::default()
         };
         // A conditional model's preview shows the classes in turn, unguided.
         let preview_classes = ddpm.classes.map(|k| Conditioning {

@@ -275,6 +275,36 @@ pub fn denoiser(config: &LdmConfig, batch: usize, image: ImageShape) -> Result<D
     })
 }
 
+/// Autoguidance's denoiser: this model and its guide (a weaker ldm, parameters `guide.*`) on the same z_t, t and
+/// classes, their estimates stacked [model; guide] (2N, C, h, w) for `ReverseOptions::autoguidance`.
+pub fn guided_denoiser(
+    config: &LdmConfig,
+    guide: &LdmConfig,
+    batch: usize,
+    image: ImageShape,
+) -> Result<Denoiser, GraphError> {
+    let mut g = Graph::new();
+    let shape = latent_batch(batch, image);
+    let x = g.input("x", &shape);
+    let t = g.integer_input("t", &[batch]);
+    let class = class_input(&mut g, config.classes, batch);
+    let own = denoiser_net(&mut g, config, x, t, class)?;
+    let guided = g.within(crate::diffusion::GUIDE, |g| denoiser_net(g, guide, x, t, class))?;
+    // [own; guided] along the batch: the two maps side by side as one row, seen again as 2N maps.
+    let values = batch * latent_values(image);
+    let own = g.reshape(own, &[1, values, 1, 1])?;
+    let guided = g.reshape(guided, &[1, values, 1, 1])?;
+    let both = g.concat(own, guided)?;
+    let eps_theta = g.reshape(both, &[2 * batch, shape[1], shape[2], shape[3]])?;
+    Ok(Denoiser {
+        graph: g,
+        x,
+        t,
+        eps_theta,
+        class,
+    })
+}
+
 /// The encoding of a batch: x (N, C, H, W) in [0, 1] -> z = mu + eps exp(logvar / 2) (eps from stream 1), and mu.
 pub struct Encoding {
     pub graph: Graph,

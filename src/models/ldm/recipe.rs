@@ -16,8 +16,8 @@ use serde_json::{json, Map, Value};
 
 use super::first_stage::NAME as FIRST_STAGE_NAME;
 use super::{
-    decoding, denoiser, encoding, latent_description, latent_shape, latent_values, objective, Encoding, LdmConfig,
-    Objective, AUTOENCODER_DIR, DOWNSAMPLING, FIRST_STAGE,
+    decoding, denoiser, encoding, guided_denoiser, latent_description, latent_shape, latent_values, objective,
+    Encoding, LdmConfig, Objective, AUTOENCODER_DIR, DOWNSAMPLING, FIRST_STAGE,
 };
 use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
 use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
@@ -322,15 +322,64 @@ fn reverse_plan(
     }
     let sampler = options.sampler(SAMPLING_STEPS, SAMPLING_ETA)?;
     let schedule = config.schedule.schedule();
+    let guide = options.autoguide().map(|dir| open_guide(dir, config)).transpose()?;
+    if guide.is_some() && !(options.guide_weight.is_finite() && options.guide_weight > 0.0) {
+        return Err(TrainError::Config(format!(
+            "--guide-weight {}: give a weight of 0 (the model alone) or more",
+            options.guide_weight
+        )));
+    }
     let reverse_options = ReverseOptions {
         inpaint: inpaint.is_some(),
         clamp: false,
         guidance: conditioning.map(|c| c.guidance),
         resampling: inpaint,
+        autoguidance: guide.as_ref().map(|_| options.guide_weight),
     };
-    let build = |batch| denoiser(config, batch, image);
+    let build = |batch| match &guide {
+        Some((guide_config, _)) => guided_denoiser(config, guide_config, batch, image),
+        None => denoiser(config, batch, image),
+    };
     let labels = conditioning.map(|c| &c.labels[..]);
-    ReversePlan::for_samples(gpu, &build, n, sampler, &schedule, seed, reverse_options, labels)
+    let reverse = ReversePlan::for_samples(gpu, &build, n, sampler, &schedule, seed, reverse_options, labels)?;
+    if let Some((_, guide)) = &guide {
+        reverse.load_guide(gpu, &guide.checkpoint, options.ema)?;
+    }
+    Ok(reverse)
+}
+
+/// The guide run of autoguidance at `dir`: an ldm on the same first stage (the same latents and scale), schedule
+/// and classes as the run of `config`, so that the two estimate the same noise.
+fn open_guide(dir: &Path, config: &LdmConfig) -> Result<(LdmConfig, LoadedRun), TrainError> {
+    let refuse = |why: String| TrainError::Config(format!("--guide {}: {why}", dir.display()));
+    let guide = LoadedRun::open(dir).map_err(|e| refuse(e.to_string()))?;
+    if guide.config.model != "ldm" {
+        return Err(refuse(format!(
+            "that run's model is {}, not ldm; the guide of an ldm is a weaker ldm run (smaller, or trained less) on \
+             the same first stage",
+            guide.config.model
+        )));
+    }
+    let own = ldm_config(&guide.config)?;
+    let first_stage = |c: &LdmConfig| (std::fs::canonicalize(&c.autoencoder).ok(), c.scale);
+    if first_stage(&own) != first_stage(config) {
+        return Err(refuse(format!(
+            "its first stage is {} (scale {:?}), this run's is {} (scale {:?}); a guide must diffuse the same \
+             latents: train it with --autoencoder {}",
+            own.autoencoder.display(),
+            own.scale,
+            config.autoencoder.display(),
+            config.scale,
+            config.autoencoder.display()
+        )));
+    }
+    if own.schedule != config.schedule || own.classes != config.classes {
+        return Err(refuse(
+            "its noise schedule or class conditioning differs from this run's; train the guide with the same ones"
+                .into(),
+        ));
+    }
+    Ok((own, guide))
 }
 
 /// `n` images (n, C·H·W) in [0, 1] from an ldm run: latents by the reverse process (chunks of 64), decoded.
@@ -624,6 +673,7 @@ impl Recipe for Ldm {
             steps: Some(options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS)),
             eta: None,
             ema: true,
+            ..DiffusionOptions::default()
         };
         let preview_classes = ldm.classes.map(|k| Conditioning {
             labels: (0..PREVIEW_COUNT).map(|i| (i % k) as u32).collect(),
