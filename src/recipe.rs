@@ -9,7 +9,7 @@
 //! metrics.jsonl, loss.png and resume.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
@@ -154,14 +154,10 @@ pub struct DiffusionOptions {
     /// less) guides this one, eps = (1 + W) eps(x) - W eps_guide(x) with W = --guide-weight.
     #[arg(long, value_name = "RUN")]
     pub guide: Option<PathBuf>,
-    /// The autoguidance weight W >= 0 (0: the model alone).
-    #[arg(
-        long = "guide-weight",
-        value_name = "W",
-        default_value_t = 1.0,
-        allow_negative_numbers = true
-    )]
-    pub guide_weight: f32,
+    /// The autoguidance weight W >= 0 (default: the run's own guide's, 0.5; 0: the model alone, also for a run
+    /// trained with a guide).
+    #[arg(long = "guide-weight", value_name = "W", allow_negative_numbers = true)]
+    pub guide_weight: Option<f32>,
 }
 
 impl Default for DiffusionOptions {
@@ -172,7 +168,7 @@ impl Default for DiffusionOptions {
             eta: None,
             ema: true,
             guide: None,
-            guide_weight: 1.0,
+            guide_weight: None,
         }
     }
 }
@@ -185,23 +181,6 @@ impl DiffusionOptions {
 
     /// The sampler asked for in words, for reports: `ancestral, 1000 timesteps` or `ddim, 100 steps, eta 1`.
     pub fn describe(&self, steps: usize, eta: f32) -> String {
-        let sampler = self.describe_sampler(steps, eta);
-        match self.autoguide() {
-            Some(guide) => format!(
-                "{sampler}, autoguided by {} at weight {}",
-                guide.display(),
-                self.guide_weight
-            ),
-            None => sampler,
-        }
-    }
-
-    /// The guide run of autoguidance, when there is one and its weight is not 0.
-    pub fn autoguide(&self) -> Option<&Path> {
-        self.guide.as_deref().filter(|_| self.guide_weight != 0.0)
-    }
-
-    fn describe_sampler(&self, steps: usize, eta: f32) -> String {
         match self.sampler.as_str() {
             "ancestral" | "ddpm" => format!("ancestral, {} timesteps", crate::models::ddpm::TIMESTEPS),
             name => format!(
@@ -364,11 +343,15 @@ pub struct MeasuredSet {
 /// The guidance weights of `latent eval`'s trade-off curve for conditional models (Ho & Salimans's Figure 2).
 pub const EVAL_GUIDANCE: [f32; 4] = [0.0, 1.0, 2.0, 4.0];
 
-/// A run that must exist before a model trains: `model` trained for `epochs` into `dir`.
+/// A run that must exist before a model trains: `model` trained for `epochs` into `dir` with its flags `options`
+/// (and the seed, data, image shape and batch of the run that needs it).
 pub struct Prerequisite {
     pub model: &'static str,
+    /// What it is to the model, in words: "first stage", "guide".
+    pub role: &'static str,
     pub dir: PathBuf,
     pub epochs: u64,
+    pub options: ModelOptions,
 }
 
 /// What a completion is asked: known images (N, C·H·W) in [0, 1] and their masks (N, C·H·W; 1 keeps the pixel), the
@@ -486,10 +469,10 @@ pub trait Recipe: Sync {
         Ok(())
     }
 
-    /// A model this one needs trained first (the ldm's first stage), which `latent train` trains into the given
-    /// directory before this model's own training starts, or resumes if it was interrupted.
-    fn prerequisite(&self, _config: &RunConfig, _run: &std::path::Path) -> Option<Prerequisite> {
-        None
+    /// Models this one needs trained first, in order (the ldm's first stage, then its guide), which `latent train`
+    /// trains into their directories before this model's own training starts, or resumes if interrupted.
+    fn prerequisites(&self, _config: &RunConfig, _run: &std::path::Path) -> Vec<Prerequisite> {
+        Vec::new()
     }
 
     /// Completes the configuration once the prerequisite exists, before config.json is written and training

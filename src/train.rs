@@ -428,7 +428,7 @@ pub fn train_in(gpu: &Gpu, request: &TrainRequest, group: &dyn Group) -> Result<
     // Only rank 0 writes the run directory.
     let run = if leader { Some(place.into_dir()?) } else { None };
     let _lock = run.as_ref().map(RunDir::lock_for_writing).transpose()?; // held until training returns
-    if let Some(first) = recipe.prerequisite(&config, &run_path) {
+    for first in recipe.prerequisites(&config, &run_path) {
         train_prerequisite(gpu, request, &config, &first)?;
     }
     recipe.prepare(gpu, &run_path, &mut config, &splits)?;
@@ -684,9 +684,10 @@ fn train_prerequisite(
     let model: ModelKind = first.model.parse().map_err(TrainError::Config)?;
     let resume = first.dir.join(run::CHECKPOINT).exists();
     eprintln!(
-        "{} the {} first stage in {} ({} epochs)",
+        "{} the {} {} in {} ({} epochs)",
         if resume { "Finishing" } else { "Training" },
         first.model,
+        first.role,
         first.dir.display(),
         first.epochs
     );
@@ -701,6 +702,11 @@ fn train_prerequisite(
         progress: request.progress,
         interrupt: request.interrupt.clone(),
         log_every: request.log_every,
+        options: if resume {
+            ModelOptions::default()
+        } else {
+            first.options.clone()
+        },
         ..TrainRequest::new(model)
     };
     train(gpu, &first_request)?;

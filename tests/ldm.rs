@@ -576,7 +576,7 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         assert!(eval[key].as_f64().is_some_and(f64::is_finite), "{key}: {eval}");
     }
 
-    // An unconditional ldm on the same first stage.
+    // An unconditional ldm on the same first stage, with its autoguidance guide (a smaller ldm) trained first.
     let plain = directory.path().join("plain");
     let first_s = run.join("autoencoder");
     let (plain_s, first_s) = (plain.to_str().unwrap(), first_s.to_str().unwrap());
@@ -593,6 +593,12 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         "16",
         "--steps",
         "2",
+        "--guide-epochs",
+        "1",
+        "--guide-width",
+        "8",
+        "--guide-blocks",
+        "1",
     ];
     args.extend(small);
     latent(&args);
@@ -600,7 +606,20 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         !plain.join("autoencoder").exists(),
         "a given first stage is not trained again"
     );
-    // FID's samples with a sampler of the user's choosing, named in the report.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plain.join("config.json")).unwrap()).unwrap();
+    let own_guide = std::fs::canonicalize(plain.join("guide")).unwrap();
+    assert_eq!(config["ldm"]["guide"]["dir"], own_guide.to_str().unwrap(), "{config}");
+    assert_eq!(config["ldm"]["guide"]["weight"], 0.5, "{config}");
+    let guide_config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plain.join("guide/config.json")).unwrap()).unwrap();
+    assert_eq!(guide_config["ldm"]["width"], 8, "{guide_config}");
+    assert_eq!(guide_config["ldm"]["scale"], config["ldm"]["scale"], "the same latents");
+    assert!(
+        guide_config["ldm"]["guide"].is_null(),
+        "a guide has no guide of its own"
+    );
+    // FID's samples with a sampler of the user's choosing and the run's own guide, named in the report.
     let eval = json(&latent(&[
         "eval",
         "--run",
@@ -615,8 +634,33 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         classifier_s,
         "--json",
     ]));
-    assert_eq!(eval["fid_sampler"], "ddim, 3 steps, eta 0.5", "{eval}");
+    assert_eq!(
+        eval["fid_sampler"],
+        format!(
+            "ddim, 3 steps, eta 0.5, autoguided by {} at weight 0.5",
+            own_guide.display()
+        ),
+        "{eval}"
+    );
     assert!(eval["fid"].as_f64().is_some_and(f64::is_finite), "{eval}");
+    let eval = json(&latent(&[
+        "eval",
+        "--run",
+        plain_s,
+        "--fid-n",
+        "8",
+        "--steps",
+        "3",
+        "--guide-weight",
+        "0",
+        "--classifier",
+        classifier_s,
+        "--json",
+    ]));
+    assert_eq!(
+        eval["fid_sampler"], "ddim, 3 steps, eta 1",
+        "weight 0: the model alone: {eval}"
+    );
     assert_refused(
         &["sample", "--run", plain_s, "--class", "1"],
         "--class: this run is not class-conditional",
@@ -637,6 +681,8 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         "16",
         "--steps",
         "1",
+        "--guide-epochs",
+        "0",
         "--width",
         "8",
         "--blocks",

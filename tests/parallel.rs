@@ -208,6 +208,8 @@ fn ldm_in_two_micro_batches_stays_within_1e5_of_the_whole_batch_after_4_steps() 
         "16",
         "--steps",
         "4",
+        "--guide-epochs",
+        "0",
         "--width",
         "32",
         "--blocks",

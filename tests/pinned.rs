@@ -59,6 +59,8 @@ const RUNS: &[(&str, &[&str], u64)] = &[
             "4",
             "--autoencoder-epochs",
             "1",
+            "--guide-epochs",
+            "0",
             "--width",
             "32",
             "--blocks",

@@ -543,6 +543,8 @@ fn the_ldm_and_its_first_stage_train_and_sample_a_colour_folder() {
         "2",
         "--autoencoder-epochs",
         "1",
+        "--guide-epochs",
+        "0",
         "--width",
         "16",
         "--blocks",

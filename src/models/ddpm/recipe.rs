@@ -151,7 +151,7 @@ fn reverse_plan(
     if n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
     }
-    if let Some(guide) = options.autoguide() {
+    if let Some(guide) = &options.guide {
         return Err(TrainError::Config(format!(
             "--guide {}: autoguidance is built for the ldm only, for now; sample this ddpm without --guide",
             guide.display()

@@ -123,10 +123,41 @@ pub struct LdmConfig {
     /// 1 / std of the first stage's latents over the training set, measured before the diffusion trains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<f32>,
+    /// Autoguidance's guide, trained before the diffusion and used when sampling unless told otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guide: Option<GuideConfig>,
 }
 
 /// Where `latent train ldm` puts the first stage it trains.
 pub const AUTOENCODER_DIR: &str = "autoencoder";
+/// Where `latent train ldm` puts the guide it trains.
+pub const GUIDE_DIR: &str = "guide";
+
+/// Autoguidance's guide (Karras et al. 2024) as the unconditional ldm's recipe trains it: a smaller ldm trained
+/// for fewer epochs on the same first stage, whose errors the guided estimate eps = (1 + W) eps - W eps_guide
+/// pushes the samples away from (MODELS.md, ldm).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuideConfig {
+    /// The guide's run directory; relative paths are inside the ldm's run directory.
+    pub dir: std::path::PathBuf,
+    pub width: usize,
+    pub blocks: usize,
+    pub epochs: u64,
+    /// The guidance weight W when sampling (`--guide-weight` overrides it; 0 samples the model alone).
+    pub weight: f32,
+}
+
+impl Default for GuideConfig {
+    fn default() -> Self {
+        Self {
+            dir: GUIDE_DIR.into(),
+            width: 256,
+            blocks: 3,
+            epochs: 20,
+            weight: 0.5,
+        }
+    }
+}
 
 impl Default for LdmConfig {
     fn default() -> Self {
@@ -140,6 +171,7 @@ impl Default for LdmConfig {
             autoencoder_epochs: 10,
             sample_posterior: false,
             scale: None,
+            guide: None,
         }
     }
 }
@@ -159,6 +191,17 @@ impl LdmConfig {
         }
         if self.blocks == 0 || self.blocks > 64 {
             return Err(format!("--blocks {}: choose 1 to 64 residual blocks", self.blocks));
+        }
+        if let Some(guide) = &self.guide {
+            if guide.width == 0 || guide.width > 1 << 16 || guide.blocks == 0 || guide.blocks > 64 {
+                return Err(format!(
+                    "the guide's width {} and blocks {}: choose a width of 1 to 65536 and 1 to 64 blocks",
+                    guide.width, guide.blocks
+                ));
+            }
+            if !(guide.weight.is_finite() && guide.weight >= 0.0) {
+                return Err(format!("the guide's weight {} must be 0 or more", guide.weight));
+            }
         }
         if let Some(scale) = self.scale {
             if !(scale.is_finite() && scale > 0.0) {

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use super::first_stage::NAME as FIRST_STAGE_NAME;
 use super::{
     decoding, denoiser, encoding, guided_denoiser, latent_description, latent_shape, latent_values, objective,
-    Encoding, LdmConfig, Objective, AUTOENCODER_DIR, DOWNSAMPLING, FIRST_STAGE,
+    Encoding, GuideConfig, LdmConfig, Objective, AUTOENCODER_DIR, DOWNSAMPLING, FIRST_STAGE,
 };
 use crate::data::{self, Dataset, ImageShape, PixelRange, Splits};
 use crate::diffusion::{self, Conditioning, ReverseOptions, ReversePlan};
@@ -28,8 +28,8 @@ use crate::graph::{Graph, TensorId};
 use crate::kernels::arith;
 use crate::models::ddpm::{
     attach_ema_with_prefix, check_resume_conditional, conditional_description, draw_timesteps, guidance_sets,
-    paste_known, uniform_classes, write_training_classes, TimestepPurpose, CLASSES, CONDITIONAL, EMA_DECAY,
-    SAMPLE_CHUNK, TIMESTEPS,
+    paste_known, uniform_classes, write_training_classes, ScheduleKind, TimestepPurpose, CLASSES, CONDITIONAL,
+    EMA_DECAY, SAMPLE_CHUNK, TIMESTEPS,
 };
 use crate::optim::Optimizer;
 use crate::plan::{self, ParamStore, Phase, Plan, Step};
@@ -53,6 +53,15 @@ fn ldm_config(config: &RunConfig) -> Result<LdmConfig, TrainError> {
     own.validate()
         .map_err(|e| TrainError::Config(format!("{}: {e}", crate::run::CONFIG)))?;
     Ok(own)
+}
+
+/// The guide's directory of a run at `run`.
+fn guide_dir(guide: &GuideConfig, run: &Path) -> PathBuf {
+    if guide.dir.is_absolute() {
+        guide.dir.clone()
+    } else {
+        run.join(&guide.dir)
+    }
 }
 
 /// The first stage's directory of a run at `run`.
@@ -322,19 +331,14 @@ fn reverse_plan(
     }
     let sampler = options.sampler(SAMPLING_STEPS, SAMPLING_ETA)?;
     let schedule = config.schedule.schedule();
-    let guide = options.autoguide().map(|dir| open_guide(dir, config)).transpose()?;
-    if guide.is_some() && !(options.guide_weight.is_finite() && options.guide_weight > 0.0) {
-        return Err(TrainError::Config(format!(
-            "--guide-weight {}: give a weight of 0 (the model alone) or more",
-            options.guide_weight
-        )));
-    }
+    let autoguide = autoguide(options, config)?;
+    let guide = autoguide.as_ref().map(|(dir, _)| open_guide(dir, config)).transpose()?;
     let reverse_options = ReverseOptions {
         inpaint: inpaint.is_some(),
         clamp: false,
         guidance: conditioning.map(|c| c.guidance),
         resampling: inpaint,
-        autoguidance: guide.as_ref().map(|_| options.guide_weight),
+        autoguidance: autoguide.as_ref().map(|&(_, weight)| weight),
     };
     let build = |batch| match &guide {
         Some((guide_config, _)) => guided_denoiser(config, guide_config, batch, image),
@@ -346,6 +350,36 @@ fn reverse_plan(
         reverse.load_guide(gpu, &guide.checkpoint, options.ema)?;
     }
     Ok(reverse)
+}
+
+/// Autoguidance's guide and weight W when sampling: `--guide` or else the guide the run was trained with, at
+/// `--guide-weight` or else the run's weight (0.5 for a guide given with `--guide` alone); none at weight 0.
+fn autoguide(options: &DiffusionOptions, config: &LdmConfig) -> Result<Option<(PathBuf, f32)>, TrainError> {
+    let own = config.guide.as_ref();
+    let dir = match (&options.guide, own) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(guide)) => guide.dir.clone(),
+        (None, None) => return Ok(None),
+    };
+    let weight = options
+        .guide_weight
+        .or(own.map(|g| g.weight))
+        .unwrap_or(GuideConfig::default().weight);
+    if !(weight.is_finite() && weight >= 0.0) {
+        return Err(TrainError::Config(format!(
+            "--guide-weight {weight}: give a weight of 0 (the model alone) or more"
+        )));
+    }
+    Ok((weight > 0.0).then_some((dir, weight)))
+}
+
+/// The sampler of `options` in words, with the guide that [`autoguide`] chooses.
+fn describe_sampling(options: &DiffusionOptions, config: &LdmConfig) -> Result<String, TrainError> {
+    let sampler = options.describe(SAMPLING_STEPS, SAMPLING_ETA);
+    Ok(match autoguide(options, config)? {
+        Some((dir, weight)) => format!("{sampler}, autoguided by {} at weight {weight}", dir.display()),
+        None => sampler,
+    })
 }
 
 /// The guide run of autoguidance at `dir`: an ldm on the same first stage (the same latents and scale), schedule
@@ -468,7 +502,7 @@ fn measure_scale(gpu: &Gpu, first: &LoadedRun, dataset: &Dataset, sample_posteri
 /// The ldm: the first stage for 10 epochs, then the diffusion on its latents (batch 128, Adam 1e-3, EMA 0.999).
 pub struct Ldm;
 
-const FLAGS: [Flag; 8] = [
+const FLAGS: [Flag; 11] = [
     CONDITIONAL,
     Flag {
         name: "autoencoder",
@@ -505,6 +539,22 @@ const FLAGS: [Flag; 8] = [
         value: "N",
         help: "DDIM steps of each epoch's sample grid (20)",
     },
+    Flag {
+        name: "guide-epochs",
+        value: "N",
+        help: "epochs of the autoguidance guide it trains first on the same first stage, a smaller ldm that sample \
+               and eval use (20; 0: none; conditional runs have none)",
+    },
+    Flag {
+        name: "guide-width",
+        value: "N",
+        help: "the guide's MLP width (256)",
+    },
+    Flag {
+        name: "guide-blocks",
+        value: "N",
+        help: "the guide's residual blocks (3)",
+    },
 ];
 
 impl Recipe for Ldm {
@@ -536,18 +586,33 @@ impl Recipe for Ldm {
             })?,
             None => AUTOENCODER_DIR.into(),
         };
+        let classes = options.switch("conditional").then_some(CLASSES);
+        let guide_defaults = GuideConfig::default();
+        let guide_epochs = options.get("guide-epochs")?.unwrap_or(guide_defaults.epochs);
+        // A conditional model has classifier-free guidance; autoguidance is for the unconditional one.
+        let guide = (classes.is_none() && guide_epochs > 0)
+            .then(|| -> Result<GuideConfig, TrainError> {
+                Ok(GuideConfig {
+                    width: options.get("guide-width")?.unwrap_or(guide_defaults.width),
+                    blocks: options.get("guide-blocks")?.unwrap_or(guide_defaults.blocks),
+                    epochs: guide_epochs,
+                    ..guide_defaults
+                })
+            })
+            .transpose()?;
         let config = LdmConfig {
             width: options.get("width")?.unwrap_or(defaults.width),
             blocks: options.get("blocks")?.unwrap_or(defaults.blocks),
             groups: options.get("groups")?.unwrap_or(defaults.groups),
             schedule: options.get("schedule")?.unwrap_or(defaults.schedule),
-            classes: options.switch("conditional").then_some(CLASSES),
+            classes,
             autoencoder,
             autoencoder_epochs: options
                 .get("autoencoder-epochs")?
                 .unwrap_or(defaults.autoencoder_epochs),
             sample_posterior: false,
             scale: None,
+            guide,
         };
         config.validate().map_err(TrainError::Config)?;
         Ok(Some(json!(config)))
@@ -570,13 +635,42 @@ impl Recipe for Ldm {
         self.check_config(config)
     }
 
-    fn prerequisite(&self, config: &RunConfig, run: &Path) -> Option<Prerequisite> {
-        let ldm = ldm_config(config).ok()?;
-        (ldm.autoencoder.is_relative() && ldm.scale.is_none()).then(|| Prerequisite {
-            model: FIRST_STAGE_NAME,
-            dir: autoencoder_dir(&ldm, run),
-            epochs: ldm.autoencoder_epochs,
-        })
+    /// The first stage (unless given), then the guide on it (an unguided ldm of the guide's size); none once the
+    /// run is configured (its scale measured).
+    fn prerequisites(&self, config: &RunConfig, run: &Path) -> Vec<Prerequisite> {
+        let Some(ldm) = ldm_config(config).ok().filter(|ldm| ldm.scale.is_none()) else {
+            return Vec::new();
+        };
+        let first_stage = autoencoder_dir(&ldm, run);
+        let mut list = Vec::new();
+        if ldm.autoencoder.is_relative() {
+            list.push(Prerequisite {
+                model: FIRST_STAGE_NAME,
+                role: "first stage",
+                dir: first_stage.clone(),
+                epochs: ldm.autoencoder_epochs,
+                options: ModelOptions::default(),
+            });
+        }
+        if let Some(guide) = &ldm.guide {
+            let mut options = ModelOptions::default();
+            options.set("autoencoder", &first_stage.to_string_lossy());
+            options.set("width", &guide.width.to_string());
+            options.set("blocks", &guide.blocks.to_string());
+            options.set("groups", &ldm.groups.min(guide.width).to_string());
+            options.set("guide-epochs", "0");
+            if ldm.schedule == ScheduleKind::Cosine {
+                options.set("schedule", "cosine");
+            }
+            list.push(Prerequisite {
+                model: "ldm",
+                role: "autoguidance guide",
+                dir: guide_dir(guide, run),
+                epochs: guide.epochs,
+                options,
+            });
+        }
+        list
     }
 
     /// Checks the first stage (an ae-kl run of the same image shape) and measures the latent scale.
@@ -612,6 +706,13 @@ impl Recipe for Ldm {
         );
         ldm.autoencoder = std::fs::canonicalize(&dir).unwrap_or(dir);
         ldm.scale = Some(scale);
+        if let Some(guide) = &mut ldm.guide {
+            let dir = guide_dir(guide, run);
+            guide.dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        }
+        if let Some(guide) = &ldm.guide {
+            open_guide(&guide.dir, &ldm)?;
+        }
         config.sections.insert(self.name().into(), json!(ldm));
         Ok(())
     }
@@ -673,6 +774,8 @@ impl Recipe for Ldm {
             steps: Some(options.get("preview-steps")?.unwrap_or(PREVIEW_STEPS)),
             eta: None,
             ema: true,
+            // The model alone: the preview copies the training store's weights, which hold no guide.
+            guide_weight: Some(0.0),
             ..DiffusionOptions::default()
         };
         let preview_classes = ldm.classes.map(|k| Conditioning {
@@ -722,7 +825,7 @@ impl Recipe for Ldm {
         let config = ldm_config(&run.config)?;
         let test = run.test_set()?;
         let mut report = run.report(gpu, test.len());
-        report["fid_sampler"] = json!(options.sampling.describe(SAMPLING_STEPS, SAMPLING_ETA));
+        report["fid_sampler"] = json!(describe_sampling(&options.sampling, &config)?);
         report["latent_scale"] = json!(config.scale);
         report["first_stage"] = json!(config.autoencoder);
         let originals = crate::generate::test_images(&test, test.len());
