@@ -426,7 +426,8 @@ pub fn add_measured_sets(
 }
 
 /// The completion benchmark (`latent eval --inpaint MASK`): the first `inpaint_n` test images masked, completed by
-/// the model (RePaint's `resample` and `jump`, DDIM with `inpaint_steps` steps, the EMA weights), and measured: the
+/// the model (RePaint's `resample` and `jump`, DDIM with `inpaint_steps` steps, the EMA weights unless `--no-ema`),
+/// and measured: the
 /// classifier's accuracy on the completions against the original labels (beside its accuracy on the originals),
 /// FID of the completions against the test set with its floor, the seam score of the completions beside that of
 /// the real images under the same masks, and the largest change of a known pixel.
@@ -463,7 +464,7 @@ pub fn completion_benchmark(
         sampler: "ddim".into(),
         steps: Some(options.inpaint_steps),
         eta: None,
-        ema: true,
+        ema: options.sampling.ema,
         guide: options.sampling.guide.clone(),
         guide_weight: options.sampling.guide_weight,
     };
@@ -493,6 +494,7 @@ pub fn completion_benchmark(
         "images": n,
         "regenerated_fraction": 1.0 - known_pixels as f64 / masks.len() as f64,
         "sampler": format!("ddim, {} steps", options.inpaint_steps),
+        "weights": if options.sampling.ema { "ema" } else { "trained" },
         "resample": options.resample,
         "jump": options.jump,
         "network_evaluations": evaluations,

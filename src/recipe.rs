@@ -438,6 +438,7 @@ pub fn inpaint_with(
         "completions_per_pair": n,
         "resample": request.resample,
         "jump": request.jump,
+        "weights": if request.diffusion.ema { "ema" } else { "trained" },
         "max_known_pixel_change": completion::max_known_change(&completed, &images, &masks),
     }))
 }

@@ -463,6 +463,15 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         inpaint["max_known_pixel_change"], 0.0,
         "known pixels come back bit for bit: {inpaint}"
     );
+    assert_eq!(inpaint["weights"], "ema", "{inpaint}");
+    let trained = json(&latent(&[
+        "inpaint", "--run", run_s, "--demo", "--n", "1", "--steps", "2", "--no-ema", "--out", out_s, "--json",
+    ]));
+    assert_eq!(
+        trained["weights"], "trained",
+        "--no-ema inpaints with the trained weights: {trained}"
+    );
+    assert_eq!(trained["max_known_pixel_change"], 0.0, "{trained}");
     assert_eq!(npy_shape(&out.join("inpainted.npy")), "(16, 1, 28, 28)");
     // RePaint: 3 DDIM steps, jump 1, 2 resamplings: 3 + 2 jump points x 1 x 1 = 5 network evaluations.
     let inpaint = json(&latent(&[

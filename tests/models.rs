@@ -152,8 +152,8 @@ fn ddpm_spec() -> Vec<(&'static str, Vec<usize>)> {
 
 /// The ldm's denoiser: a residual MLP of width 256 with 3 blocks over the 4x7x7 latent, and its first stage.
 fn ldm_spec() -> Vec<(&'static str, Vec<usize>)> {
-    // MODELS.md: width W = 768, 4 blocks, time embedding E = 256, latent D = 196.
-    let (w, e, d) = (768, 256, 196);
+    // MODELS.md: width W = 512, 4 blocks, time embedding E = 256, latent D = 196.
+    let (w, e, d) = (512, 256, 196);
     let mut tensors: Vec<(String, Vec<usize>)> = vec![
         ("net.te.0.weight".into(), vec![e, 64]),
         ("net.te.0.bias".into(), vec![e]),
@@ -200,7 +200,7 @@ fn parameter_counts_match_models_md() {
         (ModelKind::Ddpm, 1_965_121),
         (ModelKind::Wae, 120_009),
         (ModelKind::AeKl, 73_673),
-        (ModelKind::Ldm, 5_980_045),
+        (ModelKind::Ldm, 2_990_221),
     ] {
         let tg = train::train_graph(model, 2).unwrap();
         assert_eq!(tg.graph.parameter_count(), count, "{model}");

@@ -687,22 +687,19 @@ impl Recipe for Ddpm {
         let config = ddpm_config(&run.config)?;
         let known: Vec<f32> = completion.images.iter().map(|&v| 2.0 * v - 1.0).collect();
         let total = known.len() / run.image().numel();
-        let options = DiffusionOptions {
-            ema: true,
-            ..completion.diffusion.clone()
-        };
+        let options = completion.diffusion;
         let resampling = Some((completion.jump, completion.resample));
         let reverse = reverse_plan(
             gpu,
             &config,
             total,
-            &options,
+            options,
             run.image(),
             completion.seed,
             resampling,
             None,
         )?;
-        reverse.load_weights(gpu, &run.checkpoint, true)?;
+        reverse.load_weights(gpu, &run.checkpoint, options.ema)?;
         let bar = progress_bar(0, completion.progress, "network evaluations");
         bar.set_prefix("inpainting");
         let completed = to_unit(&reverse.inpaint(gpu, &known, completion.masks, &bar)?);

@@ -153,7 +153,7 @@ impl Default for GuideConfig {
             dir: GUIDE_DIR.into(),
             width: 256,
             blocks: 3,
-            epochs: 20,
+            epochs: 60,
             weight: 0.5,
         }
     }
@@ -162,7 +162,7 @@ impl Default for GuideConfig {
 impl Default for LdmConfig {
     fn default() -> Self {
         Self {
-            width: 768,
+            width: 512,
             blocks: 4,
             groups: 1,
             schedule: ScheduleKind::Linear,

@@ -517,7 +517,7 @@ const FLAGS: [Flag; 11] = [
     Flag {
         name: "width",
         value: "N",
-        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 768; smaller nets train faster)",
+        help: "the network's width (ddpm: the U-Net's base width, 64; ldm: the MLP's, 512; smaller nets train faster)",
     },
     Flag {
         name: "blocks",
@@ -543,7 +543,7 @@ const FLAGS: [Flag; 11] = [
         name: "guide-epochs",
         value: "N",
         help: "epochs of the autoguidance guide it trains first on the same first stage, a smaller ldm that sample \
-               and eval use (20; 0: none; conditional runs have none)",
+               and eval use (60; 0: none; conditional runs have none)",
     },
     Flag {
         name: "guide-width",
@@ -974,13 +974,10 @@ fn complete(gpu: &Gpu, run: &LoadedRun, completion: &Completion) -> Result<Vec<f
         .chunks(image.numel())
         .flat_map(|mask| latent_mask(mask, image))
         .collect();
-    let options = DiffusionOptions {
-        ema: true,
-        ..completion.diffusion.clone()
-    };
+    let options = completion.diffusion;
     let resampling = Some((completion.jump, completion.resample));
-    let reverse = reverse_plan(gpu, &config, image, total, &options, completion.seed, resampling, None)?;
-    reverse.load_weights(gpu, &run.checkpoint, true)?;
+    let reverse = reverse_plan(gpu, &config, image, total, options, completion.seed, resampling, None)?;
+    reverse.load_weights(gpu, &run.checkpoint, options.ema)?;
     let bar = progress_bar(0, completion.progress, "network evaluations");
     bar.set_prefix("inpainting");
     let latents = reverse.inpaint(gpu, &known_latents, &latent_masks, &bar)?;
