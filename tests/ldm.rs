@@ -463,6 +463,7 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         inpaint["max_known_pixel_change"], 0.0,
         "known pixels come back bit for bit: {inpaint}"
     );
+    assert_eq!(npy_shape(&out.join("inpainted.npy")), "(16, 1, 28, 28)");
     assert_eq!(inpaint["weights"], "ema", "{inpaint}");
     let trained = json(&latent(&[
         "inpaint", "--run", run_s, "--demo", "--n", "1", "--steps", "2", "--no-ema", "--out", out_s, "--json",
@@ -472,7 +473,6 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         "--no-ema inpaints with the trained weights: {trained}"
     );
     assert_eq!(trained["max_known_pixel_change"], 0.0, "{trained}");
-    assert_eq!(npy_shape(&out.join("inpainted.npy")), "(16, 1, 28, 28)");
     // RePaint: 3 DDIM steps, jump 1, 2 resamplings: 3 + 2 jump points x 1 x 1 = 5 network evaluations.
     let inpaint = json(&latent(&[
         "inpaint",
@@ -721,9 +721,14 @@ fn command_line_end_to_end_on_a_tiny_dataset() {
         "{eval}"
     );
     assert!(eval["fid"].as_f64().is_some_and(f64::is_finite), "{eval}");
-    latent(&[
-        "sample", "--run", plain_s, "--n", "3", "--steps", "3", "--guide", guide_s, "--out", out_s,
-    ]);
+    let report = json(&latent(&[
+        "sample", "--run", plain_s, "--n", "3", "--steps", "3", "--guide", guide_s, "--out", out_s, "--json",
+    ]));
+    assert_eq!(
+        report["sampler"],
+        format!("ddim, 3 steps, eta 1, autoguided by {guide_s} at weight 0.5"),
+        "{report}"
+    );
     assert_eq!(npy_shape(&out.join("samples.npy")), "(3, 1, 28, 28)");
     assert_refused(
         &["sample", "--run", plain_s, "--guide", guide_s, "--guide-weight", "-1"],

@@ -386,7 +386,8 @@ fn describe_sampling(options: &DiffusionOptions, config: &LdmConfig) -> Result<S
 /// and classes as the run of `config`, so that the two estimate the same noise.
 fn open_guide(dir: &Path, config: &LdmConfig) -> Result<(LdmConfig, LoadedRun), TrainError> {
     let refuse = |why: String| TrainError::Config(format!("--guide {}: {why}", dir.display()));
-    let guide = LoadedRun::open(dir).map_err(|e| refuse(e.to_string()))?;
+    let guide =
+        LoadedRun::open(dir).map_err(|e| refuse(format!("{e}; pass --guide-weight 0 to sample the model alone")))?;
     if guide.config.model != "ldm" {
         return Err(refuse(format!(
             "that run's model is {}, not ldm; the guide of an ldm is a weaker ldm run (smaller, or trained less) on \
@@ -894,7 +895,8 @@ impl Recipe for Ldm {
 
     fn sample(&self, gpu: &Gpu, run: &LoadedRun, request: &SampleRequest) -> Result<Value, TrainError> {
         let options = &request.diffusion;
-        let classes = ldm_config(&run.config)?.classes;
+        let config = ldm_config(&run.config)?;
+        let classes = config.classes;
         let (n, conditioning) = request.conditioning(classes)?;
         let start = Instant::now();
         let images = generate_images(
@@ -917,7 +919,7 @@ impl Recipe for Ldm {
             "n": n,
             "classes": conditioning.as_ref().map(|c| c.labels.clone()),
             "guidance": conditioning.as_ref().map(|c| c.guidance),
-            "sampler": options.sampler,
+            "sampler": describe_sampling(options, &config)?,
             "weights": if options.ema { "ema" } else { "trained" },
             "seconds": seconds,
         }))
