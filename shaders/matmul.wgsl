@@ -26,27 +26,23 @@
 // and discarded at the store, so the K loop has no bounds checks. Each output is summed over k in increasing
 // order, as in the tiled kernel.
 
-// Keep in sync with `MatmulParams` in src/kernels/matmul.rs.
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,    // 1: add bias[n] before the activation
-    stride_a: u32,    // elements between consecutive products of the batch
-    stride_b: u32,
-    stride_c: u32,
-    accumulate: u32,  // 1: C = C + result; 0: C = result (C is not read)
-    activation: u32,  // 0 none, 1 ReLU, 2 LeakyReLU(slope), 3 sigmoid, 4 tanh, 5 SiLU
-    slope: f32,       // LeakyReLU's negative slope
-    _pad0: u32,
-    _pad1: u32,
-}
+// include: shared/matmul_common.wgsl
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> c: array<f32>;  // (batch, M, N), product z at z * stride_c
-@group(0) @binding(2) var<storage, read> a: array<f32>;        // (batch, M, K), or (batch, K, M) for matmul_tn
 @group(0) @binding(3) var<storage, read> b: array<f32>;        // (batch, K, N), or (batch, N, K) for matmul_nt
-@group(0) @binding(4) var<storage, read> bias: array<f32>;     // (N); read only when has_bias
+
+// The epilogue of one output of C at `index` (column `col`): bias, activation, then store or accumulate.
+fn store_output(index: u32, col: u32, sum: f32) {
+    var v = sum;
+    if params.has_bias != 0u {
+        v = v + bias[col];
+    }
+    v = activate(v);
+    if params.accumulate != 0u {
+        v = c[index] + v;
+    }
+    c[index] = v;
+}
 
 const TILE: u32 = 64u;        // edge of the C tile of one workgroup
 const TILE_K: u32 = 16u;      // K values staged per step
@@ -56,33 +52,6 @@ const LOADS: u32 = 4u;        // TILE * TILE_K / THREADS values of each staged s
 
 var<workgroup> tile_a: array<array<f32, 64>, 16>;  // [k][m]: op(A) rows row0 .. row0 + 63, k0 .. k0 + 15
 var<workgroup> tile_b: array<array<f32, 64>, 16>;  // [k][n]: op(B) columns col0 .. col0 + 63
-
-const ACT_NONE: u32 = 0u;
-const ACT_RELU: u32 = 1u;
-const ACT_LEAKY_RELU: u32 = 2u;
-const ACT_SIGMOID: u32 = 3u;
-const ACT_TANH: u32 = 4u;
-const ACT_SILU: u32 = 5u;
-
-fn sigmoid(v: f32) -> f32 {
-    // Stable for both signs: exp of a non-positive number never overflows.
-    if v >= 0.0 {
-        return 1.0 / (1.0 + exp(-v));
-    }
-    let e = exp(v);
-    return e / (1.0 + e);
-}
-
-fn activate(v: f32) -> f32 {
-    switch params.activation {
-        case ACT_RELU: { return max(v, 0.0); }
-        case ACT_LEAKY_RELU: { return select(params.slope * v, v, v > 0.0); }
-        case ACT_SIGMOID: { return sigmoid(v); }
-        case ACT_TANH: { return tanh(v); }
-        case ACT_SILU: { return v * sigmoid(v); }
-        default: { return v; }
-    }
-}
 
 // op(A)[row, kk] of product `base`, or 0 past the edge.
 fn load_a(a_transposed: bool, base: u32, row: u32, kk: u32) -> f32 {
@@ -168,16 +137,7 @@ fn matmul_tile(a_transposed: bool, b_transposed: bool, group: vec3<u32>, local: 
             if col >= params.n {
                 break;
             }
-            var v = acc[i][j];
-            if params.has_bias != 0u {
-                v = v + bias[col];
-            }
-            v = activate(v);
-            let index = c_base + row * params.n + col;
-            if params.accumulate != 0u {
-                v = c[index] + v;
-            }
-            c[index] = v;
+            store_output(c_base + row * params.n + col, col, acc[i][j]);
         }
     }
 }
@@ -218,18 +178,6 @@ const REG_ROWS: u32 = 8u;   // rows of C per thread
 const REG_TILE_M: u32 = 32u;  // 4 threads along y
 const REG_TILE_N: u32 = 64u;  // 8 threads along x, 8 interleaved columns each
 
-// Element offset of op(A)[row, 0] and the step between op(A)[row, kk] and op(A)[row, kk + 1].
-fn a_offset(a_transposed: bool, row: u32) -> u32 {
-    return select(row * params.k, row, a_transposed);
-}
-
-// op(A)[row, kk] for the four rows whose offsets are in `rows` (A in bounds: rows are clamped).
-fn a_column(a_transposed: bool, rows: vec4<u32>, kk: u32) -> vec4<f32> {
-    let step = select(kk, kk * params.m, a_transposed);
-    let o = rows + vec4<u32>(step);
-    return vec4<f32>(a[o.x], a[o.y], a[o.z], a[o.w]);
-}
-
 // op(B)[kk, col] for the four columns whose offsets are in `cols`.
 fn b_row(b_transposed: bool, cols: vec4<u32>, kk: u32) -> vec4<f32> {
     let step = select(kk * params.n, kk, b_transposed);
@@ -249,16 +197,7 @@ fn store_row(c_base: u32, row: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
         if col >= params.n {
             return;
         }
-        var v = values[j];
-        if params.has_bias != 0u {
-            v = v + bias[col];
-        }
-        v = activate(v);
-        let index = c_base + row * params.n + col;
-        if params.accumulate != 0u {
-            v = c[index] + v;
-        }
-        c[index] = v;
+        store_output(c_base + row * params.n + col, col, values[j]);
     }
 }
 

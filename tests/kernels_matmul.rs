@@ -4,8 +4,7 @@
 use latent::check::{self, finite_difference_gradient, TestRng, Tolerance};
 use latent::cpu;
 use latent::field_offsets;
-use latent::gpu::Tiling;
-use latent::kernels::matmul::{self, Epilogue, Layout, MatmulParams, MatmulShape};
+use latent::kernels::matmul::{self, Epilogue, Layout, MatmulParams, MatmulShape, Variant};
 use latent::kernels::params_layout_mismatch;
 use latent::shaders;
 
@@ -17,12 +16,57 @@ fn matmul_matches_cpu_twin() {
 #[test]
 fn square_256_matches_cpu_twin_in_every_layout() {
     let gpu = check::shared_gpu();
-    for tiling in Tiling::ALL {
+    for variant in Variant::ALL {
         for layout in Layout::ALL {
             let shape = MatmulShape::new(256, 256, 256);
-            let comparison = matmul::run_check(gpu, tiling, layout, shape, false, None, false, 256)
+            let comparison = matmul::run_check(gpu, variant, layout, shape, false, None, false, 256)
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert!(comparison.passed(), "{tiling:?} {layout:?} 256^3: {comparison}");
+            assert!(comparison.passed(), "{variant:?} {layout:?} 256^3: {comparison}");
+        }
+    }
+}
+
+/// The subgroup kernels sum each output in the registers kernels' order with the same multiply-add, so a
+/// training run gives the same bits whichever of the two an adapter runs: checked on the default models' linear
+/// layers (K % 8 = 0) and on shapes with a remainder of K and partial tiles.
+#[test]
+fn subgroup_kernels_give_the_registers_kernels_bits() {
+    let gpu = check::shared_gpu();
+    if !gpu.has_subgroups_of(matmul::SUBGROUP_LANES) {
+        eprintln!(
+            "skipped: {} has no 8-lane subgroups, so both variants run the registers kernel",
+            gpu.describe()
+        );
+        return;
+    }
+    let mut rng = TestRng::new(23);
+    let shapes = [
+        (128, 400, 784),
+        (400, 784, 128),
+        (128, 20, 400),
+        (37, 68, 132),
+        (5, 12, 7),
+    ];
+    for layout in Layout::ALL {
+        for (m, n, k) in shapes {
+            let shape = MatmulShape::new(m, n, k);
+            let [len_a, len_b, len_c] = shape.lens();
+            let a = check::upload(gpu, "a", &rng.uniform_vec(len_a, -1.0, 1.0)).unwrap();
+            let b = check::upload(gpu, "b", &rng.uniform_vec(len_b, -1.0, 1.0)).unwrap();
+            let bias = check::upload(gpu, "bias", &rng.uniform_vec(n, -1.0, 1.0)).unwrap();
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                ..Epilogue::NONE
+            };
+            let mut outputs = Vec::new();
+            for variant in [Variant::Registers, Variant::Subgroup] {
+                let c = check::upload(gpu, "c", &vec![f32::NAN; len_c]).unwrap();
+                let dispatch = matmul::matmul_variant(gpu, variant, &c, &a, &b, layout, shape, &epilogue).unwrap();
+                gpu.run(&[&dispatch]).unwrap();
+                outputs.push(check::download(gpu, &c, len_c).unwrap());
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&outputs[0]), bits(&outputs[1]), "{layout:?} {shape}");
         }
     }
 }
@@ -40,6 +84,9 @@ fn params_structs_match_their_wgsl_twins() {
         &shaders::matmul::MATMUL_NN_REGISTERS,
         &shaders::matmul::MATMUL_NT_REGISTERS,
         &shaders::matmul::MATMUL_TN_REGISTERS,
+        &shaders::matmul_subgroup::MATMUL_NN_SUBGROUP,
+        &shaders::matmul_subgroup::MATMUL_NT_SUBGROUP,
+        &shaders::matmul_subgroup::MATMUL_TN_SUBGROUP,
     ] {
         let mismatch = params_layout_mismatch(entry, size_of::<MatmulParams>(), &fields);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());

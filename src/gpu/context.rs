@@ -366,6 +366,12 @@ impl Gpu {
         }
     }
 
+    /// Whether the device runs subgroups of exactly `lanes` invocations (the `matmul_subgroup` kernels assume
+    /// that their 8-invocation workgroups are one subgroup each).
+    pub fn has_subgroups_of(&self, lanes: u32) -> bool {
+        self.has(Capability::Subgroups) && self.info.subgroup_min_size == lanes && self.info.subgroup_max_size == lanes
+    }
+
     /// Whether the device can run shaders that need `capability`.
     pub fn has(&self, capability: Capability) -> bool {
         let needed = match capability {

@@ -5,7 +5,12 @@
 //! registers, K staged 16 at a time through 8 KiB of workgroup memory. On CPU adapters ([`Tiling::Registers`])
 //! the `*_registers` kernels run instead: no workgroup memory, 8 x 8 outputs per thread. 16 outputs per thread cut the
 //! workgroup-memory reads to 8 per 16 multiply-adds; 256 threads and 8 KiB fit every adapter (and leave room
-//! for double buffering); four adjacent columns per thread are one `vec4` when loads are vectorised later.
+//! for double buffering).
+//!
+//! On CPU adapters whose subgroups are 8 lanes wide (lavapipe), the `matmul_subgroup` kernels
+//! (`shaders/matmul_subgroup.wgsl`) take every product whose B and C are vec4-aligned ([`Variant::Subgroup`]):
+//! they read A once per 8 uses through subgroup broadcasts and B and C as vec4, 2-3x faster there, with the
+//! same bits.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -13,7 +18,7 @@ use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
 use crate::kernels::activation::Activation;
-use crate::shaders::{matmul as wgsl, EntryPoint};
+use crate::shaders::{matmul as wgsl, matmul_subgroup as wgsl_subgroup, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/matmul.wgsl.
 #[repr(C)]
@@ -39,6 +44,12 @@ pub const TILE: usize = 64;
 pub const REGISTER_TILE_M: usize = 32;
 pub const REGISTER_TILE_N: usize = 64;
 
+/// The C tile of one workgroup of the subgroup kernels (`*_subgroup`): 16 rows x 64 columns.
+pub const SUBGROUP_TILE_M: usize = 16;
+pub const SUBGROUP_TILE_N: usize = 64;
+/// The subgroup width the `*_subgroup` kernels are written for.
+pub const SUBGROUP_LANES: u32 = 8;
+
 /// Floating-point operations of one (M, N, K) product: a multiply and an add per term.
 pub fn flops(m: usize, n: usize, k: usize) -> u64 {
     2 * m as u64 * n as u64 * k as u64
@@ -58,22 +69,17 @@ pub enum Layout {
 impl Layout {
     pub const ALL: [Layout; 3] = [Self::NN, Self::NT, Self::TN];
 
-    pub fn entry(self, tiling: Tiling) -> &'static EntryPoint {
-        match (tiling, self) {
-            (Tiling::Workgroup, Self::NN) => &wgsl::MATMUL_NN,
-            (Tiling::Workgroup, Self::NT) => &wgsl::MATMUL_NT,
-            (Tiling::Workgroup, Self::TN) => &wgsl::MATMUL_TN,
-            (Tiling::Registers, Self::NN) => &wgsl::MATMUL_NN_REGISTERS,
-            (Tiling::Registers, Self::NT) => &wgsl::MATMUL_NT_REGISTERS,
-            (Tiling::Registers, Self::TN) => &wgsl::MATMUL_TN_REGISTERS,
-        }
-    }
-
-    /// The C tile (rows, columns) of one workgroup.
-    fn tile(tiling: Tiling) -> (usize, usize) {
-        match tiling {
-            Tiling::Workgroup => (TILE, TILE),
-            Tiling::Registers => (REGISTER_TILE_M, REGISTER_TILE_N),
+    pub fn entry(self, variant: Variant) -> &'static EntryPoint {
+        match (variant, self) {
+            (Variant::Workgroup, Self::NN) => &wgsl::MATMUL_NN,
+            (Variant::Workgroup, Self::NT) => &wgsl::MATMUL_NT,
+            (Variant::Workgroup, Self::TN) => &wgsl::MATMUL_TN,
+            (Variant::Registers, Self::NN) => &wgsl::MATMUL_NN_REGISTERS,
+            (Variant::Registers, Self::NT) => &wgsl::MATMUL_NT_REGISTERS,
+            (Variant::Registers, Self::TN) => &wgsl::MATMUL_TN_REGISTERS,
+            (Variant::Subgroup, Self::NN) => &wgsl_subgroup::MATMUL_NN_SUBGROUP,
+            (Variant::Subgroup, Self::NT) => &wgsl_subgroup::MATMUL_NT_SUBGROUP,
+            (Variant::Subgroup, Self::TN) => &wgsl_subgroup::MATMUL_TN_SUBGROUP,
         }
     }
 
@@ -85,6 +91,59 @@ impl Layout {
     /// Whether B is stored (N, K).
     pub fn b_transposed(self) -> bool {
         self == Self::NT
+    }
+}
+
+/// The three kernels of every layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Tiles staged in workgroup memory (GPUs).
+    Workgroup,
+    /// No workgroup memory, 8 x 8 outputs per thread (CPU drivers).
+    Registers,
+    /// Registers plus 8-lane subgroup broadcasts of A and vec4 loads of B (CPU drivers with 8-lane subgroups,
+    /// products whose B is vec4-aligned).
+    Subgroup,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 3] = [Self::Workgroup, Self::Registers, Self::Subgroup];
+
+    /// The kernel `tiling` runs for this product on this adapter: on CPU adapters the subgroup kernel wherever
+    /// the adapter and the shape allow it.
+    pub fn choose(gpu: &Gpu, tiling: Tiling, layout: Layout, shape: MatmulShape) -> Variant {
+        match tiling {
+            Tiling::Workgroup => Self::Workgroup,
+            Tiling::Registers => Self::Registers.or_subgroup(gpu, layout, shape),
+        }
+    }
+
+    /// `Subgroup` is only a preference: where the adapter's subgroups are not 8 lanes or B is not vec4-aligned,
+    /// the registers kernel runs.
+    fn or_subgroup(self, gpu: &Gpu, layout: Layout, shape: MatmulShape) -> Variant {
+        if Self::subgroup_takes(layout, shape) && gpu.has_subgroups_of(SUBGROUP_LANES) {
+            Self::Subgroup
+        } else {
+            Self::Registers
+        }
+    }
+
+    /// Whether the subgroup kernel can take the product: it reads B as vec4 along N (nn, tn) or along K (nt)
+    /// and writes C as vec4 along N, so those dimensions must be multiples of 4, and every product of the batch
+    /// must start on a vec4.
+    pub fn subgroup_takes(layout: Layout, shape: MatmulShape) -> bool {
+        let b_along = if layout.b_transposed() { shape.k } else { shape.n };
+        let strides = shape.batch == 1 || (shape.stride_b.is_multiple_of(4) && shape.stride_c.is_multiple_of(4));
+        b_along.is_multiple_of(4) && shape.n.is_multiple_of(4) && strides
+    }
+
+    /// The C tile (rows, columns) of one workgroup.
+    fn tile(self) -> (usize, usize) {
+        match self {
+            Self::Workgroup => (TILE, TILE),
+            Self::Registers => (REGISTER_TILE_M, REGISTER_TILE_N),
+            Self::Subgroup => (SUBGROUP_TILE_M, SUBGROUP_TILE_N),
+        }
     }
 }
 
@@ -220,14 +279,16 @@ pub fn matmul(
     shape: MatmulShape,
     epilogue: &Epilogue,
 ) -> Result<Dispatch, GpuError> {
-    matmul_tiled(gpu, gpu.tiling, c, a, b, layout, shape, epilogue)
+    let variant = Variant::choose(gpu, gpu.tiling, layout, shape);
+    matmul_variant(gpu, variant, c, a, b, layout, shape, epilogue)
 }
 
-/// [`matmul`] with a chosen kernel variant (the checks run both).
+/// [`matmul`] with a chosen kernel (the checks run all three). `Variant::Subgroup` falls back to the registers
+/// kernel where the adapter or the shape does not allow it.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_tiled(
+pub fn matmul_variant(
     gpu: &Gpu,
-    tiling: Tiling,
+    variant: Variant,
     c: &GpuBuffer,
     a: &GpuBuffer,
     b: &GpuBuffer,
@@ -235,7 +296,11 @@ pub fn matmul_tiled(
     shape: MatmulShape,
     epilogue: &Epilogue,
 ) -> Result<Dispatch, GpuError> {
-    let entry = layout.entry(tiling);
+    let variant = match variant {
+        Variant::Subgroup => Variant::Registers.or_subgroup(gpu, layout, shape),
+        other => other,
+    };
+    let entry = layout.entry(variant);
     let context = format!("{} ({shape})", entry.qualified_name());
     if shape.m == 0 || shape.n == 0 || shape.k == 0 || shape.batch == 0 {
         return Err(GpuError::Validation {
@@ -264,7 +329,7 @@ pub fn matmul_tiled(
         slope,
         ..Default::default()
     };
-    let (tile_m, tile_n) = Layout::tile(tiling);
+    let (tile_m, tile_n) = variant.tile();
     let workgroups = [shape.n.div_ceil(tile_n), shape.m.div_ceil(tile_m), shape.batch];
     let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
     if workgroups.iter().any(|&w| w > max) {
@@ -351,7 +416,7 @@ pub fn linear_weight_backward(
 #[allow(clippy::too_many_arguments)]
 pub fn run_check(
     gpu: &Gpu,
-    tiling: Tiling,
+    variant: Variant,
     layout: Layout,
     shape: MatmulShape,
     with_bias: bool,
@@ -377,8 +442,8 @@ pub fn run_check(
         activation,
         accumulate,
     };
-    gpu.run(&[&matmul_tiled(
-        gpu, tiling, &c_gpu, &a_gpu, &b_gpu, layout, shape, &epilogue,
+    gpu.run(&[&matmul_variant(
+        gpu, variant, &c_gpu, &a_gpu, &b_gpu, layout, shape, &epilogue,
     )?])?;
 
     let mut expected = check::to_f64(&c_start);
@@ -438,6 +503,11 @@ pub const ODD_SHAPES: [(usize, usize, usize); 6] = [
     (1, 130, 1),
 ];
 
+/// Shapes whose B is vec4-aligned in every layout (N and K multiples of 4), so the subgroup kernels take them:
+/// partial tiles, a remainder of K % 8, and a single row.
+pub const ALIGNED_SHAPES: [(usize, usize, usize); 5] =
+    [(7, 36, 132), (129, 8, 36), (33, 132, 12), (65, 64, 20), (1, 4, 4)];
+
 /// Every layout on odd and real shapes, each epilogue, accumulation, and batches against the CPU twin, for both
 /// kernel variants.
 pub fn checks() -> Vec<KernelCheck> {
@@ -448,13 +518,18 @@ pub fn checks() -> Vec<KernelCheck> {
                    activation: Option<Activation>,
                    accumulate: bool,
                    label: String| {
-        for tiling in Tiling::ALL {
+        for variant in Variant::ALL {
+            // The subgroup kernel's checks are the shapes it takes (elsewhere it would run the registers kernel
+            // again). On an adapter without 8-lane subgroups they run the registers kernel.
+            if variant == Variant::Subgroup && !Variant::subgroup_takes(layout, shape) {
+                continue;
+            }
             let seed = checks.len() as u64 + 1;
             let label = label.clone();
             checks.push(KernelCheck::new(
-                layout.entry(tiling).qualified_name(),
+                layout.entry(variant).qualified_name(),
                 label,
-                move |gpu| run_check(gpu, tiling, layout, shape, bias, activation, accumulate, seed),
+                move |gpu| run_check(gpu, variant, layout, shape, bias, activation, accumulate, seed),
             ));
         }
     };
@@ -463,6 +538,21 @@ pub fn checks() -> Vec<KernelCheck> {
             let shape = MatmulShape::new(m, n, k);
             add(layout, shape, false, None, false, shape.to_string());
         }
+        for (m, n, k) in ALIGNED_SHAPES {
+            let shape = MatmulShape::new(m, n, k);
+            add(layout, shape, false, None, false, shape.to_string());
+        }
+        let shape = MatmulShape::new(33, 36, 132);
+        add(
+            layout,
+            shape,
+            true,
+            Some(Activation::Relu),
+            true,
+            format!("{shape} bias relu accumulate"),
+        );
+        let shape = MatmulShape::new(7, 36, 68).batched(3, 7 * 68 + 5, 36 * 68 + 4, 7 * 36 + 4);
+        add(layout, shape, true, None, false, format!("{shape} strided"));
         let shape = MatmulShape::new(33, 7, 129);
         add(layout, shape, false, None, true, format!("{shape} accumulate"));
         // Three products with gaps between them in C, and B shared by all (stride 0).
