@@ -105,6 +105,9 @@ fn params_structs_match_their_wgsl_twins() {
         &shaders::conv_registers::DENSE_GATHER,
         &shaders::conv_registers::STRIDED_GATHER,
         &shaders::conv_registers::WEIGHT_GRADIENT,
+        &shaders::conv_subgroup::DENSE_GATHER,
+        &shaders::conv_subgroup::STRIDED_GATHER,
+        &shaders::conv_subgroup::WEIGHT_GRADIENT,
     ] {
         let mismatch = params_layout_mismatch(entry, size_of::<ConvRegistersParams>(), &registers);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());

@@ -16,13 +16,18 @@
 //! Conv2d's weight [Co, Ci, KH, KW] and ConvTranspose2d's [Ci, Co, KH, KW] are both [dst channel, src channel]
 //! for the dense gather and [src channel, dst channel] for the strided one, so no pass needs a transposed copy.
 //!
+//! On adapters whose subgroups are 8 lanes wide (lavapipe), the same kernels run from
+//! `shaders/conv_subgroup.wgsl`, where each lane reads one channel's weight (or grad) and subgroup broadcasts
+//! share it: 9 loads per multiply-add step instead of 16, the same bits. The checks (`conv2d`,
+//! `conv_transpose2d`) run whichever module the adapter takes; CI's GL-backend check runs conv_registers.
+//!
 //! [`Tiling::Registers`]: crate::gpu::Tiling::Registers
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
-use crate::shaders::conv_registers as wgsl;
-use crate::shaders::EntryPoint;
+use crate::kernels::matmul::SUBGROUP_LANES;
+use crate::shaders::{conv_registers as wgsl, conv_subgroup as wgsl_subgroup, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/conv_registers.wgsl.
 #[repr(C)]
@@ -100,6 +105,29 @@ impl Roles {
     }
 }
 
+/// The three kernels, from the module the adapter runs: `conv_subgroup` where its subgroups are 8 lanes wide.
+struct Kernels {
+    dense_gather: &'static EntryPoint,
+    strided_gather: &'static EntryPoint,
+    weight_gradient: &'static EntryPoint,
+}
+
+fn kernels(gpu: &Gpu) -> Kernels {
+    if gpu.has_subgroups_of(SUBGROUP_LANES) {
+        Kernels {
+            dense_gather: &wgsl_subgroup::DENSE_GATHER,
+            strided_gather: &wgsl_subgroup::STRIDED_GATHER,
+            weight_gradient: &wgsl_subgroup::WEIGHT_GRADIENT,
+        }
+    } else {
+        Kernels {
+            dense_gather: &wgsl::DENSE_GATHER,
+            strided_gather: &wgsl::STRIDED_GATHER,
+            weight_gradient: &wgsl::WEIGHT_GRADIENT,
+        }
+    }
+}
+
 /// The gathers' dispatch: the bias binding holds `bias`, or a one-word placeholder the shader does not read.
 fn gather(
     gpu: &Gpu,
@@ -129,7 +157,7 @@ pub fn dense_gather(
     bias: Option<&GpuBuffer>,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
-    let entry = &wgsl::DENSE_GATHER;
+    let entry = kernels(gpu).dense_gather;
     let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
     let pixels = roles.batch * roles.dst[1] * roles.dst[2];
     let grid = roles.grid(
@@ -150,7 +178,7 @@ pub fn strided_gather(
     bias: Option<&GpuBuffer>,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
-    let entry = &wgsl::STRIDED_GATHER;
+    let entry = kernels(gpu).strided_gather;
     let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
     let s = roles.stride;
     let phase_pixels = roles.batch * roles.dst[1].div_ceil(s) * roles.dst[2].div_ceil(s);
@@ -171,7 +199,7 @@ pub fn weight_gradient(
     grad: &GpuBuffer,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
-    let entry = &wgsl::WEIGHT_GRADIENT;
+    let entry = kernels(gpu).weight_gradient;
     let params = gpu.uniform(entry.name, &roles.params(false))?;
     let columns = roles.src[0] * roles.kernel[0] * roles.kernel[1];
     let grid = roles.grid(

@@ -1,0 +1,357 @@
+// The register-tiled convolution kernels, shared by shaders/conv_registers.wgsl and shaders/conv_subgroup.wgsl
+// (see conv_registers.wgsl for what they compute). The including module defines how a thread gets the values
+// that are the same in all its lanes, its 8 channels' weights and grads:
+//   fn channel_weights(at: array<vec4<u32>, 2>, own: u32, tap: u32) -> array<vec4<f32>, 2>
+//       weight[at + tap] for the 8 channels; `own` is the offset of channel c0 + lane (lane = local.x)
+//   fn channel_grads(at_lo: vec4<u32>, at_hi: vec4<u32>, own: u32) -> array<vec4<f32>, 2>
+//       grad[at] for the 8 channels; `own` is the offset for channel c0 + lane.
+
+// Keep in sync with `ConvRegistersParams` in src/kernels/conv_registers.rs.
+struct Params {
+    batch: u32,         // N
+    src_channels: u32,
+    src_height: u32,
+    src_width: u32,
+    dst_channels: u32,
+    dst_height: u32,
+    dst_width: u32,
+    kernel_h: u32,      // KH
+    kernel_w: u32,      // KW
+    stride: u32,        // S
+    padding: u32,       // P
+    has_bias: u32,      // 1: the gathers add bias[c]
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<storage, read> src: array<f32>;
+@group(0) @binding(3) var<storage, read> weight: array<f32>;  // the gathers
+@group(0) @binding(4) var<storage, read> bias: array<f32>;    // the gathers; read only when has_bias = 1
+@group(0) @binding(5) var<storage, read> grad: array<f32>;    // weight_gradient
+
+const BLOCK: u32 = 8u;      // pixels (or rows) and channels (or columns) per thread
+const SPAN: u32 = 64u;       // pixels (or columns) of the 8 threads along x: local.x + 8 r, r = 0..7
+
+// The 8 values of src at element offsets `at`, 0 where `inside` is false (the offset is then not read).
+fn load_src(at_lo: vec4<u32>, at_hi: vec4<u32>, in_lo: vec4<bool>, in_hi: vec4<bool>) -> array<vec4<f32>, 2> {
+    let i_lo = select(vec4<u32>(0u), at_lo, in_lo);
+    let i_hi = select(vec4<u32>(0u), at_hi, in_hi);
+    let v_lo = vec4<f32>(src[i_lo.x], src[i_lo.y], src[i_lo.z], src[i_lo.w]);
+    let v_hi = vec4<f32>(src[i_hi.x], src[i_hi.y], src[i_hi.z], src[i_hi.w]);
+    return array<vec4<f32>, 2>(select(vec4<f32>(0.0), v_lo, in_lo), select(vec4<f32>(0.0), v_hi, in_hi));
+}
+
+// acc[2 r] += v[r] * w[0] and acc[2 r + 1] += v[r] * w[1]: pixel (or row) r times 8 channels (or columns).
+fn multiply_add(acc: ptr<function, array<vec4<f32>, 16>>, v: array<vec4<f32>, 2>, w: array<vec4<f32>, 2>) {
+    (*acc)[0] += v[0].x * w[0];
+    (*acc)[1] += v[0].x * w[1];
+    (*acc)[2] += v[0].y * w[0];
+    (*acc)[3] += v[0].y * w[1];
+    (*acc)[4] += v[0].z * w[0];
+    (*acc)[5] += v[0].z * w[1];
+    (*acc)[6] += v[0].w * w[0];
+    (*acc)[7] += v[0].w * w[1];
+    (*acc)[8] += v[1].x * w[0];
+    (*acc)[9] += v[1].x * w[1];
+    (*acc)[10] += v[1].y * w[0];
+    (*acc)[11] += v[1].y * w[1];
+    (*acc)[12] += v[1].z * w[0];
+    (*acc)[13] += v[1].z * w[1];
+    (*acc)[14] += v[1].w * w[0];
+    (*acc)[15] += v[1].w * w[1];
+}
+
+// Writes pixel `pixel` = (n, h, w) of dst for channels c0 .. c0 + 7 (values in lo, hi), plus bias.
+fn store_pixel(pixel: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    let plane = params.dst_height * params.dst_width;
+    if pixel >= params.batch * plane {
+        return;
+    }
+    let n = pixel / plane;
+    let offset = pixel % plane;
+    let values = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    for (var j = 0u; j < BLOCK; j++) {
+        let c = c0 + j;
+        if c >= params.dst_channels {
+            return;
+        }
+        var v = values[j];
+        if params.has_bias != 0u {
+            v += bias[c];
+        }
+        dst[(n * params.dst_channels + c) * plane + offset] = v;
+    }
+}
+
+fn store_block(pixels: array<vec4<u32>, 2>, c0: u32, acc: array<vec4<f32>, 16>) {
+    store_pixel(pixels[0].x, c0, acc[0], acc[1]);
+    store_pixel(pixels[0].y, c0, acc[2], acc[3]);
+    store_pixel(pixels[0].z, c0, acc[4], acc[5]);
+    store_pixel(pixels[0].w, c0, acc[6], acc[7]);
+    store_pixel(pixels[1].x, c0, acc[8], acc[9]);
+    store_pixel(pixels[1].y, c0, acc[10], acc[11]);
+    store_pixel(pixels[1].z, c0, acc[12], acc[13]);
+    store_pixel(pixels[1].w, c0, acc[14], acc[15]);
+}
+
+// The thread's 8 indices first, first + 8, ..., first + 56 (first = the span's start + local.x).
+fn block_indices(first: u32) -> array<vec4<u32>, 2> {
+    return array<vec4<u32>, 2>(
+        vec4<u32>(first) + vec4<u32>(0u, 8u, 16u, 24u),
+        vec4<u32>(first) + vec4<u32>(32u, 40u, 48u, 56u),
+    );
+}
+
+// Offsets of weight[c, 0, 0, 0] (step = src channels * taps) or weight[0, c, 0, 0] (step = taps) for the
+// channels c0 .. c0 + 7, clamped to the last channel (whose results are not stored).
+fn channel_offsets(c0: u32, step: u32) -> array<vec4<u32>, 2> {
+    let last = vec4<u32>(params.dst_channels - 1u);
+    return array<vec4<u32>, 2>(
+        min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), last) * step,
+        min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), last) * step,
+    );
+}
+
+// The offset of channel c0 + lane's row (step as in channel_offsets), clamped like them: what lane `lane` reads
+// for the others when the module shares loads across a subgroup.
+fn own_channel_offset(c0: u32, lane: u32, step: u32) -> u32 {
+    return min(c0 + lane, params.dst_channels - 1u) * step;
+}
+
+@compute @workgroup_size(8, 8)
+fn dense_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    let plane = params.dst_height * params.dst_width;
+    let count = params.batch * plane;
+    // A row of the workgroup whose pixels are all past the end returns; in a row that is only partly past it
+    // the lanes past it go on with clamped pixels (not stored), since every lane of a subgroup must reach the
+    // loads it shares.
+    let pixels = block_indices((group.x * BLOCK + local.y) * SPAN + local.x);
+    if pixels[0].x - local.x >= count {
+        return;
+    }
+    let c0 = group.y * BLOCK;
+    let taps = params.kernel_h * params.kernel_w;
+    let src_plane = params.src_height * params.src_width;
+    let w_at = channel_offsets(c0, params.src_channels * taps);
+    let w_own = own_channel_offset(c0, local.x, params.src_channels * taps);
+
+    // Per pixel: where its image starts in src and the top-left tap's position (may be negative).
+    let last = vec4<u32>(count - 1u);
+    let p_lo = min(pixels[0], last);
+    let p_hi = min(pixels[1], last);
+    let stride = vec4<i32>(i32(params.stride));
+    let pad = vec4<i32>(i32(params.padding));
+    let h0_lo = vec4<i32>((p_lo % plane) / params.dst_width) * stride - pad;
+    let h0_hi = vec4<i32>((p_hi % plane) / params.dst_width) * stride - pad;
+    let w0_lo = vec4<i32>(p_lo % params.dst_width) * stride - pad;
+    let w0_hi = vec4<i32>(p_hi % params.dst_width) * stride - pad;
+    let image = params.src_channels * src_plane;
+    var plane_lo = (p_lo / plane) * image;
+    var plane_hi = (p_hi / plane) * image;
+    let height = vec4<i32>(i32(params.src_height));
+    let width = vec4<i32>(i32(params.src_width));
+    let src_width = vec4<u32>(params.src_width);
+
+    var acc: array<vec4<f32>, 16>;
+    for (var s = 0u; s < params.src_channels; s++) {
+        for (var kh = 0u; kh < params.kernel_h; kh++) {
+            let h_lo = h0_lo + vec4<i32>(i32(kh));
+            let h_hi = h0_hi + vec4<i32>(i32(kh));
+            let row_in_lo = h_lo >= vec4<i32>(0) & h_lo < height;
+            let row_in_hi = h_hi >= vec4<i32>(0) & h_hi < height;
+            let row_lo = plane_lo + vec4<u32>(h_lo) * src_width;
+            let row_hi = plane_hi + vec4<u32>(h_hi) * src_width;
+            for (var kw = 0u; kw < params.kernel_w; kw++) {
+                let w_lo = w0_lo + vec4<i32>(i32(kw));
+                let w_hi = w0_hi + vec4<i32>(i32(kw));
+                let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
+                let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
+                let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
+                let wt = channel_weights(w_at, w_own, (s * params.kernel_h + kh) * params.kernel_w + kw);
+                multiply_add(&acc, v, wt);
+            }
+        }
+        plane_lo += vec4<u32>(src_plane);
+        plane_hi += vec4<u32>(src_plane);
+    }
+    store_block(pixels, c0, acc);
+}
+
+@compute @workgroup_size(8, 8)
+fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    // The phase of this workgroup's pixels: h = a*S + rh, w = b*S + rw.
+    let stride = params.stride;
+    let rh = group.z / stride;
+    let rw = group.z % stride;
+    if rh >= params.dst_height || rw >= params.dst_width {
+        return;
+    }
+    let rows = (params.dst_height - rh + stride - 1u) / stride;   // values of a
+    let cols = (params.dst_width - rw + stride - 1u) / stride;    // values of b
+    let count = params.batch * rows * cols;
+    let members = block_indices((group.x * BLOCK + local.y) * SPAN + local.x);
+    if members[0].x - local.x >= count {
+        return;   // the whole row of lanes is past the end (see dense_gather)
+    }
+    // The taps that reach this phase: kh = kh0 + t*S, from source row i = a + qh - t (qh = (rh + P - kh0) / S).
+    let kh0 = (rh + params.padding) % stride;
+    let kw0 = (rw + params.padding) % stride;
+    let qh = i32((rh + params.padding - kh0) / stride);
+    let qw = i32((rw + params.padding - kw0) / stride);
+    let c0 = group.y * BLOCK;
+    let taps = params.kernel_h * params.kernel_w;
+    let src_plane = params.src_height * params.src_width;
+    let w_at = channel_offsets(c0, taps);
+    let w_own = own_channel_offset(c0, local.x, taps);
+
+    let last = vec4<u32>(count - 1u);
+    let m_lo = min(members[0], last);
+    let m_hi = min(members[1], last);
+    let per_image = rows * cols;
+    let a_lo = vec4<i32>((m_lo % per_image) / cols) + vec4<i32>(qh);
+    let a_hi = vec4<i32>((m_hi % per_image) / cols) + vec4<i32>(qh);
+    let b_lo = vec4<i32>(m_lo % cols) + vec4<i32>(qw);
+    let b_hi = vec4<i32>(m_hi % cols) + vec4<i32>(qw);
+    let image = params.src_channels * src_plane;
+    var plane_lo = (m_lo / per_image) * image;
+    var plane_hi = (m_hi / per_image) * image;
+    let height = vec4<i32>(i32(params.src_height));
+    let width = vec4<i32>(i32(params.src_width));
+    let src_width = vec4<u32>(params.src_width);
+
+    var acc: array<vec4<f32>, 16>;
+    for (var s = 0u; s < params.src_channels; s++) {
+        let weight_plane = s * params.dst_channels * taps;
+        var t = 0;
+        for (var kh = kh0; kh < params.kernel_h; kh += stride) {
+            let h_lo = a_lo - vec4<i32>(t);
+            let h_hi = a_hi - vec4<i32>(t);
+            let row_in_lo = h_lo >= vec4<i32>(0) & h_lo < height;
+            let row_in_hi = h_hi >= vec4<i32>(0) & h_hi < height;
+            let row_lo = plane_lo + vec4<u32>(h_lo) * src_width;
+            let row_hi = plane_hi + vec4<u32>(h_hi) * src_width;
+            var u = 0;
+            for (var kw = kw0; kw < params.kernel_w; kw += stride) {
+                let w_lo = b_lo - vec4<i32>(u);
+                let w_hi = b_hi - vec4<i32>(u);
+                let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
+                let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
+                let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
+                let wt = channel_weights(w_at, w_own, weight_plane + kh * params.kernel_w + kw);
+                multiply_add(&acc, v, wt);
+                u += 1;
+            }
+            t += 1;
+        }
+        plane_lo += vec4<u32>(src_plane);
+        plane_hi += vec4<u32>(src_plane);
+    }
+
+    // Back from phase members (n, a, b) to dst pixels (n, a*S + rh, b*S + rw).
+    let plane = params.dst_height * params.dst_width;
+    let pixels = array<vec4<u32>, 2>(
+        phase_pixel(members[0], count, per_image, cols, rh, rw, plane),
+        phase_pixel(members[1], count, per_image, cols, rh, rw, plane),
+    );
+    store_block(pixels, c0, acc);
+}
+
+// The dst pixel index of phase members m (n, a, b), or an index past the end for members past `count`.
+fn phase_pixel(m: vec4<u32>, count: u32, per_image: u32, cols: u32, rh: u32, rw: u32, plane: u32) -> vec4<u32> {
+    let n = m / per_image;
+    let h = ((m % per_image) / cols) * params.stride + rh;
+    let w = (m % cols) * params.stride + rw;
+    let pixel = n * plane + h * params.dst_width + w;
+    return select(pixel, vec4<u32>(params.batch * plane), m >= vec4<u32>(count));
+}
+
+@compute @workgroup_size(8, 8)
+fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    let taps = params.kernel_h * params.kernel_w;
+    let columns = params.src_channels * taps;   // (s, kh, kw)
+    let col0 = (group.x * BLOCK + local.y) * SPAN + local.x;
+    if col0 - local.x >= columns {
+        return;   // the whole row of lanes is past the last column (see dense_gather)
+    }
+    let c0 = group.y * BLOCK;   // grad channels c0 .. c0 + 7
+
+    // Per column j (col0 + 8 j): where channel s starts in an image of src, and the tap offset kh - P, kw - P.
+    let cols = block_indices(col0);
+    let last_col = vec4<u32>(columns - 1u);
+    let j_lo = min(cols[0], last_col);
+    let j_hi = min(cols[1], last_col);
+    let src_plane = params.src_height * params.src_width;
+    let pad = vec4<i32>(i32(params.padding));
+    let dh_lo = vec4<i32>((j_lo % taps) / params.kernel_w) - pad;
+    let dh_hi = vec4<i32>((j_hi % taps) / params.kernel_w) - pad;
+    let dw_lo = vec4<i32>(j_lo % params.kernel_w) - pad;
+    let dw_hi = vec4<i32>(j_hi % params.kernel_w) - pad;
+    var plane_lo = (j_lo / taps) * src_plane;
+    var plane_hi = (j_hi / taps) * src_plane;
+    let src_image = params.src_channels * src_plane;
+    let height = vec4<i32>(i32(params.src_height));
+    let width = vec4<i32>(i32(params.src_width));
+    let src_width = vec4<u32>(params.src_width);
+
+    // Offsets of grad[n, c, 0, 0] for the 8 channels, clamped to the last channel.
+    let grad_plane = params.dst_height * params.dst_width;
+    let last_c = vec4<u32>(params.dst_channels - 1u);
+    var g_lo = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), last_c) * grad_plane;
+    var g_hi = min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), last_c) * grad_plane;
+    var g_own = own_channel_offset(c0, local.x, grad_plane);
+    let grad_image = params.dst_channels * grad_plane;
+
+    var acc: array<vec4<f32>, 16>;
+    for (var n = 0u; n < params.batch; n++) {
+        for (var i = 0u; i < params.dst_height; i++) {
+            let h_lo = vec4<i32>(i32(i * params.stride)) + dh_lo;
+            let h_hi = vec4<i32>(i32(i * params.stride)) + dh_hi;
+            let row_in_lo = h_lo >= vec4<i32>(0) & h_lo < height;
+            let row_in_hi = h_hi >= vec4<i32>(0) & h_hi < height;
+            let row_lo = plane_lo + vec4<u32>(h_lo) * src_width;
+            let row_hi = plane_hi + vec4<u32>(h_hi) * src_width;
+            for (var j = 0u; j < params.dst_width; j++) {
+                let at = i * params.dst_width + j;
+                let ga = g_lo + vec4<u32>(at);
+                let gb = g_hi + vec4<u32>(at);
+                let gv = channel_grads(ga, gb, g_own + at);
+                let w_lo = vec4<i32>(i32(j * params.stride)) + dw_lo;
+                let w_hi = vec4<i32>(i32(j * params.stride)) + dw_hi;
+                let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
+                let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
+                let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
+                multiply_add(&acc, gv, v);
+            }
+        }
+        plane_lo += vec4<u32>(src_image);
+        plane_hi += vec4<u32>(src_image);
+        g_lo += vec4<u32>(grad_image);
+        g_hi += vec4<u32>(grad_image);
+        g_own += grad_image;
+    }
+
+    // dst[c, column]: row c0 + r of the weight gradient, columns col0 + 8 j (constant indices into acc).
+    store_gradient_row(c0, col0, columns, acc[0], acc[1]);
+    store_gradient_row(c0 + 1u, col0, columns, acc[2], acc[3]);
+    store_gradient_row(c0 + 2u, col0, columns, acc[4], acc[5]);
+    store_gradient_row(c0 + 3u, col0, columns, acc[6], acc[7]);
+    store_gradient_row(c0 + 4u, col0, columns, acc[8], acc[9]);
+    store_gradient_row(c0 + 5u, col0, columns, acc[10], acc[11]);
+    store_gradient_row(c0 + 6u, col0, columns, acc[12], acc[13]);
+    store_gradient_row(c0 + 7u, col0, columns, acc[14], acc[15]);
+}
+
+fn store_gradient_row(c: u32, col0: u32, columns: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if c >= params.dst_channels {
+        return;
+    }
+    let base = c * columns;
+    let values = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    for (var j = 0u; j < BLOCK; j++) {
+        let col = col0 + 8u * j;
+        if col >= columns {
+            return;
+        }
+        dst[base + col] = values[j];
+    }
+}
