@@ -112,14 +112,19 @@ fn channel_offsets(c0: u32, step: u32) -> array<vec4<u32>, 2> {
     );
 }
 
+// Channels per workgroup row: 8, or 16 in the `*_wide` entry points (for layers of more than 8 channels: twice
+// the multiply-adds per load of src).
+fn channel_block(wide: bool) -> u32 {
+    return select(BLOCK, 2u * BLOCK, wide);
+}
+
 // The offset of channel c0 + lane's row (step as in channel_offsets), clamped like them: what lane `lane` reads
 // for the others when the module shares loads across a subgroup.
 fn own_channel_offset(c0: u32, lane: u32, step: u32) -> u32 {
     return min(c0 + lane, params.dst_channels - 1u) * step;
 }
 
-@compute @workgroup_size(8, 8)
-fn dense_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let plane = params.dst_height * params.dst_width;
     let count = params.batch * plane;
     // A row of the workgroup whose pixels are all past the end returns; in a row that is only partly past it
@@ -129,11 +134,13 @@ fn dense_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocati
     if pixels[0].x - local.x >= count {
         return;
     }
-    let c0 = group.y * BLOCK;
+    let c0 = group.y * channel_block(wide);
     let taps = params.kernel_h * params.kernel_w;
     let src_plane = params.src_height * params.src_width;
     let w_at = channel_offsets(c0, params.src_channels * taps);
     let w_own = own_channel_offset(c0, local.x, params.src_channels * taps);
+    let w_at2 = channel_offsets(c0 + BLOCK, params.src_channels * taps);
+    let w_own2 = own_channel_offset(c0 + BLOCK, local.x, params.src_channels * taps);
 
     // Per pixel: where its image starts in src and the top-left tap's position (may be negative).
     let last = vec4<u32>(count - 1u);
@@ -153,6 +160,7 @@ fn dense_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocati
     let src_width = vec4<u32>(params.src_width);
 
     var acc: array<vec4<f32>, 16>;
+    var acc2: array<vec4<f32>, 16>;   // channels c0 + 8 .. c0 + 15 when wide
     for (var s = 0u; s < params.src_channels; s++) {
         for (var kh = 0u; kh < params.kernel_h; kh++) {
             let h_lo = h0_lo + vec4<i32>(i32(kh));
@@ -167,18 +175,23 @@ fn dense_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocati
                 let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
                 let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
                 let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
-                let wt = channel_weights(w_at, w_own, (s * params.kernel_h + kh) * params.kernel_w + kw);
-                multiply_add(&acc, v, wt);
+                let tap = (s * params.kernel_h + kh) * params.kernel_w + kw;
+                multiply_add(&acc, v, channel_weights(w_at, w_own, tap));
+                if wide {
+                    multiply_add(&acc2, v, channel_weights(w_at2, w_own2, tap));
+                }
             }
         }
         plane_lo += vec4<u32>(src_plane);
         plane_hi += vec4<u32>(src_plane);
     }
     store_block(pixels, c0, acc);
+    if wide {
+        store_block(pixels, c0 + BLOCK, acc2);
+    }
 }
 
-@compute @workgroup_size(8, 8)
-fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     // The phase of this workgroup's pixels: h = a*S + rh, w = b*S + rw.
     let stride = params.stride;
     let rh = group.z / stride;
@@ -198,11 +211,13 @@ fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoca
     let kw0 = (rw + params.padding) % stride;
     let qh = i32((rh + params.padding - kh0) / stride);
     let qw = i32((rw + params.padding - kw0) / stride);
-    let c0 = group.y * BLOCK;
+    let c0 = group.y * channel_block(wide);
     let taps = params.kernel_h * params.kernel_w;
     let src_plane = params.src_height * params.src_width;
     let w_at = channel_offsets(c0, taps);
     let w_own = own_channel_offset(c0, local.x, taps);
+    let w_at2 = channel_offsets(c0 + BLOCK, taps);
+    let w_own2 = own_channel_offset(c0 + BLOCK, local.x, taps);
 
     let last = vec4<u32>(count - 1u);
     let m_lo = min(members[0], last);
@@ -220,6 +235,7 @@ fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoca
     let src_width = vec4<u32>(params.src_width);
 
     var acc: array<vec4<f32>, 16>;
+    var acc2: array<vec4<f32>, 16>;   // channels c0 + 8 .. c0 + 15 when wide
     for (var s = 0u; s < params.src_channels; s++) {
         let weight_plane = s * params.dst_channels * taps;
         var t = 0;
@@ -237,8 +253,11 @@ fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoca
                 let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
                 let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
                 let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
-                let wt = channel_weights(w_at, w_own, weight_plane + kh * params.kernel_w + kw);
-                multiply_add(&acc, v, wt);
+                let tap = weight_plane + kh * params.kernel_w + kw;
+                multiply_add(&acc, v, channel_weights(w_at, w_own, tap));
+                if wide {
+                    multiply_add(&acc2, v, channel_weights(w_at2, w_own2, tap));
+                }
                 u += 1;
             }
             t += 1;
@@ -254,6 +273,9 @@ fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoca
         phase_pixel(members[1], count, per_image, cols, rh, rw, plane),
     );
     store_block(pixels, c0, acc);
+    if wide {
+        store_block(pixels, c0 + BLOCK, acc2);
+    }
 }
 
 // The dst pixel index of phase members m (n, a, b), or an index past the end for members past `count`.
@@ -265,15 +287,14 @@ fn phase_pixel(m: vec4<u32>, count: u32, per_image: u32, cols: u32, rh: u32, rw:
     return select(pixel, vec4<u32>(params.batch * plane), m >= vec4<u32>(count));
 }
 
-@compute @workgroup_size(8, 8)
-fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let taps = params.kernel_h * params.kernel_w;
     let columns = params.src_channels * taps;   // (s, kh, kw)
     let col0 = (group.x * BLOCK + local.y) * SPAN + local.x;
     if col0 - local.x >= columns {
         return;   // the whole row of lanes is past the last column (see dense_gather)
     }
-    let c0 = group.y * BLOCK;   // grad channels c0 .. c0 + 7
+    let c0 = group.y * channel_block(wide);   // grad channels c0 .. c0 + 7 (.. c0 + 15 when wide)
 
     // Per column j (col0 + 8 j): where channel s starts in an image of src, and the tap offset kh - P, kw - P.
     let cols = block_indices(col0);
@@ -299,9 +320,13 @@ fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoc
     var g_lo = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), last_c) * grad_plane;
     var g_hi = min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), last_c) * grad_plane;
     var g_own = own_channel_offset(c0, local.x, grad_plane);
+    var g_lo2 = min(vec4<u32>(c0 + BLOCK) + vec4<u32>(0u, 1u, 2u, 3u), last_c) * grad_plane;
+    var g_hi2 = min(vec4<u32>(c0 + BLOCK) + vec4<u32>(4u, 5u, 6u, 7u), last_c) * grad_plane;
+    var g_own2 = own_channel_offset(c0 + BLOCK, local.x, grad_plane);
     let grad_image = params.dst_channels * grad_plane;
 
     var acc: array<vec4<f32>, 16>;
+    var acc2: array<vec4<f32>, 16>;   // channels c0 + 8 .. c0 + 15 when wide
     for (var n = 0u; n < params.batch; n++) {
         for (var i = 0u; i < params.dst_height; i++) {
             let h_lo = vec4<i32>(i32(i * params.stride)) + dh_lo;
@@ -321,6 +346,10 @@ fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoc
                 let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
                 let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
                 multiply_add(&acc, gv, v);
+                if wide {
+                    let gv2 = channel_grads(g_lo2 + vec4<u32>(at), g_hi2 + vec4<u32>(at), g_own2 + at);
+                    multiply_add(&acc2, gv2, v);
+                }
             }
         }
         plane_lo += vec4<u32>(src_image);
@@ -328,9 +357,19 @@ fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoc
         g_lo += vec4<u32>(grad_image);
         g_hi += vec4<u32>(grad_image);
         g_own += grad_image;
+        g_lo2 += vec4<u32>(grad_image);
+        g_hi2 += vec4<u32>(grad_image);
+        g_own2 += grad_image;
     }
 
     // dst[c, column]: row c0 + r of the weight gradient, columns col0 + 8 j (constant indices into acc).
+    store_gradient_rows(c0, col0, columns, acc);
+    if wide {
+        store_gradient_rows(c0 + BLOCK, col0, columns, acc2);
+    }
+}
+
+fn store_gradient_rows(c0: u32, col0: u32, columns: u32, acc: array<vec4<f32>, 16>) {
     store_gradient_row(c0, col0, columns, acc[0], acc[1]);
     store_gradient_row(c0 + 1u, col0, columns, acc[2], acc[3]);
     store_gradient_row(c0 + 2u, col0, columns, acc[4], acc[5]);
@@ -354,4 +393,34 @@ fn store_gradient_row(c: u32, col0: u32, columns: u32, lo: vec4<f32>, hi: vec4<f
         }
         dst[base + col] = values[j];
     }
+}
+
+@compute @workgroup_size(8, 8)
+fn dense_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    dense_gather_body(group, local, false);
+}
+
+@compute @workgroup_size(8, 8)
+fn dense_gather_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    dense_gather_body(group, local, true);
+}
+
+@compute @workgroup_size(8, 8)
+fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    strided_gather_body(group, local, false);
+}
+
+@compute @workgroup_size(8, 8)
+fn strided_gather_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    strided_gather_body(group, local, true);
+}
+
+@compute @workgroup_size(8, 8)
+fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    weight_gradient_body(group, local, false);
+}
+
+@compute @workgroup_size(8, 8)
+fn weight_gradient_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    weight_gradient_body(group, local, true);
 }

@@ -47,7 +47,8 @@ pub struct ConvRegistersParams {
     pub has_bias: u32,
 }
 
-/// Pixels one gather workgroup computes, and the channels (or weight-gradient rows) and weight-gradient columns.
+/// Pixels one gather workgroup computes, and the channels (or weight-gradient rows; twice as many in the `*_wide`
+/// kernels) and weight-gradient columns.
 const PIXELS: usize = 512;
 const CHANNELS: usize = 8;
 const COLUMNS: usize = 512;
@@ -105,27 +106,35 @@ impl Roles {
     }
 }
 
-/// The three kernels, from the module the adapter runs: `conv_subgroup` where its subgroups are 8 lanes wide.
-struct Kernels {
-    dense_gather: &'static EntryPoint,
-    strided_gather: &'static EntryPoint,
-    weight_gradient: &'static EntryPoint,
+/// The three kernels.
+#[derive(Clone, Copy)]
+enum Kernel {
+    DenseGather,
+    StridedGather,
+    WeightGradient,
 }
 
-fn kernels(gpu: &Gpu) -> Kernels {
-    if gpu.has_subgroups_of(SUBGROUP_LANES) {
-        Kernels {
-            dense_gather: &wgsl_subgroup::DENSE_GATHER,
-            strided_gather: &wgsl_subgroup::STRIDED_GATHER,
-            weight_gradient: &wgsl_subgroup::WEIGHT_GRADIENT,
-        }
-    } else {
-        Kernels {
-            dense_gather: &wgsl::DENSE_GATHER,
-            strided_gather: &wgsl::STRIDED_GATHER,
-            weight_gradient: &wgsl::WEIGHT_GRADIENT,
-        }
-    }
+/// The entry point of `kernel` from the module the adapter runs (`conv_subgroup` where its subgroups are 8 lanes
+/// wide), in its 16-channel form (`*_wide`) for more than 8 dst (or grad) channels, and the channels per
+/// workgroup row.
+fn entry(gpu: &Gpu, kernel: Kernel, channels: usize) -> (&'static EntryPoint, usize) {
+    let wide = channels > CHANNELS;
+    let subgroup = gpu.has_subgroups_of(SUBGROUP_LANES);
+    let entry = match (subgroup, kernel, wide) {
+        (false, Kernel::DenseGather, false) => &wgsl::DENSE_GATHER,
+        (false, Kernel::DenseGather, true) => &wgsl::DENSE_GATHER_WIDE,
+        (false, Kernel::StridedGather, false) => &wgsl::STRIDED_GATHER,
+        (false, Kernel::StridedGather, true) => &wgsl::STRIDED_GATHER_WIDE,
+        (false, Kernel::WeightGradient, false) => &wgsl::WEIGHT_GRADIENT,
+        (false, Kernel::WeightGradient, true) => &wgsl::WEIGHT_GRADIENT_WIDE,
+        (true, Kernel::DenseGather, false) => &wgsl_subgroup::DENSE_GATHER,
+        (true, Kernel::DenseGather, true) => &wgsl_subgroup::DENSE_GATHER_WIDE,
+        (true, Kernel::StridedGather, false) => &wgsl_subgroup::STRIDED_GATHER,
+        (true, Kernel::StridedGather, true) => &wgsl_subgroup::STRIDED_GATHER_WIDE,
+        (true, Kernel::WeightGradient, false) => &wgsl_subgroup::WEIGHT_GRADIENT,
+        (true, Kernel::WeightGradient, true) => &wgsl_subgroup::WEIGHT_GRADIENT_WIDE,
+    };
+    (entry, if wide { 2 * CHANNELS } else { CHANNELS })
 }
 
 /// The gathers' dispatch: the bias binding holds `bias`, or a one-word placeholder the shader does not read.
@@ -157,13 +166,13 @@ pub fn dense_gather(
     bias: Option<&GpuBuffer>,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
-    let entry = kernels(gpu).dense_gather;
+    let (entry, channels) = entry(gpu, Kernel::DenseGather, roles.dst[0]);
     let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
     let pixels = roles.batch * roles.dst[1] * roles.dst[2];
     let grid = roles.grid(
         entry,
         gpu,
-        [pixels.div_ceil(PIXELS), roles.dst[0].div_ceil(CHANNELS), 1],
+        [pixels.div_ceil(PIXELS), roles.dst[0].div_ceil(channels), 1],
     )?;
     gather(gpu, entry, [&params, dst, src, weight], bias, grid)
 }
@@ -178,14 +187,14 @@ pub fn strided_gather(
     bias: Option<&GpuBuffer>,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
-    let entry = kernels(gpu).strided_gather;
+    let (entry, channels) = entry(gpu, Kernel::StridedGather, roles.dst[0]);
     let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
     let s = roles.stride;
     let phase_pixels = roles.batch * roles.dst[1].div_ceil(s) * roles.dst[2].div_ceil(s);
     let grid = roles.grid(
         entry,
         gpu,
-        [phase_pixels.div_ceil(PIXELS), roles.dst[0].div_ceil(CHANNELS), s * s],
+        [phase_pixels.div_ceil(PIXELS), roles.dst[0].div_ceil(channels), s * s],
     )?;
     gather(gpu, entry, [&params, dst, src, weight], bias, grid)
 }
@@ -199,13 +208,13 @@ pub fn weight_gradient(
     grad: &GpuBuffer,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
-    let entry = kernels(gpu).weight_gradient;
+    let (entry, channels) = entry(gpu, Kernel::WeightGradient, roles.dst[0]);
     let params = gpu.uniform(entry.name, &roles.params(false))?;
     let columns = roles.src[0] * roles.kernel[0] * roles.kernel[1];
     let grid = roles.grid(
         entry,
         gpu,
-        [columns.div_ceil(COLUMNS), roles.dst[0].div_ceil(CHANNELS), 1],
+        [columns.div_ceil(COLUMNS), roles.dst[0].div_ceil(channels), 1],
     )?;
     gpu.dispatch(entry, &[&params, dst, src, grad], grid)
 }
