@@ -47,8 +47,8 @@ pub struct ConvRegistersParams {
     pub has_bias: u32,
 }
 
-/// Pixels one gather workgroup computes, and the channels (or weight-gradient rows; twice as many in the `*_wide`
-/// kernels) and weight-gradient columns.
+/// Pixels one gather workgroup computes, and the channels (or weight-gradient rows; four times as many in the
+/// `*_wide` kernels) and weight-gradient columns.
 const PIXELS: usize = 512;
 const CHANNELS: usize = 8;
 const COLUMNS: usize = 512;
@@ -115,7 +115,7 @@ enum Kernel {
 }
 
 /// The entry point of `kernel` from the module the adapter runs (`conv_subgroup` where its subgroups are 8 lanes
-/// wide), in its 16-channel form (`*_wide`) for more than 8 dst (or grad) channels, and the channels per
+/// wide), in its 32-channel form (`*_wide`) for more than 8 dst (or grad) channels, and the channels per
 /// workgroup row.
 fn entry(gpu: &Gpu, kernel: Kernel, channels: usize) -> (&'static EntryPoint, usize) {
     let wide = channels > CHANNELS;
@@ -134,7 +134,7 @@ fn entry(gpu: &Gpu, kernel: Kernel, channels: usize) -> (&'static EntryPoint, us
         (true, Kernel::WeightGradient, false) => &wgsl_subgroup::WEIGHT_GRADIENT,
         (true, Kernel::WeightGradient, true) => &wgsl_subgroup::WEIGHT_GRADIENT_WIDE,
     };
-    (entry, if wide { 2 * CHANNELS } else { CHANNELS })
+    (entry, if wide { 4 * CHANNELS } else { CHANNELS })
 }
 
 /// The gathers' dispatch: the bias binding holds `bias`, or a one-word placeholder the shader does not read.
