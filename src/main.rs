@@ -414,6 +414,7 @@ fn info(device: &DeviceArgs, json: bool) -> Result<ExitCode> {
                 "  subgroup size: {}..{}",
                 chosen.subgroup_size[0], chosen.subgroup_size[1]
             );
+            println!("  kernels: {}", chosen.kernels);
             println!(
                 "  max storage buffer binding: {}",
                 bytes(chosen.max_storage_buffer_binding_size)

@@ -234,6 +234,9 @@ pub struct DeviceSummary {
     pub adapter: AdapterSummary,
     pub features: Vec<String>,
     pub subgroup_size: [u32; 2],
+    /// The kernel variants the matmuls and convolutions run (`Tiling`, and whether the 8-lane subgroup kernels
+    /// take over on a CPU adapter).
+    pub kernels: String,
     pub max_storage_buffer_binding_size: u64,
     pub max_buffer_size: u64,
     pub max_compute_workgroup_storage_size: u32,
@@ -397,6 +400,13 @@ impl Gpu {
             adapter: AdapterSummary::of(&self.info),
             features: self.features.iter_names().map(|(name, _)| name.to_string()).collect(),
             subgroup_size: [self.info.subgroup_min_size, self.info.subgroup_max_size],
+            kernels: match self.tiling {
+                Tiling::Workgroup => "workgroup-tiled (GPU)".into(),
+                Tiling::Registers if self.has_subgroups_of(8) => {
+                    "register-tiled, with the 8-lane subgroup kernels (matmul_subgroup, conv_subgroup)".into()
+                }
+                Tiling::Registers => "register-tiled (CPU)".into(),
+            },
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
             max_buffer_size: l.max_buffer_size,
             max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
