@@ -37,7 +37,10 @@ fn params_structs_match_their_wgsl_twins() {
             _pad1
         ]
     );
-    for entry in shaders::ENTRY_POINTS.iter().filter(|e| e.shader.name == "optim") {
+    for entry in shaders::ENTRY_POINTS
+        .iter()
+        .filter(|e| e.shader.name == "optim" || e.shader.name == "optim_vec4")
+    {
         let mismatch = params_layout_mismatch(entry, size_of::<OptimParams>(), &fields);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());
     }
@@ -47,6 +50,8 @@ fn params_structs_match_their_wgsl_twins() {
         &shaders::optim::ADAM_STEP,
         &shaders::optim::ADAMW_STEP,
         &shaders::optim::SGD_STEP,
+        &shaders::optim_vec4::ADAM_STEP_VEC4,
+        &shaders::optim_vec4::ADAMW_STEP_VEC4,
     ] {
         let layout: &StructLayout = entry
             .bindings

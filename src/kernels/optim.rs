@@ -21,8 +21,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
-use crate::shaders::{optim as wgsl, EntryPoint};
+use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
+use crate::shaders::{optim as wgsl, optim_vec4 as wgsl_vec4, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/optim.wgsl.
 #[repr(C)]
@@ -111,6 +111,15 @@ impl AdamConfig {
             &wgsl::ADAMW_STEP
         } else {
             &wgsl::ADAM_STEP
+        }
+    }
+
+    /// The kernel's four-elements-per-invocation twin (`shaders/optim_vec4.wgsl`).
+    pub fn entry_vec4(&self) -> &'static EntryPoint {
+        if self.decoupled {
+            &wgsl_vec4::ADAMW_STEP_VEC4
+        } else {
+            &wgsl_vec4::ADAM_STEP_VEC4
         }
     }
 
@@ -248,8 +257,24 @@ pub fn adam_step(
     n: usize,
 ) -> Result<Dispatch, GpuError> {
     let entry = config.entry();
-    let (first, n32) = span(entry, &[param, exp_avg, exp_avg_sq, grad], first, n)?;
-    let params = gpu.uniform(entry.name, &config.params(first, n32))?;
+    let (first32, n32) = span(entry, &[param, exp_avg, exp_avg_sq, grad], first, n)?;
+    // On CPU adapters four elements per invocation where the span is vec4-aligned in every buffer (each buffer's
+    // vec4 view ends at its last whole vec4): the same bits, fewer lane loops per element.
+    let buffers = [param, exp_avg, exp_avg_sq, grad];
+    let vec4 = gpu.tiling == Tiling::Registers
+        && first.is_multiple_of(4)
+        && n.is_multiple_of(4)
+        && buffers.iter().all(|b| first + n <= b.len_words() / 4 * 4);
+    if vec4 {
+        let entry = config.entry_vec4();
+        let params = gpu.uniform(entry.name, &config.params(first32 / 4, n32 / 4))?;
+        return gpu.dispatch_1d(
+            entry,
+            &[&params, param, exp_avg, exp_avg_sq, grad, step_values],
+            (n / 4) as u64,
+        );
+    }
+    let params = gpu.uniform(entry.name, &config.params(first32, n32))?;
     gpu.dispatch_1d(
         entry,
         &[&params, param, exp_avg, exp_avg_sq, grad, step_values],
@@ -433,7 +458,11 @@ fn compare_all(gpu_parts: &[Vec<f32>], cpu_parts: &[Vec<f64>], tolerance: Tolera
 fn adam_check(config: AdamConfig, n: usize, first: usize) -> KernelCheck {
     KernelCheck::new(
         config.entry().qualified_name(),
-        format!("n={n} first={first}"),
+        if n % 4 == 0 && first % 4 == 0 {
+            format!("n={n} first={first} (vec4 on CPU adapters)")
+        } else {
+            format!("n={n} first={first}")
+        },
         move |gpu| {
             let len = first + n + 3;
             let s = State::random(len, n as u64 + 11);
@@ -639,6 +668,10 @@ pub fn checks() -> Vec<KernelCheck> {
     checks.push(adam_check(adam_l2, 129, 0));
     checks.push(adam_check(AdamConfig::GAN, 33, 7));
     checks.push(adam_check(AdamConfig::DEFAULT, 4097, 1000));
+    // vec4-aligned spans, which CPU adapters run four elements per invocation (optim_vec4.wgsl).
+    checks.push(adam_check(AdamConfig::DEFAULT, 4096, 1000));
+    checks.push(adam_check(adamw, 132, 8));
+    checks.push(adam_check(adam_l2, 4, 0));
     checks.push(sgd_check(
         SgdConfig {
             momentum: 0.9,
