@@ -56,7 +56,7 @@ fn vae_table_lists_every_kernel_once_with_shares_summing_to_100() {
     let matmul = report
         .kernels
         .iter()
-        .find(|k| k.kernel.starts_with("matmul::matmul_nt"))
+        .find(|k| k.kernel.starts_with("matmul::matmul_nt") || k.kernel.starts_with("matmul_subgroup::matmul_nt"))
         .unwrap();
     assert!(matmul.gflops.is_some());
 
