@@ -208,10 +208,22 @@ impl<'a> Builder<'a> {
         label: &str,
         kernel: impl FnOnce(&Gpu, &GpuBuffer) -> Result<Dispatch, GpuError>,
     ) -> Result<(), GpuError> {
+        self.emit_counted_grad(id, label, 0, kernel)
+    }
+
+    /// [`Self::emit_grad`] for a kernel of `flops` floating-point operations (the profiler's GFLOP/s and
+    /// roofline columns).
+    fn emit_counted_grad(
+        &mut self,
+        id: TensorId,
+        label: &str,
+        flops: u64,
+        kernel: impl FnOnce(&Gpu, &GpuBuffer) -> Result<Dispatch, GpuError>,
+    ) -> Result<(), GpuError> {
         let (grad, accumulate) = self.grad_target(id)?;
         if !accumulate {
             let dispatch = kernel(self.gpu, &grad)?;
-            self.push(label, dispatch, 0);
+            self.push(label, dispatch, flops);
             return Ok(());
         }
         let n = self.len(id);
@@ -221,7 +233,7 @@ impl<'a> Builder<'a> {
             (n * 4) as u64,
         )?;
         let dispatch = kernel(self.gpu, &temporary)?;
-        self.push(label, dispatch, 0);
+        self.push(label, dispatch, flops);
         let add = arith::axpy(self.gpu, &grad, &temporary, 1.0, 1.0, n)?;
         self.push(format!("{label} accumulate"), add, n as u64);
         Ok(())
@@ -524,12 +536,12 @@ impl Builder<'_> {
                 let shape = super::conv_shape::<false>(self.graph, x, weight, geometry);
                 let (xb, wb) = (self.buf(x), self.buf(weight));
                 if self.needs(x) {
-                    self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
+                    self.emit_counted_grad(x, &format!("{label} dx"), shape.flops(), |gpu, dx| {
                         conv2d::input_backward(gpu, dx, &wb, dy, &shape)
                     })?;
                 }
                 if self.needs(weight) {
-                    self.emit_grad(weight, &format!("{label} dweight"), |gpu, dw| {
+                    self.emit_counted_grad(weight, &format!("{label} dweight"), shape.flops(), |gpu, dw| {
                         conv2d::weight_backward(gpu, dw, &xb, dy, &shape)
                     })?;
                 }
@@ -550,12 +562,12 @@ impl Builder<'_> {
                 let shape = super::conv_shape::<true>(self.graph, x, weight, geometry);
                 let (xb, wb) = (self.buf(x), self.buf(weight));
                 if self.needs(x) {
-                    self.emit_grad(x, &format!("{label} dx"), |gpu, dx| {
+                    self.emit_counted_grad(x, &format!("{label} dx"), shape.flops(), |gpu, dx| {
                         conv_transpose2d::input_backward(gpu, dx, &wb, dy, &shape)
                     })?;
                 }
                 if self.needs(weight) {
-                    self.emit_grad(weight, &format!("{label} dweight"), |gpu, dw| {
+                    self.emit_counted_grad(weight, &format!("{label} dweight"), shape.flops(), |gpu, dw| {
                         conv_transpose2d::weight_backward(gpu, dw, &xb, dy, &shape)
                     })?;
                 }
