@@ -50,8 +50,8 @@ fn params_structs_match_their_wgsl_twins() {
         &shaders::optim::ADAM_STEP,
         &shaders::optim::ADAMW_STEP,
         &shaders::optim::SGD_STEP,
-        &shaders::optim_vec4::ADAM_STEP_VEC4,
-        &shaders::optim_vec4::ADAMW_STEP_VEC4,
+        &shaders::optim_vec4::ADAM_STEP,
+        &shaders::optim_vec4::ADAMW_STEP,
     ] {
         let layout: &StructLayout = entry
             .bindings

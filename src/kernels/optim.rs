@@ -117,9 +117,9 @@ impl AdamConfig {
     /// The kernel's four-elements-per-invocation twin (`shaders/optim_vec4.wgsl`).
     pub fn entry_vec4(&self) -> &'static EntryPoint {
         if self.decoupled {
-            &wgsl_vec4::ADAMW_STEP_VEC4
+            &wgsl_vec4::ADAMW_STEP
         } else {
-            &wgsl_vec4::ADAM_STEP_VEC4
+            &wgsl_vec4::ADAM_STEP
         }
     }
 
