@@ -31,18 +31,20 @@
 // include: shared/conv_registers.wgsl
 
 // Each lane reads all 8 channels' values itself.
-fn channel_weights(at: array<vec4<u32>, 2>, own: u32, tap: u32) -> array<vec4<f32>, 2> {
-    let i_lo = at[0] + vec4<u32>(tap);
-    let i_hi = at[1] + vec4<u32>(tap);
+fn channel_weights(rows: Channels, tap: u32) -> array<vec4<f32>, 2> {
+    let i_lo = rows.lo + vec4<u32>(tap);
+    let i_hi = rows.hi + vec4<u32>(tap);
     return array<vec4<f32>, 2>(
         vec4<f32>(weight[i_lo.x], weight[i_lo.y], weight[i_lo.z], weight[i_lo.w]),
         vec4<f32>(weight[i_hi.x], weight[i_hi.y], weight[i_hi.z], weight[i_hi.w]),
     );
 }
 
-fn channel_grads(at_lo: vec4<u32>, at_hi: vec4<u32>, own: u32) -> array<vec4<f32>, 2> {
+fn channel_grads(rows: Channels, at: u32) -> array<vec4<f32>, 2> {
+    let i_lo = rows.lo + vec4<u32>(at);
+    let i_hi = rows.hi + vec4<u32>(at);
     return array<vec4<f32>, 2>(
-        vec4<f32>(grad[at_lo.x], grad[at_lo.y], grad[at_lo.z], grad[at_lo.w]),
-        vec4<f32>(grad[at_hi.x], grad[at_hi.y], grad[at_hi.z], grad[at_hi.w]),
+        vec4<f32>(grad[i_lo.x], grad[i_lo.y], grad[i_lo.z], grad[i_lo.w]),
+        vec4<f32>(grad[i_hi.x], grad[i_hi.y], grad[i_hi.z], grad[i_hi.w]),
     );
 }

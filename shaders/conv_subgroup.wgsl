@@ -19,10 +19,10 @@ fn share8(mine: f32) -> array<vec4<f32>, 2> {
     );
 }
 
-fn channel_weights(at: array<vec4<u32>, 2>, own: u32, tap: u32) -> array<vec4<f32>, 2> {
-    return share8(weight[own + tap]);
+fn channel_weights(rows: Channels, tap: u32) -> array<vec4<f32>, 2> {
+    return share8(weight[rows.own + tap]);
 }
 
-fn channel_grads(at_lo: vec4<u32>, at_hi: vec4<u32>, own: u32) -> array<vec4<f32>, 2> {
-    return share8(grad[own]);
+fn channel_grads(rows: Channels, at: u32) -> array<vec4<f32>, 2> {
+    return share8(grad[rows.own + at]);
 }

@@ -1,10 +1,10 @@
 // The register-tiled convolution kernels, shared by shaders/conv_registers.wgsl and shaders/conv_subgroup.wgsl
 // (see conv_registers.wgsl for what they compute). The including module defines how a thread gets the values
 // that are the same in all its lanes, its 8 channels' weights and grads:
-//   fn channel_weights(at: array<vec4<u32>, 2>, own: u32, tap: u32) -> array<vec4<f32>, 2>
-//       weight[at + tap] for the 8 channels; `own` is the offset of channel c0 + lane (lane = local.x)
-//   fn channel_grads(at_lo: vec4<u32>, at_hi: vec4<u32>, own: u32) -> array<vec4<f32>, 2>
-//       grad[at] for the 8 channels; `own` is the offset for channel c0 + lane.
+//   fn channel_weights(rows: Channels, tap: u32) -> array<vec4<f32>, 2>
+//       weight[row + tap] for the 8 channels' rows
+//   fn channel_grads(rows: Channels, at: u32) -> array<vec4<f32>, 2>
+//       grad[row + at] for the 8 channels' rows
 
 // Keep in sync with `ConvRegistersParams` in src/kernels/conv_registers.rs.
 struct Params {
@@ -102,13 +102,24 @@ fn block_indices(first: u32) -> array<vec4<u32>, 2> {
     );
 }
 
-// Offsets of weight[c, 0, 0, 0] (step = src channels * taps) or weight[0, c, 0, 0] (step = taps) for the
-// channels c0 .. c0 + 7, clamped to the last channel (whose results are not stored).
-fn channel_offsets(c0: u32, step: u32) -> array<vec4<u32>, 2> {
-    let last = vec4<u32>(params.dst_channels - 1u);
-    return array<vec4<u32>, 2>(
-        min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), last) * step,
-        min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), last) * step,
+// Where the rows of 8 channels c0 .. c0 + 7 start in weight or grad (`lo`, `hi`: channel c0 + r at
+// component r % 4), and the row of channel c0 + lane, lane = local.x (`own`: what that lane reads for the others
+// when the module shares loads across a subgroup). Channels past the last are clamped to it; their results are not
+// stored.
+struct Channels {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+    own: u32,
+}
+
+// The rows of channels c0 .. c0 + 7 at `step` elements per channel: weight[c, 0, 0, 0] (step = src channels *
+// taps), weight[0, c, 0, 0] (step = taps) or grad[0, c, 0, 0] (step = the grad plane).
+fn channel_rows(c0: u32, lane: u32, step: u32) -> Channels {
+    let last = params.dst_channels - 1u;
+    return Channels(
+        min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last)) * step,
+        min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(last)) * step,
+        min(c0 + lane, last) * step,
     );
 }
 
@@ -117,12 +128,6 @@ fn channel_offsets(c0: u32, step: u32) -> array<vec4<u32>, 2> {
 // another 1.2x; more accumulators than fit the registers cost less there than the loads they save).
 fn channel_block(wide: bool) -> u32 {
     return select(BLOCK, 4u * BLOCK, wide);
-}
-
-// The offset of channel c0 + lane's row (step as in channel_offsets), clamped like them: what lane `lane` reads
-// for the others when the module shares loads across a subgroup.
-fn own_channel_offset(c0: u32, lane: u32, step: u32) -> u32 {
-    return min(c0 + lane, params.dst_channels - 1u) * step;
 }
 
 fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
@@ -138,14 +143,11 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let c0 = group.y * channel_block(wide);
     let taps = params.kernel_h * params.kernel_w;
     let src_plane = params.src_height * params.src_width;
-    let w_at = channel_offsets(c0, params.src_channels * taps);
-    let w_own = own_channel_offset(c0, local.x, params.src_channels * taps);
-    let w_at2 = channel_offsets(c0 + BLOCK, params.src_channels * taps);
-    let w_own2 = own_channel_offset(c0 + BLOCK, local.x, params.src_channels * taps);
-    let w_at3 = channel_offsets(c0 + 2u * BLOCK, params.src_channels * taps);
-    let w_own3 = own_channel_offset(c0 + 2u * BLOCK, local.x, params.src_channels * taps);
-    let w_at4 = channel_offsets(c0 + 3u * BLOCK, params.src_channels * taps);
-    let w_own4 = own_channel_offset(c0 + 3u * BLOCK, local.x, params.src_channels * taps);
+    // Weight rows of the 8 channels c0 .. c0 + 7 and, when wide, of the three blocks of 8 after them.
+    let w1 = channel_rows(c0, local.x, params.src_channels * taps);
+    let w2 = channel_rows(c0 + BLOCK, local.x, params.src_channels * taps);
+    let w3 = channel_rows(c0 + 2u * BLOCK, local.x, params.src_channels * taps);
+    let w4 = channel_rows(c0 + 3u * BLOCK, local.x, params.src_channels * taps);
 
     // Per pixel: where its image starts in src and the top-left tap's position (may be negative).
     let last = vec4<u32>(count - 1u);
@@ -184,11 +186,11 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
                 let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
                 let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
                 let tap = (s * params.kernel_h + kh) * params.kernel_w + kw;
-                multiply_add(&acc, v, channel_weights(w_at, w_own, tap));
+                multiply_add(&acc, v, channel_weights(w1, tap));
                 if wide {
-                    multiply_add(&acc2, v, channel_weights(w_at2, w_own2, tap));
-                    multiply_add(&acc3, v, channel_weights(w_at3, w_own3, tap));
-                    multiply_add(&acc4, v, channel_weights(w_at4, w_own4, tap));
+                    multiply_add(&acc2, v, channel_weights(w2, tap));
+                    multiply_add(&acc3, v, channel_weights(w3, tap));
+                    multiply_add(&acc4, v, channel_weights(w4, tap));
                 }
             }
         }
@@ -226,14 +228,11 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let c0 = group.y * channel_block(wide);
     let taps = params.kernel_h * params.kernel_w;
     let src_plane = params.src_height * params.src_width;
-    let w_at = channel_offsets(c0, taps);
-    let w_own = own_channel_offset(c0, local.x, taps);
-    let w_at2 = channel_offsets(c0 + BLOCK, taps);
-    let w_own2 = own_channel_offset(c0 + BLOCK, local.x, taps);
-    let w_at3 = channel_offsets(c0 + 2u * BLOCK, taps);
-    let w_own3 = own_channel_offset(c0 + 2u * BLOCK, local.x, taps);
-    let w_at4 = channel_offsets(c0 + 3u * BLOCK, taps);
-    let w_own4 = own_channel_offset(c0 + 3u * BLOCK, local.x, taps);
+    // Weight rows of the 8 channels c0 .. c0 + 7 and, when wide, of the three blocks of 8 after them.
+    let w1 = channel_rows(c0, local.x, taps);
+    let w2 = channel_rows(c0 + BLOCK, local.x, taps);
+    let w3 = channel_rows(c0 + 2u * BLOCK, local.x, taps);
+    let w4 = channel_rows(c0 + 3u * BLOCK, local.x, taps);
 
     let last = vec4<u32>(count - 1u);
     let m_lo = min(members[0], last);
@@ -273,11 +272,11 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
                 let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
                 let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
                 let tap = weight_plane + kh * params.kernel_w + kw;
-                multiply_add(&acc, v, channel_weights(w_at, w_own, tap));
+                multiply_add(&acc, v, channel_weights(w1, tap));
                 if wide {
-                    multiply_add(&acc2, v, channel_weights(w_at2, w_own2, tap));
-                    multiply_add(&acc3, v, channel_weights(w_at3, w_own3, tap));
-                    multiply_add(&acc4, v, channel_weights(w_at4, w_own4, tap));
+                    multiply_add(&acc2, v, channel_weights(w2, tap));
+                    multiply_add(&acc3, v, channel_weights(w3, tap));
+                    multiply_add(&acc4, v, channel_weights(w4, tap));
                 }
                 u += 1;
             }
@@ -337,21 +336,12 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let width = vec4<i32>(i32(params.src_width));
     let src_width = vec4<u32>(params.src_width);
 
-    // Offsets of grad[n, c, 0, 0] for the 8 channels, clamped to the last channel.
+    // Grad rows grad[0, c, 0, 0] of the 8 channels c0 .. c0 + 7 and, when wide, of the three blocks after them.
     let grad_plane = params.dst_height * params.dst_width;
-    let last_c = vec4<u32>(params.dst_channels - 1u);
-    var g_lo = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), last_c) * grad_plane;
-    var g_hi = min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), last_c) * grad_plane;
-    var g_own = own_channel_offset(c0, local.x, grad_plane);
-    var g_lo2 = min(vec4<u32>(c0 + BLOCK) + vec4<u32>(0u, 1u, 2u, 3u), last_c) * grad_plane;
-    var g_hi2 = min(vec4<u32>(c0 + BLOCK) + vec4<u32>(4u, 5u, 6u, 7u), last_c) * grad_plane;
-    var g_own2 = own_channel_offset(c0 + BLOCK, local.x, grad_plane);
-    var g_lo3 = min(vec4<u32>(c0 + 2u * BLOCK) + vec4<u32>(0u, 1u, 2u, 3u), last_c) * grad_plane;
-    var g_hi3 = min(vec4<u32>(c0 + 2u * BLOCK) + vec4<u32>(4u, 5u, 6u, 7u), last_c) * grad_plane;
-    var g_own3 = own_channel_offset(c0 + 2u * BLOCK, local.x, grad_plane);
-    var g_lo4 = min(vec4<u32>(c0 + 3u * BLOCK) + vec4<u32>(0u, 1u, 2u, 3u), last_c) * grad_plane;
-    var g_hi4 = min(vec4<u32>(c0 + 3u * BLOCK) + vec4<u32>(4u, 5u, 6u, 7u), last_c) * grad_plane;
-    var g_own4 = own_channel_offset(c0 + 3u * BLOCK, local.x, grad_plane);
+    let g1 = channel_rows(c0, local.x, grad_plane);
+    let g2 = channel_rows(c0 + BLOCK, local.x, grad_plane);
+    let g3 = channel_rows(c0 + 2u * BLOCK, local.x, grad_plane);
+    let g4 = channel_rows(c0 + 3u * BLOCK, local.x, grad_plane);
     let grad_image = params.dst_channels * grad_plane;
 
     var acc: array<vec4<f32>, 16>;
@@ -368,10 +358,8 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
             let row_lo = plane_lo + vec4<u32>(h_lo) * src_width;
             let row_hi = plane_hi + vec4<u32>(h_hi) * src_width;
             for (var j = 0u; j < params.dst_width; j++) {
-                let at = i * params.dst_width + j;
-                let ga = g_lo + vec4<u32>(at);
-                let gb = g_hi + vec4<u32>(at);
-                let gv = channel_grads(ga, gb, g_own + at);
+                let at = n * grad_image + i * params.dst_width + j;   // grad[n, c, i, j] = row of c + at
+                let gv = channel_grads(g1, at);
                 let w_lo = vec4<i32>(i32(j * params.stride)) + dw_lo;
                 let w_hi = vec4<i32>(i32(j * params.stride)) + dw_hi;
                 let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
@@ -379,29 +367,14 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
                 let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
                 multiply_add(&acc, gv, v);
                 if wide {
-                    let gv2 = channel_grads(g_lo2 + vec4<u32>(at), g_hi2 + vec4<u32>(at), g_own2 + at);
-                    multiply_add(&acc2, gv2, v);
-                    let gv3 = channel_grads(g_lo3 + vec4<u32>(at), g_hi3 + vec4<u32>(at), g_own3 + at);
-                    multiply_add(&acc3, gv3, v);
-                    let gv4 = channel_grads(g_lo4 + vec4<u32>(at), g_hi4 + vec4<u32>(at), g_own4 + at);
-                    multiply_add(&acc4, gv4, v);
+                    multiply_add(&acc2, channel_grads(g2, at), v);
+                    multiply_add(&acc3, channel_grads(g3, at), v);
+                    multiply_add(&acc4, channel_grads(g4, at), v);
                 }
             }
         }
         plane_lo += vec4<u32>(src_image);
         plane_hi += vec4<u32>(src_image);
-        g_lo += vec4<u32>(grad_image);
-        g_hi += vec4<u32>(grad_image);
-        g_own += grad_image;
-        g_lo2 += vec4<u32>(grad_image);
-        g_hi2 += vec4<u32>(grad_image);
-        g_own2 += grad_image;
-        g_lo3 += vec4<u32>(grad_image);
-        g_hi3 += vec4<u32>(grad_image);
-        g_own3 += grad_image;
-        g_lo4 += vec4<u32>(grad_image);
-        g_hi4 += vec4<u32>(grad_image);
-        g_own4 += grad_image;
     }
 
     // dst[c, column]: row c0 + r of the weight gradient, columns col0 + 8 j (constant indices into acc).
