@@ -114,13 +114,13 @@ impl Variant {
     pub fn choose(gpu: &Gpu, tiling: Tiling, layout: Layout, shape: MatmulShape) -> Variant {
         match tiling {
             Tiling::Workgroup => Self::Workgroup,
-            Tiling::Registers => Self::Registers.or_subgroup(gpu, layout, shape),
+            Tiling::Registers => Self::on_cpu(gpu, layout, shape),
         }
     }
 
-    /// `Subgroup` is only a preference: where the adapter's subgroups are not 8 lanes or B is not vec4-aligned,
-    /// the registers kernel runs.
-    fn or_subgroup(self, gpu: &Gpu, layout: Layout, shape: MatmulShape) -> Variant {
+    /// The CPU adapters' kernel: `Subgroup` where the adapter's subgroups are 8 lanes and the shape is
+    /// vec4-aligned, else `Registers`.
+    fn on_cpu(gpu: &Gpu, layout: Layout, shape: MatmulShape) -> Variant {
         if Self::subgroup_takes(layout, shape) && gpu.has_subgroups_of(SUBGROUP_LANES) {
             Self::Subgroup
         } else {
@@ -297,7 +297,7 @@ pub fn matmul_variant(
     epilogue: &Epilogue,
 ) -> Result<Dispatch, GpuError> {
     let variant = match variant {
-        Variant::Subgroup => Variant::Registers.or_subgroup(gpu, layout, shape),
+        Variant::Subgroup => Variant::on_cpu(gpu, layout, shape),
         other => other,
     };
     let entry = layout.entry(variant);
