@@ -4,6 +4,9 @@
 // C = params.channels and inner = H * W = params.inner.
 //
 // include: shared/common.wgsl
+// include: shared/arith.wgsl
+
+alias Value = f32;
 
 // Keep in sync with `ArithParams` in src/kernels/arith.rs.
 struct Params {
@@ -18,49 +21,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;  // (n)
-@group(0) @binding(2) var<storage, read> a: array<f32>;          // (n)
-@group(0) @binding(3) var<storage, read> b: array<f32>;          // (n), or (C) for the channel broadcast
-
-// out = a + b
-@compute @workgroup_size(256)
-fn add(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(id, groups);
-    if i >= params.n { return; }
-    out[i] = a[i] + b[i];
-}
-
-// out = alpha * a
-@compute @workgroup_size(256)
-fn scale(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(id, groups);
-    if i >= params.n { return; }
-    out[i] = params.alpha * a[i];
-}
-
-// out = beta * out + alpha * a  (axpy with beta = 1; gradient accumulation)
-@compute @workgroup_size(256)
-fn axpy(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(id, groups);
-    if i >= params.n { return; }
-    out[i] = params.beta * out[i] + params.alpha * a[i];
-}
-
-// out = a (a copy)
-@compute @workgroup_size(256)
-fn copy(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(id, groups);
-    if i >= params.n { return; }
-    out[i] = a[i];
-}
-
-// out = alpha everywhere
-@compute @workgroup_size(256)
-fn fill(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(id, groups);
-    if i >= params.n { return; }
-    out[i] = params.alpha;
-}
+@group(0) @binding(1) var<storage, read_write> out: array<Value>;  // (n)
+@group(0) @binding(2) var<storage, read> a: array<Value>;          // (n)
+@group(0) @binding(3) var<storage, read> b: array<Value>;          // (n), or (C) for the channel broadcast
 
 // out (N, C, H, W) = a (N, C, H, W) + b (C) broadcast over N, H, W
 @compute @workgroup_size(256)

@@ -179,6 +179,16 @@ pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f64], tolerance: Tolerance) 
     );
 }
 
+/// The shape label of an elementwise check over n values: lengths that are multiples of 4 run the kernel's
+/// `*_vec4` twin on CPU adapters ([`Gpu::takes_vec4`]).
+pub fn elementwise_shape(n: usize) -> String {
+    if n.is_multiple_of(4) {
+        format!("n={n} (vec4 on CPU adapters)")
+    } else {
+        format!("n={n}")
+    }
+}
+
 /// A storage buffer filled with NaN, so that any element a kernel fails to write shows up in the comparison.
 pub fn poisoned(gpu: &Gpu, label: &str, len: usize) -> Result<GpuBuffer, GpuError> {
     gpu.buffer_from(label, BufferRole::Scratch, &vec![f32::NAN; len.max(1)][..])

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::{GpuError, Kernel};
+use super::{GpuBuffer, GpuError, Kernel};
 use crate::shaders::{Capability, EntryPoint};
 
 /// Environment variable naming the backend (same as `--backend`).
@@ -373,6 +373,17 @@ impl Gpu {
     /// that their 8-invocation workgroups are one subgroup each).
     pub fn has_subgroups_of(&self, lanes: u32) -> bool {
         self.has(Capability::Subgroups) && self.info.subgroup_min_size == lanes && self.info.subgroup_max_size == lanes
+    }
+
+    /// Whether a kernel over elements `first .. first + n` of `buffers` runs its four-elements-per-invocation
+    /// twin (a `*_vec4` module, the same bits): on CPU adapters, where a storage buffer is read one lane at a time
+    /// and a vec4 load shares that loop over the lanes among 4 values, when the span is vec4-aligned and every
+    /// buffer's vec4 view (which ends at its last whole vec4) holds it.
+    pub fn takes_vec4(&self, first: usize, n: usize, buffers: &[&GpuBuffer]) -> bool {
+        self.tiling == Tiling::Registers
+            && first.is_multiple_of(4)
+            && n.is_multiple_of(4)
+            && buffers.iter().all(|b| first + n <= b.len_words() / 4 * 4)
     }
 
     /// Whether the device can run shaders that need `capability`.

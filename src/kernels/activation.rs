@@ -1,11 +1,13 @@
-//! Activations (`shaders/activation.wgsl`): ReLU, LeakyReLU, sigmoid, tanh, SiLU, forward and backward.
+//! Activations (`shaders/activation.wgsl`): ReLU, LeakyReLU, sigmoid, tanh, SiLU, forward and backward. CPU
+//! adapters run them four elements per invocation (`shaders/activation_vec4.wgsl`, the same bits) where the
+//! length is a multiple of 4 ([`Gpu::takes_vec4`]).
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
-use crate::shaders::{activation as wgsl, EntryPoint};
+use crate::shaders::{activation as wgsl, activation_vec4 as wgsl_vec4, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/activation.wgsl.
 #[repr(C)]
@@ -51,23 +53,35 @@ impl Activation {
         }
     }
 
-    pub fn forward_entry(self) -> &'static EntryPoint {
-        match self {
-            Self::Relu => &wgsl::RELU_FORWARD,
-            Self::LeakyRelu { .. } => &wgsl::LEAKY_RELU_FORWARD,
-            Self::Sigmoid => &wgsl::SIGMOID_FORWARD,
-            Self::Tanh => &wgsl::TANH_FORWARD,
-            Self::Silu => &wgsl::SILU_FORWARD,
+    /// The forward kernel, from activation_vec4 when `vec4`.
+    pub fn forward_entry(self, vec4: bool) -> &'static EntryPoint {
+        match (self, vec4) {
+            (Self::Relu, false) => &wgsl::RELU_FORWARD,
+            (Self::LeakyRelu { .. }, false) => &wgsl::LEAKY_RELU_FORWARD,
+            (Self::Sigmoid, false) => &wgsl::SIGMOID_FORWARD,
+            (Self::Tanh, false) => &wgsl::TANH_FORWARD,
+            (Self::Silu, false) => &wgsl::SILU_FORWARD,
+            (Self::Relu, true) => &wgsl_vec4::RELU_FORWARD,
+            (Self::LeakyRelu { .. }, true) => &wgsl_vec4::LEAKY_RELU_FORWARD,
+            (Self::Sigmoid, true) => &wgsl_vec4::SIGMOID_FORWARD,
+            (Self::Tanh, true) => &wgsl_vec4::TANH_FORWARD,
+            (Self::Silu, true) => &wgsl_vec4::SILU_FORWARD,
         }
     }
 
-    pub fn backward_entry(self) -> &'static EntryPoint {
-        match self {
-            Self::Relu => &wgsl::RELU_BACKWARD,
-            Self::LeakyRelu { .. } => &wgsl::LEAKY_RELU_BACKWARD,
-            Self::Sigmoid => &wgsl::SIGMOID_BACKWARD,
-            Self::Tanh => &wgsl::TANH_BACKWARD,
-            Self::Silu => &wgsl::SILU_BACKWARD,
+    /// The backward kernel, from activation_vec4 when `vec4`.
+    pub fn backward_entry(self, vec4: bool) -> &'static EntryPoint {
+        match (self, vec4) {
+            (Self::Relu, false) => &wgsl::RELU_BACKWARD,
+            (Self::LeakyRelu { .. }, false) => &wgsl::LEAKY_RELU_BACKWARD,
+            (Self::Sigmoid, false) => &wgsl::SIGMOID_BACKWARD,
+            (Self::Tanh, false) => &wgsl::TANH_BACKWARD,
+            (Self::Silu, false) => &wgsl::SILU_BACKWARD,
+            (Self::Relu, true) => &wgsl_vec4::RELU_BACKWARD,
+            (Self::LeakyRelu { .. }, true) => &wgsl_vec4::LEAKY_RELU_BACKWARD,
+            (Self::Sigmoid, true) => &wgsl_vec4::SIGMOID_BACKWARD,
+            (Self::Tanh, true) => &wgsl_vec4::TANH_BACKWARD,
+            (Self::Silu, true) => &wgsl_vec4::SILU_BACKWARD,
         }
     }
 
@@ -92,8 +106,10 @@ pub fn forward(
     x: &GpuBuffer,
     n: usize,
 ) -> Result<Dispatch, GpuError> {
-    let params = gpu.uniform(activation.name(), &activation.params(n))?;
-    gpu.dispatch_1d(activation.forward_entry(), &[&params, y, x], n as u64)
+    let vec4 = gpu.takes_vec4(0, n, &[y, x]);
+    let values = if vec4 { n / 4 } else { n };
+    let params = gpu.uniform(activation.name(), &activation.params(values))?;
+    gpu.dispatch_1d(activation.forward_entry(vec4), &[&params, y, x], values as u64)
 }
 
 /// dx (n) = dy (n) * f'(x (n)), with x the forward's input.
@@ -105,12 +121,14 @@ pub fn backward(
     dy: &GpuBuffer,
     n: usize,
 ) -> Result<Dispatch, GpuError> {
-    let params = gpu.uniform(activation.name(), &activation.params(n))?;
-    gpu.dispatch_1d(activation.backward_entry(), &[&params, dx, x, dy], n as u64)
+    let vec4 = gpu.takes_vec4(0, n, &[dx, x, dy]);
+    let values = if vec4 { n / 4 } else { n };
+    let params = gpu.uniform(activation.name(), &activation.params(values))?;
+    gpu.dispatch_1d(activation.backward_entry(vec4), &[&params, dx, x, dy], values as u64)
 }
 
 /// Sizes the checks use: odd ones, and the default models' real activation sizes.
-pub const CHECK_SIZES: [usize; 6] = [1, 7, 33, 129, 128 * 400, 128 * 64 * 14 * 14];
+pub const CHECK_SIZES: [usize; 7] = [1, 7, 33, 36, 129, 128 * 400, 128 * 64 * 14 * 14];
 
 /// Forward and backward of every activation against the CPU twin.
 pub fn checks() -> Vec<KernelCheck> {
@@ -118,8 +136,8 @@ pub fn checks() -> Vec<KernelCheck> {
     for activation in Activation::ALL {
         for n in CHECK_SIZES {
             checks.push(KernelCheck::new(
-                activation.forward_entry().qualified_name(),
-                format!("n={n}"),
+                activation.forward_entry(false).qualified_name(),
+                check::elementwise_shape(n),
                 move |gpu| {
                     let mut rng = TestRng::new(n as u64);
                     let x = rng.uniform_vec(n, -4.0, 4.0);
@@ -135,8 +153,8 @@ pub fn checks() -> Vec<KernelCheck> {
                 },
             ));
             checks.push(KernelCheck::new(
-                activation.backward_entry().qualified_name(),
-                format!("n={n}"),
+                activation.backward_entry(false).qualified_name(),
+                check::elementwise_shape(n),
                 move |gpu| {
                     let mut rng = TestRng::new(n as u64 + 1);
                     let x = rng.uniform_vec(n, -4.0, 4.0);

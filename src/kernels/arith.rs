@@ -1,12 +1,14 @@
 //! Vector arithmetic (`shaders/arith.wgsl`): add, scale, axpy, copy, fill, per-channel broadcast add, and the
-//! repeat and combination of halves of classifier-free guidance.
+//! repeat and combination of halves of classifier-free guidance. CPU adapters run the first five four elements
+//! per invocation (`shaders/arith_vec4.wgsl`, the same bits) where the length is a multiple of 4
+//! ([`Gpu::takes_vec4`]).
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
 use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
-use crate::shaders::arith as wgsl;
+use crate::shaders::{arith as wgsl, arith_vec4 as wgsl_vec4, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/arith.wgsl.
 #[repr(C)]
@@ -34,29 +36,49 @@ fn params(gpu: &Gpu, label: &str, n: usize, alpha: f32, beta: f32) -> Result<Gpu
     )
 }
 
+/// An elementwise kernel over elements 0..n of `buffers` (out first), from arith_vec4 where the adapter takes it.
+fn elementwise(
+    gpu: &Gpu,
+    [scalar, vec4]: [&'static EntryPoint; 2],
+    buffers: &[&GpuBuffer],
+    n: usize,
+    alpha: f32,
+    beta: f32,
+) -> Result<Dispatch, GpuError> {
+    let (entry, values) = if gpu.takes_vec4(0, n, buffers) {
+        (vec4, n / 4)
+    } else {
+        (scalar, n)
+    };
+    let params = params(gpu, entry.name, values, alpha, beta)?;
+    let mut bound = vec![&params];
+    bound.extend_from_slice(buffers);
+    gpu.dispatch_1d(entry, &bound, values as u64)
+}
+
 /// out (n) = a (n) + b (n)
 pub fn add(gpu: &Gpu, out: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, n: usize) -> Result<Dispatch, GpuError> {
-    gpu.dispatch_1d(&wgsl::ADD, &[&params(gpu, "add", n, 0.0, 0.0)?, out, a, b], n as u64)
+    elementwise(gpu, [&wgsl::ADD, &wgsl_vec4::ADD], &[out, a, b], n, 0.0, 0.0)
 }
 
 /// out (n) = alpha * a (n)
 pub fn scale(gpu: &Gpu, out: &GpuBuffer, a: &GpuBuffer, alpha: f32, n: usize) -> Result<Dispatch, GpuError> {
-    gpu.dispatch_1d(&wgsl::SCALE, &[&params(gpu, "scale", n, alpha, 0.0)?, out, a], n as u64)
+    elementwise(gpu, [&wgsl::SCALE, &wgsl_vec4::SCALE], &[out, a], n, alpha, 0.0)
 }
 
 /// out (n) = beta * out (n) + alpha * a (n); with beta = 1 this accumulates a gradient.
 pub fn axpy(gpu: &Gpu, out: &GpuBuffer, a: &GpuBuffer, alpha: f32, beta: f32, n: usize) -> Result<Dispatch, GpuError> {
-    gpu.dispatch_1d(&wgsl::AXPY, &[&params(gpu, "axpy", n, alpha, beta)?, out, a], n as u64)
+    elementwise(gpu, [&wgsl::AXPY, &wgsl_vec4::AXPY], &[out, a], n, alpha, beta)
 }
 
 /// out (n) = a (n)
 pub fn copy(gpu: &Gpu, out: &GpuBuffer, a: &GpuBuffer, n: usize) -> Result<Dispatch, GpuError> {
-    gpu.dispatch_1d(&wgsl::COPY, &[&params(gpu, "copy", n, 0.0, 0.0)?, out, a], n as u64)
+    elementwise(gpu, [&wgsl::COPY, &wgsl_vec4::COPY], &[out, a], n, 0.0, 0.0)
 }
 
 /// out (n) = value
 pub fn fill(gpu: &Gpu, out: &GpuBuffer, value: f32, n: usize) -> Result<Dispatch, GpuError> {
-    gpu.dispatch_1d(&wgsl::FILL, &[&params(gpu, "fill", n, value, 0.0)?, out], n as u64)
+    elementwise(gpu, [&wgsl::FILL, &wgsl_vec4::FILL], &[out], n, value, 0.0)
 }
 
 /// out (copies * inner) = a (inner) repeated `copies` times.
@@ -107,14 +129,14 @@ pub fn add_channel_bias(
 /// Every arithmetic kernel against the CPU twin.
 pub fn checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
-    for n in [1usize, 7, 33, 129, 100_352] {
+    for n in [1usize, 7, 33, 36, 129, 100_352] {
         let inputs = move |seed: u64| {
             let mut rng = TestRng::new(seed);
             (rng.uniform_vec(n, -2.0, 2.0), rng.uniform_vec(n, -2.0, 2.0))
         };
         checks.push(KernelCheck::new(
             wgsl::ADD.qualified_name(),
-            format!("n={n}"),
+            check::elementwise_shape(n),
             move |gpu| {
                 let (a, b) = inputs(1);
                 let out = check::poisoned(gpu, "out", n)?;
@@ -130,7 +152,7 @@ pub fn checks() -> Vec<KernelCheck> {
         ));
         checks.push(KernelCheck::new(
             wgsl::SCALE.qualified_name(),
-            format!("n={n}"),
+            check::elementwise_shape(n),
             move |gpu| {
                 let (a, _) = inputs(2);
                 let out = check::poisoned(gpu, "out", n)?;
@@ -146,7 +168,7 @@ pub fn checks() -> Vec<KernelCheck> {
         ));
         checks.push(KernelCheck::new(
             wgsl::AXPY.qualified_name(),
-            format!("n={n}"),
+            check::elementwise_shape(n),
             move |gpu| {
                 let (a, start) = inputs(3);
                 let out = check::upload(gpu, "out", &start)?;
@@ -162,7 +184,7 @@ pub fn checks() -> Vec<KernelCheck> {
         ));
         checks.push(KernelCheck::new(
             wgsl::COPY.qualified_name(),
-            format!("n={n}"),
+            check::elementwise_shape(n),
             move |gpu| {
                 let (a, _) = inputs(4);
                 let out = check::poisoned(gpu, "out", n)?;
@@ -176,7 +198,7 @@ pub fn checks() -> Vec<KernelCheck> {
         ));
         checks.push(KernelCheck::new(
             wgsl::FILL.qualified_name(),
-            format!("n={n}"),
+            check::elementwise_shape(n),
             move |gpu| {
                 let out = check::poisoned(gpu, "out", n)?;
                 gpu.run(&[&fill(gpu, &out, 1.25, n)?])?;

@@ -21,7 +21,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
+use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
 use crate::shaders::{optim as wgsl, optim_vec4 as wgsl_vec4, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/optim.wgsl.
@@ -258,14 +258,7 @@ pub fn adam_step(
 ) -> Result<Dispatch, GpuError> {
     let entry = config.entry();
     let (first32, n32) = span(entry, &[param, exp_avg, exp_avg_sq, grad], first, n)?;
-    // On CPU adapters four elements per invocation where the span is vec4-aligned in every buffer (each buffer's
-    // vec4 view ends at its last whole vec4): the same bits, fewer lane loops per element.
-    let buffers = [param, exp_avg, exp_avg_sq, grad];
-    let vec4 = gpu.tiling == Tiling::Registers
-        && first.is_multiple_of(4)
-        && n.is_multiple_of(4)
-        && buffers.iter().all(|b| first + n <= b.len_words() / 4 * 4);
-    if vec4 {
+    if gpu.takes_vec4(first, n, &[param, exp_avg, exp_avg_sq, grad]) {
         let entry = config.entry_vec4();
         let params = gpu.uniform(entry.name, &config.params(first32 / 4, n32 / 4))?;
         return gpu.dispatch_1d(
