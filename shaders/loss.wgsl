@@ -18,6 +18,7 @@
 //
 // include: shared/common.wgsl
 // include: shared/reduce.wgsl
+// include: shared/serial_sum.wgsl
 
 // Keep in sync with `LossParams` in src/kernels/loss.rs.
 struct Params {
@@ -36,8 +37,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dlogvar: array<f32>;  // (B, P) kl_backward's second gradient
 @group(0) @binding(3) var<storage, read> x: array<f32>;              // (B, P) predictions, logits or mu;
                                                                       // (B) per_sample for loss_mean
-@group(0) @binding(4) var<storage, read> y: array<f32>;              // (B, P) targets
-@group(0) @binding(5) var<storage, read> logvar: array<f32>;         // (B, P)
+@group(0) @binding(4) var<storage, read> y: array<f32>;              // (B, P) targets, or logvar for the kl
 @group(0) @binding(6) var<storage, read> labels: array<u32>;         // (B) class indices
 
 var<workgroup> max_scratch: array<f32, 256>;
@@ -106,6 +106,36 @@ fn nan() -> f32 {
     return bitcast<f32>(bits);
 }
 
+// The losses whose per-sample sums share thread_partial, and the serial kernels.
+const MSE: u32 = 0u;
+const BCE: u32 = 1u;
+const KL: u32 = 2u;
+
+// Thread t's partial sum of the per-sample forward kernels: the loss terms of values t, t + 256, ... of the row
+// that starts at `row`, in that order.
+fn thread_partial(loss: u32, row: u32, t: u32) -> f32 {
+    var partial = 0.0;
+    for (var p = t; p < params.features; p = p + WG_REDUCE) {
+        let i = row + p;
+        switch loss {
+            case MSE: {
+                let d = x[i] - y[i];
+                partial = partial + d * d;
+            }
+            case BCE: {
+                let v = x[i];
+                partial = partial + max(v, 0.0) - v * target_at(i) + softplus_of_minus_abs(v);
+            }
+            default: {
+                let mu = x[i];
+                let lv = y[i];  // logvar
+                partial = partial + (1.0 + lv - mu * mu - exp(lv));
+            }
+        }
+    }
+    return partial;
+}
+
 // loss[slot] = scale * sum over b of per_sample[b] (or += with accumulate). One workgroup.
 @compute @workgroup_size(256)
 fn loss_mean(@builtin(local_invocation_index) local: u32) {
@@ -133,13 +163,7 @@ fn mse_forward(
 ) {
     let b = sample_index(group, groups);
     if b >= params.batch { return; }  // the whole workgroup leaves together
-    let row = b * params.features;
-    var partial = 0.0;
-    for (var p = local; p < params.features; p = p + WG_REDUCE) {
-        let d = x[row + p] - y[row + p];
-        partial = partial + d * d;
-    }
-    let total = workgroup_sum(local, partial);
+    let total = workgroup_sum(local, thread_partial(MSE, b * params.features, local));
     if local == 0u {
         out[b] = total;
     }
@@ -162,13 +186,7 @@ fn bce_with_logits_forward(
 ) {
     let b = sample_index(group, groups);
     if b >= params.batch { return; }
-    let row = b * params.features;
-    var partial = 0.0;
-    for (var p = local; p < params.features; p = p + WG_REDUCE) {
-        let v = x[row + p];
-        partial = partial + max(v, 0.0) - v * target_at(row + p) + softplus_of_minus_abs(v);
-    }
-    let total = workgroup_sum(local, partial);
+    let total = workgroup_sum(local, thread_partial(BCE, b * params.features, local));
     if local == 0u {
         out[b] = total;
     }
@@ -182,7 +200,7 @@ fn bce_with_logits_backward(@builtin(global_invocation_id) id: vec3<u32>, @built
     store_gradient(i, (sigmoid(x[i]) - target_at(i)) * params.scale);
 }
 
-// per_sample[b] = -0.5 * sum over p of (1 + logvar - mu² - exp(logvar)), with mu in x
+// per_sample[b] = -0.5 * sum over p of (1 + logvar - mu² - exp(logvar)), with mu in x and logvar in y
 @compute @workgroup_size(256)
 fn kl_forward(
     @builtin(workgroup_id) group: vec3<u32>,
@@ -191,26 +209,19 @@ fn kl_forward(
 ) {
     let b = sample_index(group, groups);
     if b >= params.batch { return; }
-    let row = b * params.features;
-    var partial = 0.0;
-    for (var p = local; p < params.features; p = p + WG_REDUCE) {
-        let mu = x[row + p];
-        let lv = logvar[row + p];
-        partial = partial + (1.0 + lv - mu * mu - exp(lv));
-    }
-    let total = workgroup_sum(local, partial);
+    let total = workgroup_sum(local, thread_partial(KL, b * params.features, local));
     if local == 0u {
         out[b] = -0.5 * total;
     }
 }
 
-// dmu (in out) = mu * scale, dlogvar = 0.5 (exp(logvar) - 1) * scale, scale = 1 / B
+// dmu (in out) = mu * scale, dlogvar = 0.5 (exp(logvar) - 1) * scale, scale = 1 / B, with logvar in y
 @compute @workgroup_size(256)
 fn kl_backward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(id, groups);
     if i >= params.batch * params.features { return; }
     store_gradient(i, x[i] * params.scale);
-    let g = 0.5 * (exp(logvar[i]) - 1.0) * params.scale;
+    let g = 0.5 * (exp(y[i]) - 1.0) * params.scale;  // y holds logvar
     if params.accumulate != 0u {
         dlogvar[i] = dlogvar[i] + g;
     } else {
@@ -270,4 +281,29 @@ fn cross_entropy_backward(
         let onehot = select(0.0, 1.0, j == label);
         store_gradient(row + j, (softmax - onehot) * params.scale);
     }
+}
+
+// The per-sample forwards for CPU drivers: one invocation per sample walks workgroup_sum's tree over the 256
+// thread partials itself (serial_workgroup_sum), so the sums, and their bits, are those of mse_forward,
+// bce_with_logits_forward and kl_forward, without 256-thread workgroups, barriers or workgroup memory. Eight
+// samples per workgroup (one subgroup of a CPU driver's SIMD lanes).
+@compute @workgroup_size(8)
+fn mse_forward_serial(@builtin(global_invocation_id) id: vec3<u32>) {
+    let b = id.x;
+    if b >= params.batch { return; }
+    out[b] = serial_workgroup_sum(MSE, b * params.features);
+}
+
+@compute @workgroup_size(8)
+fn bce_with_logits_forward_serial(@builtin(global_invocation_id) id: vec3<u32>) {
+    let b = id.x;
+    if b >= params.batch { return; }
+    out[b] = serial_workgroup_sum(BCE, b * params.features);
+}
+
+@compute @workgroup_size(8)
+fn kl_forward_serial(@builtin(global_invocation_id) id: vec3<u32>) {
+    let b = id.x;
+    if b >= params.batch { return; }
+    out[b] = -0.5 * serial_workgroup_sum(KL, b * params.features);
 }

@@ -5,13 +5,37 @@ use latent::check::{self, finite_difference_gradient, TestRng, Tolerance};
 use latent::cpu::loss as twin;
 use latent::field_offsets;
 use latent::gpu::BufferRole;
-use latent::kernels::loss::{self, LossParams, LossSlot, Target};
+use latent::gpu::Tiling;
+use latent::kernels::loss::{self, LossInputs, LossKind, LossParams, LossSlot, Target};
 use latent::kernels::params_layout_mismatch;
 use latent::shaders;
 
 #[test]
 fn losses_match_cpu_twin() {
     check::assert_checks_pass(check::shared_gpu(), loss::checks());
+}
+
+/// The serial per-sample kernels (CPU adapters') walk the workgroup kernels' tree: the same bits.
+#[test]
+fn serial_forwards_give_the_workgroup_forwards_bits() {
+    let gpu = check::shared_gpu();
+    let kinds = [LossKind::Mse, LossKind::Bce(None), LossKind::Bce(Some(1.0)), LossKind::Kl];
+    for kind in kinds {
+        for (batch, features) in [(128, 784), (3, 300), (129, 7), (128, 20), (2, 1000)] {
+            let inputs = LossInputs::random(kind, batch, features, 7);
+            let x = check::upload(gpu, "x", &inputs.x).unwrap();
+            let y = check::upload(gpu, "y", &inputs.y).unwrap();
+            let mut bits = Vec::new();
+            for tiling in [Tiling::Workgroup, Tiling::Registers] {
+                let per_sample = check::poisoned(gpu, "per_sample", batch).unwrap();
+                let dispatch = loss::per_sample_sums(gpu, tiling, kind, &per_sample, &x, &y, batch, features).unwrap();
+                gpu.run(&[&dispatch]).unwrap();
+                let values = check::download(gpu, &per_sample, batch).unwrap();
+                bits.push(values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            assert_eq!(bits[0], bits[1], "{kind:?} B={batch} P={features}");
+        }
+    }
 }
 
 #[test]

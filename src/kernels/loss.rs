@@ -1,8 +1,8 @@
 //! Losses and their gradients (`shaders/loss.wgsl`): mean squared error, BCE-with-logits, the VAE's Gaussian
 //! KL and softmax cross-entropy, with PyTorch's semantics and the reductions of the default models.
 //!
-//! A forward is two dispatches: per-sample losses (B), summed over each sample's values by one workgroup,
-//! then their mean into one scalar of a small loss buffer (`LossSlot`), which the training loop reads every few
+//! A forward is two dispatches: per-sample losses (B), summed over each sample's values by one workgroup (on CPU
+//! adapters by one invocation walking the same tree, `*_forward_serial`: the same bits), then their mean into one scalar of a small loss buffer (`LossSlot`), which the training loop reads every few
 //! steps. A backward is one dispatch writing (or adding to) the gradient of the batch loss; it needs no value
 //! from the forward, so gradients never wait for a host round trip.
 
@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
 use crate::shaders::{loss as wgsl, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/loss.wgsl.
@@ -71,7 +71,56 @@ fn params(batch: usize, features: usize, scale: f64, accumulate: bool, context: 
     })
 }
 
-/// One workgroup per sample, folded into 2-D past the per-dimension limit.
+/// The per-sample sums of a loss's forward, per_sample (B) = the loss of each sample summed over its P values, from
+/// x (B, P) and y: the targets (ignored for a constant BCE target), logvar for the kl, the labels (B) for
+/// cross-entropy. With `Tiling::Workgroup` one 256-thread workgroup per sample sums them in a tree; CPU adapters
+/// (`Tiling::Registers`) run mse, bce and kl as `*_forward_serial`, one invocation per sample walking the same
+/// tree (no barriers or workgroup memory), which gives the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn per_sample_sums(
+    gpu: &Gpu,
+    tiling: Tiling,
+    kind: LossKind,
+    per_sample: &GpuBuffer,
+    x: &GpuBuffer,
+    y: &GpuBuffer,
+    batch: usize,
+    features: usize,
+) -> Result<Dispatch, GpuError> {
+    let serial = tiling == Tiling::Registers;
+    let entry = match (kind, serial) {
+        (LossKind::Mse | LossKind::SquaredError, false) => &wgsl::MSE_FORWARD,
+        (LossKind::Mse | LossKind::SquaredError, true) => &wgsl::MSE_FORWARD_SERIAL,
+        (LossKind::Bce(_), false) => &wgsl::BCE_WITH_LOGITS_FORWARD,
+        (LossKind::Bce(_), true) => &wgsl::BCE_WITH_LOGITS_FORWARD_SERIAL,
+        (LossKind::Kl, false) => &wgsl::KL_FORWARD,
+        (LossKind::Kl, true) => &wgsl::KL_FORWARD_SERIAL,
+        (LossKind::CrossEntropy, _) => &wgsl::CROSS_ENTROPY_FORWARD,
+    };
+    let mut p = params(batch, features, 0.0, false, &entry.qualified_name())?;
+    if let LossKind::Bce(Some(value)) = kind {
+        p.constant_target = 1;
+        p.target_value = value;
+    }
+    let params = gpu.uniform(entry.name, &p)?;
+    let buffers = [&params, per_sample, x, y];
+    if entry.workgroup_size[0] == 256 {
+        // One workgroup per sample, folded into 2-D past the per-dimension limit.
+        gpu.dispatch_1d(entry, &buffers, batch as u64 * 256)
+    } else {
+        let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let groups = batch.div_ceil(entry.workgroup_size[0] as usize);
+        if groups > max {
+            return Err(GpuError::Validation {
+                context: entry.qualified_name(),
+                message: format!("batch {batch} needs {groups} workgroups, over the adapter's {max}: use a smaller batch"),
+            });
+        }
+        gpu.dispatch(entry, &buffers, [groups as u32, 1, 1])
+    }
+}
+
+/// One workgroup per row, folded into 2-D past the per-dimension limit.
 fn per_sample_dispatch(
     gpu: &Gpu,
     entry: &'static EntryPoint,
@@ -135,9 +184,9 @@ fn squared_difference_forward(
     scale: f64,
     context: &str,
 ) -> Result<[Dispatch; 2], GpuError> {
-    let p = params(batch, features, 0.0, false, context)?;
+    params(batch, features, 0.0, false, context)?; // the shape's error under the caller's name
     Ok([
-        per_sample_dispatch(gpu, &wgsl::MSE_FORWARD, &p, &[per_sample, prediction, target])?,
+        per_sample_sums(gpu, gpu.tiling, LossKind::Mse, per_sample, prediction, target, batch, features)?,
         mean_dispatch(gpu, loss, per_sample, batch, scale)?,
     ])
 }
@@ -249,10 +298,12 @@ pub fn bce_with_logits_forward(
     batch: usize,
     features: usize,
 ) -> Result<[Dispatch; 2], GpuError> {
-    let p = params(batch, features, 0.0, false, "loss::bce_with_logits_forward")?;
-    let (p, target) = with_target(p, logits, target);
+    let (kind, target) = match target {
+        Target::Values(values) => (LossKind::Bce(None), values),
+        Target::Constant(value) => (LossKind::Bce(Some(value)), logits),
+    };
     Ok([
-        per_sample_dispatch(gpu, &wgsl::BCE_WITH_LOGITS_FORWARD, &p, &[per_sample, logits, target])?,
+        per_sample_sums(gpu, gpu.tiling, kind, per_sample, logits, target, batch, features)?,
         mean_dispatch(gpu, loss, per_sample, batch, 1.0 / batch as f64)?,
     ])
 }
@@ -291,9 +342,8 @@ pub fn kl_forward(
     latent: usize,
     weight: f64,
 ) -> Result<[Dispatch; 2], GpuError> {
-    let p = params(batch, latent, 0.0, false, "loss::kl_forward")?;
     Ok([
-        per_sample_dispatch(gpu, &wgsl::KL_FORWARD, &p, &[per_sample, mu, logvar])?,
+        per_sample_sums(gpu, gpu.tiling, LossKind::Kl, per_sample, mu, logvar, batch, latent)?,
         mean_dispatch(gpu, loss, per_sample, batch, weight / batch as f64)?,
     ])
 }
@@ -437,10 +487,11 @@ impl LossInputs {
     }
 }
 
-/// Runs a loss's forward on the GPU; compares the per-sample losses followed by the batch loss (in slot 1 of
-/// a 3-slot buffer, added to 0.75 with `accumulate`) with the twin.
+/// Runs a loss's forward on the GPU with `tiling`'s per-sample kernel; compares the per-sample losses followed by
+/// the batch loss (in slot 1 of a 3-slot buffer, added to 0.75 with `accumulate`) with the twin.
 pub fn run_forward_check(
     gpu: &Gpu,
+    tiling: Tiling,
     kind: LossKind,
     batch: usize,
     features: usize,
@@ -459,20 +510,14 @@ pub fn run_forward_check(
     let x = check::upload(gpu, "x", &inputs.x)?;
     let y = check::upload(gpu, "y", &inputs.y)?;
     let labels = gpu.buffer_from("labels", BufferRole::Scratch, &inputs.labels)?;
-    let [first, second] = match kind {
-        LossKind::Mse => mse_forward(gpu, &loss, &per_sample, &x, &y, batch, features)?,
-        LossKind::SquaredError => squared_error_forward(gpu, &loss, &per_sample, &x, &y, batch, features)?,
-        LossKind::Bce(constant) => {
-            let target = constant.map_or(Target::Values(&y), Target::Constant);
-            bce_with_logits_forward(gpu, &loss, &per_sample, &x, target, batch, features)?
-        }
-        LossKind::Kl => kl_forward(gpu, &loss, &per_sample, &x, &y, batch, features, 1.0)?,
-        LossKind::CrossEntropy => cross_entropy_forward(gpu, &loss, &per_sample, &x, &labels, batch, features)?,
-    };
-    gpu.run(&[&first, &second])?;
+    let y = if kind == LossKind::CrossEntropy { &labels } else { &y };
+    let (mut expected, scale) = inputs.expected_per_sample(kind, batch, features);
+    gpu.run(&[
+        &per_sample_sums(gpu, tiling, kind, &per_sample, &x, y, batch, features)?,
+        &mean_dispatch(gpu, &loss, &per_sample, batch, scale)?,
+    ])?;
     let mut got = check::download(gpu, &per_sample, batch)?;
     got.push(check::download(gpu, &slots, 3)?[1]);
-    let (mut expected, scale) = inputs.expected_per_sample(kind, batch, features);
     let mean = cpu::loss::mean(&expected, scale) + if accumulate { 0.75 } else { 0.0 };
     expected.push(mean);
     Ok(check::compare(&got, &expected, Tolerance::ACCUMULATED))
@@ -554,11 +599,17 @@ pub fn checks() -> Vec<KernelCheck> {
             let suffix = if accumulate { " accumulate" } else { "" };
             let shape = format!("B={batch} P={features}{constant}{suffix}");
             let seed = (batch * 1000 + features) as u64;
-            checks.push(KernelCheck::new(
-                format!("loss::{}_forward", kind.name()),
-                shape.clone(),
-                move |gpu| run_forward_check(gpu, kind, batch, features, accumulate, seed),
-            ));
+            // Both per-sample kernels on every adapter (the serial ones are CPU adapters' choice).
+            for (tiling, serial) in [(Tiling::Workgroup, ""), (Tiling::Registers, "_serial")] {
+                if kind == LossKind::CrossEntropy && tiling == Tiling::Registers {
+                    continue; // one kernel for both
+                }
+                checks.push(KernelCheck::new(
+                    format!("loss::{}_forward{serial}", kind.name()),
+                    shape.clone(),
+                    move |gpu| run_forward_check(gpu, tiling, kind, batch, features, accumulate, seed),
+                ));
+            }
             checks.push(KernelCheck::new(
                 format!("loss::{}_backward", kind.name()),
                 shape,
