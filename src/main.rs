@@ -483,9 +483,12 @@ fn run_checks(device: &DeviceArgs, filter: Option<&str>, json: bool) -> Result<E
         return Err(format!("no kernel matches --filter {:?}", filter.unwrap_or_default()).into());
     }
     let mut outcomes = Vec::new();
+    // Columns as wide as their longest entry, so that long kernel names and shapes stay aligned.
+    let name_width = checks.iter().map(|c| c.kernel.len()).max().unwrap_or(0);
+    let shape_width = checks.iter().map(|c| c.shape.len()).max().unwrap_or(0);
     if !json {
         println!(
-            "{:<34} {:<26} {:>11} {:>11}  result",
+            "{:<name_width$} {:<shape_width$} {:>11} {:>11}  result",
             "kernel", "shape", "max |diff|", "rel. frob."
         );
     }
@@ -493,7 +496,7 @@ fn run_checks(device: &DeviceArgs, filter: Option<&str>, json: bool) -> Result<E
         let outcome = check.execute(&gpu);
         if !json {
             println!(
-                "{:<34} {:<26} {:>11.3e} {:>11.3e}  {}",
+                "{:<name_width$} {:<shape_width$} {:>11.3e} {:>11.3e}  {}",
                 outcome.kernel,
                 outcome.shape,
                 outcome.max_abs_diff,
