@@ -6,7 +6,7 @@ use latent::cpu;
 use latent::field_offsets;
 use latent::kernels::concat::{self, ConcatParams};
 use latent::kernels::conv2d::{self, Conv2dParams, Conv2dShape};
-use latent::kernels::conv_registers::ConvRegistersParams;
+use latent::kernels::conv_registers::{self as registers, ConvRegistersParams};
 use latent::kernels::conv_transpose2d::{self, ConvTranspose2dParams, ConvTranspose2dShape};
 use latent::kernels::params_layout_mismatch;
 use latent::kernels::resample::{self, ResampleParams};
@@ -132,6 +132,52 @@ fn params_structs_match_their_wgsl_twins() {
     ] {
         let mismatch = params_layout_mismatch(entry, size_of::<ConcatParams>(), &concat);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());
+    }
+}
+
+/// conv_rows' gathers (stride 1, 8 consecutive pixels per thread) give the bits of conv_subgroup's, on the
+/// models' stride-1 shapes and on odd ones (images that end mid-block, more than 8 channels but not 32).
+#[test]
+fn rows_gathers_give_the_subgroup_gathers_bits() {
+    let gpu = check::shared_gpu();
+    let sq = Conv2dShape::square;
+    let shapes = [
+        sq(2, 64, 64, (28, 28), 3, 1, 1),
+        sq(2, 128, 128, (7, 7), 3, 1, 1),
+        sq(2, 64, 128, (14, 14), 1, 1, 0),
+        sq(3, 2, 33, (9, 6), 3, 1, 1),
+        sq(1, 5, 12, (5, 3), 5, 1, 2),
+        sq(2, 16, 1, (28, 28), 3, 1, 1),
+    ];
+    let mut rng = TestRng::new(41);
+    for shape in shapes {
+        for transposed in [false, true] {
+            // The dense gather computes y from x; the strided one dx from dy (the roles swapped).
+            let roles = if transposed { shape.roles().swapped() } else { shape.roles() };
+            let src_len = roles.batch * roles.src.iter().product::<usize>();
+            let dst_len = roles.batch * roles.dst.iter().product::<usize>();
+            let src = check::upload(gpu, "src", &rng.uniform_vec(src_len, -1.0, 1.0)).unwrap();
+            let weight = check::upload(gpu, "weight", &rng.uniform_vec(shape.weight_len(), -1.0, 1.0)).unwrap();
+            let bias = check::upload(gpu, "bias", &rng.uniform_vec(roles.dst[0], -1.0, 1.0)).unwrap();
+            if !roles.takes_rows(gpu, &src) {
+                eprintln!("skipped: {} runs no conv_rows kernels", gpu.describe());
+                return;
+            }
+            let mut bits = Vec::new();
+            for rows in [false, true] {
+                let dst = check::poisoned(gpu, "dst", dst_len).unwrap();
+                let dispatch = if transposed {
+                    registers::strided_gather_as(gpu, rows, &dst, &src, &weight, None, &roles)
+                } else {
+                    registers::dense_gather_as(gpu, rows, &dst, &src, &weight, Some(&bias), &roles)
+                }
+                .unwrap();
+                gpu.run(&[&dispatch]).unwrap();
+                let values = check::download(gpu, &dst, dst_len).unwrap();
+                bits.push(values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            assert_eq!(bits[0], bits[1], "{shape:?} transposed={transposed}");
+        }
     }
 }
 

@@ -6,31 +6,9 @@
 //   fn channel_grads(rows: Channels, at: u32) -> array<vec4<f32>, 2>
 //       grad[row + at] for the 8 channels' rows
 
-// Keep in sync with `ConvRegistersParams` in src/kernels/conv_registers.rs.
-struct Params {
-    batch: u32,         // N
-    src_channels: u32,
-    src_height: u32,
-    src_width: u32,
-    dst_channels: u32,
-    dst_height: u32,
-    dst_width: u32,
-    kernel_h: u32,      // KH
-    kernel_w: u32,      // KW
-    stride: u32,        // S
-    padding: u32,       // P
-    has_bias: u32,      // 1: the gathers add bias[c]
-}
+// include: shared/conv_common.wgsl
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
-@group(0) @binding(3) var<storage, read> weight: array<f32>;  // the gathers
-@group(0) @binding(4) var<storage, read> bias: array<f32>;    // the gathers; read only when has_bias = 1
-@group(0) @binding(5) var<storage, read> grad: array<f32>;    // weight_gradient
-
-const BLOCK: u32 = 8u;      // pixels (or rows) and channels (or columns) per thread
-const SPAN: u32 = 64u;       // pixels (or columns) of the 8 threads along x: local.x + 8 r, r = 0..7
 
 // The 8 values of src at element offsets `at`, 0 where `inside` is false (the offset is then not read).
 fn load_src(at_lo: vec4<u32>, at_hi: vec4<u32>, in_lo: vec4<bool>, in_hi: vec4<bool>) -> array<vec4<f32>, 2> {
@@ -39,95 +17,6 @@ fn load_src(at_lo: vec4<u32>, at_hi: vec4<u32>, in_lo: vec4<bool>, in_hi: vec4<b
     let v_lo = vec4<f32>(src[i_lo.x], src[i_lo.y], src[i_lo.z], src[i_lo.w]);
     let v_hi = vec4<f32>(src[i_hi.x], src[i_hi.y], src[i_hi.z], src[i_hi.w]);
     return array<vec4<f32>, 2>(select(vec4<f32>(0.0), v_lo, in_lo), select(vec4<f32>(0.0), v_hi, in_hi));
-}
-
-// acc[2 r] += v[r] * w[0] and acc[2 r + 1] += v[r] * w[1]: pixel (or row) r times 8 channels (or columns).
-fn multiply_add(acc: ptr<function, array<vec4<f32>, 16>>, v: array<vec4<f32>, 2>, w: array<vec4<f32>, 2>) {
-    (*acc)[0] += v[0].x * w[0];
-    (*acc)[1] += v[0].x * w[1];
-    (*acc)[2] += v[0].y * w[0];
-    (*acc)[3] += v[0].y * w[1];
-    (*acc)[4] += v[0].z * w[0];
-    (*acc)[5] += v[0].z * w[1];
-    (*acc)[6] += v[0].w * w[0];
-    (*acc)[7] += v[0].w * w[1];
-    (*acc)[8] += v[1].x * w[0];
-    (*acc)[9] += v[1].x * w[1];
-    (*acc)[10] += v[1].y * w[0];
-    (*acc)[11] += v[1].y * w[1];
-    (*acc)[12] += v[1].z * w[0];
-    (*acc)[13] += v[1].z * w[1];
-    (*acc)[14] += v[1].w * w[0];
-    (*acc)[15] += v[1].w * w[1];
-}
-
-// Writes pixel `pixel` = (n, h, w) of dst for channels c0 .. c0 + 7 (values in lo, hi), plus bias.
-fn store_pixel(pixel: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    let plane = params.dst_height * params.dst_width;
-    if pixel >= params.batch * plane {
-        return;
-    }
-    let n = pixel / plane;
-    let offset = pixel % plane;
-    let values = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-    for (var j = 0u; j < BLOCK; j++) {
-        let c = c0 + j;
-        if c >= params.dst_channels {
-            return;
-        }
-        var v = values[j];
-        if params.has_bias != 0u {
-            v += bias[c];
-        }
-        dst[(n * params.dst_channels + c) * plane + offset] = v;
-    }
-}
-
-fn store_block(pixels: array<vec4<u32>, 2>, c0: u32, acc: array<vec4<f32>, 16>) {
-    store_pixel(pixels[0].x, c0, acc[0], acc[1]);
-    store_pixel(pixels[0].y, c0, acc[2], acc[3]);
-    store_pixel(pixels[0].z, c0, acc[4], acc[5]);
-    store_pixel(pixels[0].w, c0, acc[6], acc[7]);
-    store_pixel(pixels[1].x, c0, acc[8], acc[9]);
-    store_pixel(pixels[1].y, c0, acc[10], acc[11]);
-    store_pixel(pixels[1].z, c0, acc[12], acc[13]);
-    store_pixel(pixels[1].w, c0, acc[14], acc[15]);
-}
-
-// The thread's 8 indices first, first + 8, ..., first + 56 (first = the span's start + local.x).
-fn block_indices(first: u32) -> array<vec4<u32>, 2> {
-    return array<vec4<u32>, 2>(
-        vec4<u32>(first) + vec4<u32>(0u, 8u, 16u, 24u),
-        vec4<u32>(first) + vec4<u32>(32u, 40u, 48u, 56u),
-    );
-}
-
-// Where the rows of 8 channels c0 .. c0 + 7 start in weight or grad (`lo`, `hi`: channel c0 + r at
-// component r % 4), and the row of channel c0 + lane, lane = local.x (`own`: what that lane reads for the others
-// when the module shares loads across a subgroup). Channels past the last are clamped to it; their results are not
-// stored.
-struct Channels {
-    lo: vec4<u32>,
-    hi: vec4<u32>,
-    own: u32,
-}
-
-// The rows of channels c0 .. c0 + 7 at `step` elements per channel: weight[c, 0, 0, 0] (step = src channels *
-// taps), weight[0, c, 0, 0] (step = taps) or grad[0, c, 0, 0] (step = the grad plane).
-fn channel_rows(c0: u32, lane: u32, step: u32) -> Channels {
-    let last = params.dst_channels - 1u;
-    return Channels(
-        min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last)) * step,
-        min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(last)) * step,
-        min(c0 + lane, last) * step,
-    );
-}
-
-// Channels per workgroup row: 8, or 32 in the `*_wide` entry points, for layers of more than 8 channels: four times
-// the multiply-adds per load of src (measured on lavapipe: 16 channels made the ddpm step 1.3x faster than 8, and 32
-// another 1.2x; more accumulators than fit the registers cost less there than the loads they save).
-fn channel_block(wide: bool) -> u32 {
-    return select(BLOCK, 4u * BLOCK, wide);
 }
 
 fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {

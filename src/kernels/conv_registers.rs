@@ -18,8 +18,11 @@
 //!
 //! On adapters whose subgroups are 8 lanes wide (lavapipe), the same kernels run from
 //! `shaders/conv_subgroup.wgsl`, where each lane reads one channel's weight (or grad) and subgroup broadcasts
-//! share it: 9 loads per multiply-add step instead of 16, the same bits. The checks (`conv2d`,
-//! `conv_transpose2d`) run whichever module the adapter takes; CI's GL-backend check runs conv_registers.
+//! share it: 9 loads per multiply-add step instead of 16, the same bits. There, at stride 1 with src rows as wide
+//! as dst rows, the gathers run from `shaders/conv_rows.wgsl` ([`Roles::takes_rows`]): a thread owns 8
+//! consecutive pixels, so a row of taps reads the image as four vec4 loads, again the same bits (a test compares
+//! them with conv_subgroup's). The checks (`conv2d`, `conv_transpose2d`) run whichever module the adapter takes;
+//! CI's GL-backend check runs conv_registers.
 //!
 //! [`Tiling::Registers`]: crate::gpu::Tiling::Registers
 
@@ -27,7 +30,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
 use crate::kernels::matmul::SUBGROUP_LANES;
-use crate::shaders::{conv_registers as wgsl, conv_subgroup as wgsl_subgroup, EntryPoint};
+use crate::shaders::{conv_registers as wgsl, conv_rows as wgsl_rows, conv_subgroup as wgsl_subgroup, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/conv_registers.wgsl.
 #[repr(C)]
@@ -90,6 +93,16 @@ impl Roles {
             padding: self.padding as u32,
             has_bias: has_bias as u32,
         }
+    }
+
+    /// Whether the gathers at this shape run conv_rows (8 consecutive pixels per thread, the image read as vec4):
+    /// on 8-lane subgroups, at stride 1 with src rows as wide as dst rows, KW <= 5, and src a whole number of vec4.
+    pub fn takes_rows(&self, gpu: &Gpu, src: &GpuBuffer) -> bool {
+        gpu.has_subgroups_of(SUBGROUP_LANES)
+            && self.stride == 1
+            && self.src[2] == self.dst[2]
+            && self.kernel[1] <= 5
+            && src.len_words().is_multiple_of(4)
     }
 
     fn grid(&self, entry: &EntryPoint, gpu: &Gpu, grid: [usize; 3]) -> Result<[u32; 3], GpuError> {
@@ -166,6 +179,22 @@ pub fn dense_gather(
     bias: Option<&GpuBuffer>,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
+    dense_gather_as(gpu, roles.takes_rows(gpu, src), dst, src, weight, bias, roles)
+}
+
+/// [`dense_gather`] with conv_rows' kernel (`rows`, where [`Roles::takes_rows`]) or the plain one.
+pub fn dense_gather_as(
+    gpu: &Gpu,
+    rows: bool,
+    dst: &GpuBuffer,
+    src: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    roles: &Roles,
+) -> Result<Dispatch, GpuError> {
+    if rows {
+        return rows_gather(gpu, false, [dst, src, weight], bias, roles);
+    }
     let (entry, channels) = entry(gpu, Kernel::DenseGather, roles.dst[0]);
     let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
     let pixels = roles.batch * roles.dst[1] * roles.dst[2];
@@ -187,6 +216,22 @@ pub fn strided_gather(
     bias: Option<&GpuBuffer>,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
+    strided_gather_as(gpu, roles.takes_rows(gpu, src), dst, src, weight, bias, roles)
+}
+
+/// [`strided_gather`] with conv_rows' kernel (`rows`, where [`Roles::takes_rows`]) or the plain one.
+pub fn strided_gather_as(
+    gpu: &Gpu,
+    rows: bool,
+    dst: &GpuBuffer,
+    src: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    roles: &Roles,
+) -> Result<Dispatch, GpuError> {
+    if rows {
+        return rows_gather(gpu, true, [dst, src, weight], bias, roles);
+    }
     let (entry, channels) = entry(gpu, Kernel::StridedGather, roles.dst[0]);
     let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
     let s = roles.stride;
@@ -195,6 +240,39 @@ pub fn strided_gather(
         entry,
         gpu,
         [phase_pixels.div_ceil(PIXELS), roles.dst[0].div_ceil(channels), s * s],
+    )?;
+    gather(gpu, entry, [&params, dst, src, weight], bias, grid)
+}
+
+/// conv_rows' dense (or, `transposed`, strided) gather: one thread per block of 8 consecutive pixels of an image.
+fn rows_gather(
+    gpu: &Gpu,
+    transposed: bool,
+    [dst, src, weight]: [&GpuBuffer; 3],
+    bias: Option<&GpuBuffer>,
+    roles: &Roles,
+) -> Result<Dispatch, GpuError> {
+    let wide = roles.dst[0] > CHANNELS;
+    let entry = match (transposed, wide) {
+        (false, false) => &wgsl_rows::DENSE_ROWS,
+        (false, true) => &wgsl_rows::DENSE_ROWS_WIDE,
+        (true, false) => &wgsl_rows::STRIDED_ROWS,
+        (true, true) => &wgsl_rows::STRIDED_ROWS_WIDE,
+    };
+    if !roles.takes_rows(gpu, src) {
+        return Err(GpuError::Validation {
+            context: entry.qualified_name(),
+            message: format!("{roles:?} does not fit the conv_rows kernels (see Roles::takes_rows)"),
+        });
+    }
+    let channels = if wide { 4 * CHANNELS } else { CHANNELS };
+    let params = gpu.uniform(entry.name, &roles.params(bias.is_some()))?;
+    // Blocks of 8 pixels, each image's last one partial; 64 blocks (512 pixels) per workgroup.
+    let blocks = roles.batch * (roles.dst[1] * roles.dst[2]).div_ceil(8);
+    let grid = roles.grid(
+        entry,
+        gpu,
+        [blocks.div_ceil(PIXELS / 8), roles.dst[0].div_ceil(channels), 1],
     )?;
     gather(gpu, entry, [&params, dst, src, weight], bias, grid)
 }

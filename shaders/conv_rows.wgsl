@@ -1,0 +1,165 @@
+// Stride-1 convolution gathers for CPU drivers whose subgroups are 8 lanes wide (lavapipe), reading the image
+// four values at a time.
+//
+// In conv_subgroup.wgsl a thread owns pixels local.x + 8 r (r = 0..7) and reads each of them with its own load
+// per tap; lavapipe runs every load as a loop over the 8 lanes. Here a thread owns 8 consecutive pixels of one
+// image, 8 local.x + r, so at stride 1, where src rows are as wide as dst rows, the values a row of taps (one kh)
+// needs for them are consecutive in src: src[q .. q + KW + 6]. Four aligned vec4 loads hold them, and each tap
+// takes its 8 values out of those 16 by a shift (`window8`). Values outside the image are masked to 0 as before,
+// so every output sums the same values in the same order (s, kh, kw) as conv_subgroup.wgsl: the same bits.
+//
+//   dense_rows    dense_gather at stride 1:    sum of src[n, s, h - P + kh, w - P + kw] * weight[c, s, kh, kw]
+//                 (Conv2d forward, ConvTranspose2d input gradient)
+//   strided_rows  strided_gather at stride 1:  sum of src[n, s, h + P - kh, w + P - kw] * weight[s, c, kh, kw]
+//                 (Conv2d input gradient, ConvTranspose2d forward)
+//
+// The host takes these when the stride is 1, src and dst rows are equally wide, KW <= 5 (a tap's shift, at most
+// 3 + KW - 1, must leave 8 of the 16 values) and src holds a whole number of vec4s.
+//
+// include: shared/conv_common.wgsl
+// include: shared/conv_share.wgsl
+
+@group(0) @binding(2) var<storage, read> src: array<vec4<f32>>;
+
+// Values shift .. shift + 7 of the 16 in w (shift <= 7), by a barrel shifter of selects: the shift is a value,
+// not an index (a dynamic index into a private array would send it to memory).
+fn window8(w: array<vec4<f32>, 4>, shift: u32) -> array<vec4<f32>, 2> {
+    let by4 = (shift & 4u) != 0u;
+    let a0 = select(w[0], w[1], by4);
+    let a1 = select(w[1], w[2], by4);
+    let a2 = select(w[2], w[3], by4);
+    let by2 = (shift & 2u) != 0u;
+    let b0 = select(a0, vec4<f32>(a0.zw, a1.xy), by2);
+    let b1 = select(a1, vec4<f32>(a1.zw, a2.xy), by2);
+    let b2 = select(a2.x, a2.z, by2);   // value 8 of the b's, the only one used past b1
+    let by1 = (shift & 1u) != 0u;
+    return array<vec4<f32>, 2>(
+        select(b0, vec4<f32>(b0.yzw, b1.x), by1),
+        select(b1, vec4<f32>(b1.yzw, b2), by1),
+    );
+}
+
+// The 8 values at `shift` in the window, 0 where `inside` is false.
+fn window_values(w: array<vec4<f32>, 4>, shift: u32, in_lo: vec4<bool>, in_hi: vec4<bool>) -> array<vec4<f32>, 2> {
+    let v = window8(w, shift);
+    return array<vec4<f32>, 2>(select(vec4<f32>(0.0), v[0], in_lo), select(vec4<f32>(0.0), v[1], in_hi));
+}
+
+fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
+    let plane = params.dst_height * params.dst_width;   // pixels per image, in blocks of 8
+    let blocks = (plane + BLOCK - 1u) / BLOCK;
+    let count = params.batch * blocks;
+    let block = (group.x * BLOCK + local.y) * BLOCK + local.x;
+    // A row of lanes wholly past the end returns; lanes past it in a partial row go on with the last block (not
+    // stored), since every lane of a subgroup must reach the loads it shares.
+    if block - local.x >= count {
+        return;
+    }
+    let past = block >= count;
+    let b = min(block, count - 1u);
+    let n = b / blocks;
+    let first = (b % blocks) * BLOCK;
+    let pix_lo = vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u);
+    let pix_hi = vec4<u32>(first) + vec4<u32>(4u, 5u, 6u, 7u);
+    let valid_lo = (pix_lo < vec4<u32>(plane)) & vec4<bool>(!past);
+    let valid_hi = (pix_hi < vec4<u32>(plane)) & vec4<bool>(!past);
+    let end = vec4<u32>(params.batch * plane);   // store_block skips pixels here
+    let pixels = array<vec4<u32>, 2>(
+        select(end, vec4<u32>(n * plane) + pix_lo, valid_lo),
+        select(end, vec4<u32>(n * plane) + pix_hi, valid_hi),
+    );
+    let dst_width = vec4<u32>(params.dst_width);
+    let h_lo = vec4<i32>(pix_lo / dst_width);
+    let h_hi = vec4<i32>(pix_hi / dst_width);
+    let w_lo = vec4<i32>(pix_lo % dst_width);
+    let w_hi = vec4<i32>(pix_hi % dst_width);
+
+    let c0 = group.y * channel_block(wide);
+    let taps = params.kernel_h * params.kernel_w;
+    let step = select(params.src_channels * taps, taps, transposed);
+    let w1 = channel_rows(c0, local.x, step);
+    let w2 = channel_rows(c0 + BLOCK, local.x, step);
+    let w3 = channel_rows(c0 + 2u * BLOCK, local.x, step);
+    let w4 = channel_rows(c0 + 3u * BLOCK, local.x, step);
+
+    let pad = i32(params.padding);
+    let kernel_w = params.kernel_w;
+    // The window starts at column offset -P (dense: kw - P for kw = 0) or P - (KW - 1) (transposed: P - kw for
+    // kw = KW - 1), and tap kw takes window position kw (dense) or KW - 1 - kw (transposed).
+    let start = select(-pad, pad - i32(kernel_w) + 1, transposed);
+    let height = vec4<i32>(i32(params.src_height));
+    let width = i32(params.src_width);
+    let src_plane = params.src_height * params.src_width;
+    let last = i32(arrayLength(&src)) - 1;
+    // src index of pixel `first` of image n, channel s (src rows are dst rows' width).
+    var image = i32(n * params.src_channels * src_plane + first);
+
+    var acc: array<vec4<f32>, 16>;
+    // When wide: channels c0 + 8 .. c0 + 15, c0 + 16 .. c0 + 23, c0 + 24 .. c0 + 31.
+    var acc2: array<vec4<f32>, 16>;
+    var acc3: array<vec4<f32>, 16>;
+    var acc4: array<vec4<f32>, 16>;
+    for (var s = 0u; s < params.src_channels; s++) {
+        for (var kh = 0u; kh < params.kernel_h; kh++) {
+            let dh = select(i32(kh) - pad, pad - i32(kh), transposed);
+            let row_lo = h_lo + vec4<i32>(dh);
+            let row_hi = h_hi + vec4<i32>(dh);
+            let row_in_lo = valid_lo & (row_lo >= vec4<i32>(0)) & (row_lo < height);
+            let row_in_hi = valid_hi & (row_hi >= vec4<i32>(0)) & (row_hi < height);
+            // Value 0 of the window, src[q], may lie before the buffer (then only masked pixels use the values
+            // of the clamped loads; likewise past its end).
+            let q = image + dh * width + start;
+            let q4 = q >> 2u;
+            let window = array<vec4<f32>, 4>(
+                src[clamp(q4, 0, last)],
+                src[clamp(q4 + 1, 0, last)],
+                src[clamp(q4 + 2, 0, last)],
+                src[clamp(q4 + 3, 0, last)],
+            );
+            let shift = u32(q & 3);
+            for (var kw = 0u; kw < kernel_w; kw++) {
+                let position = select(kw, kernel_w - 1u - kw, transposed);
+                let col_lo = w_lo + vec4<i32>(start + i32(position));
+                let col_hi = w_hi + vec4<i32>(start + i32(position));
+                let in_lo = row_in_lo & (col_lo >= vec4<i32>(0)) & (col_lo < vec4<i32>(width));
+                let in_hi = row_in_hi & (col_hi >= vec4<i32>(0)) & (col_hi < vec4<i32>(width));
+                let v = window_values(window, shift + position, in_lo, in_hi);
+                let tap = select((s * params.kernel_h + kh) * kernel_w + kw,
+                    s * params.dst_channels * taps + kh * kernel_w + kw, transposed);
+                multiply_add(&acc, v, channel_weights(w1, tap));
+                if wide {
+                    multiply_add(&acc2, v, channel_weights(w2, tap));
+                    multiply_add(&acc3, v, channel_weights(w3, tap));
+                    multiply_add(&acc4, v, channel_weights(w4, tap));
+                }
+            }
+        }
+        image += i32(src_plane);
+    }
+    store_block(pixels, c0, acc);
+    if wide {
+        store_block(pixels, c0 + BLOCK, acc2);
+        store_block(pixels, c0 + 2u * BLOCK, acc3);
+        store_block(pixels, c0 + 3u * BLOCK, acc4);
+    }
+}
+
+@compute @workgroup_size(8, 8)
+fn dense_rows(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    rows_body(group, local, false, false);
+}
+
+@compute @workgroup_size(8, 8)
+fn dense_rows_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    rows_body(group, local, true, false);
+}
+
+@compute @workgroup_size(8, 8)
+fn strided_rows(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    rows_body(group, local, false, true);
+}
+
+@compute @workgroup_size(8, 8)
+fn strided_rows_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    rows_body(group, local, true, true);
+}
