@@ -14,6 +14,7 @@
 // grid_1d's); workgroup_sum combines the partial sums in a fixed tree: no atomics, bit-identical results.
 //
 // include: shared/reduce.wgsl
+// include: shared/serial_sum.wgsl
 
 // Keep in sync with `GroupNormParams` in src/kernels/groupnorm.rs.
 struct Params {
@@ -43,6 +44,50 @@ struct Params {
 @group(0) @binding(11) var<storage, read> weight: array<f32>;        // (C)
 @group(0) @binding(12) var<storage, read> bias: array<f32>;          // (C)
 
+// Thread t's partial sums in the tree kernels (a serial kernel folds all 256 threads' in the tree's order):
+// forward_partials, x (or (x - m)^2 with `squares`) over the M elements of an (n, g) from `base`;
+// input_backward_partials, dxhat and dxhat * xhat over them; weight_backward_partials, dy and dy * xhat over the
+// N H W elements of channel c.
+fn forward_partials(base: u32, size: u32, t: u32, m: f32, squares: bool) -> f32 {
+    var partial = 0.0;
+    for (var j = t; j < size; j += WG_REDUCE) {
+        if squares {
+            let d = x[base + j] - m;
+            partial += d * d;
+        } else {
+            partial += x[base + j];
+        }
+    }
+    return partial;
+}
+
+fn input_backward_partials(base: u32, size: u32, first_channel: u32, t: u32, m: f32, r: f32) -> vec2<f32> {
+    var sum_dxhat = 0.0;
+    var sum_dxhat_xhat = 0.0;
+    for (var j = t; j < size; j += WG_REDUCE) {
+        let dxhat = dy[base + j] * weight[first_channel + j / params.inner];
+        sum_dxhat += dxhat;
+        sum_dxhat_xhat += dxhat * (x[base + j] - m) * r;
+    }
+    return vec2<f32>(sum_dxhat, sum_dxhat_xhat);
+}
+
+fn weight_backward_partials(c: u32, t: u32) -> vec2<f32> {
+    let g = c / (params.channels / params.groups);
+    let count = params.batch * params.inner;
+    var sum_dy = 0.0;
+    var sum_dy_xhat = 0.0;
+    for (var j = t; j < count; j += WG_REDUCE) {
+        let n = j / params.inner;
+        let hw = j - n * params.inner;
+        let i = (n * params.channels + c) * params.inner + hw;
+        let ng = n * params.groups + g;
+        sum_dy += dy[i];
+        sum_dy_xhat += dy[i] * (x[i] - saved_mean[ng]) * saved_rstd[ng];
+    }
+    return vec2<f32>(sum_dy, sum_dy_xhat);
+}
+
 // One workgroup per (n, g): statistics, then y.
 @compute @workgroup_size(256)
 fn groupnorm_forward(
@@ -57,19 +102,9 @@ fn groupnorm_forward(
     let base = ng * size;  // = (n * C + g * CG) * HW
     let first_channel = (ng % params.groups) * per_group;
 
-    var partial = 0.0;
-    for (var j = local; j < size; j += WG_REDUCE) {
-        partial += x[base + j];
-    }
-    let m = workgroup_sum(local, partial) / f32(size);
-
+    let m = workgroup_sum(local, forward_partials(base, size, local, 0.0, false)) / f32(size);
     // Two passes: the variance as the mean of squared deviations, not E[x^2] - mean^2 (which cancels).
-    var squares = 0.0;
-    for (var j = local; j < size; j += WG_REDUCE) {
-        let d = x[base + j] - m;
-        squares += d * d;
-    }
-    let variance = workgroup_sum(local, squares) / f32(size);
+    let variance = workgroup_sum(local, forward_partials(base, size, local, m, true)) / f32(size);
     let r = 1.0 / sqrt(variance + params.eps);
 
     for (var j = local; j < size; j += WG_REDUCE) {
@@ -98,15 +133,9 @@ fn groupnorm_input_backward(
     let m = saved_mean[ng];
     let r = saved_rstd[ng];
 
-    var sum_dxhat = 0.0;
-    var sum_dxhat_xhat = 0.0;
-    for (var j = local; j < size; j += WG_REDUCE) {
-        let dxhat = dy[base + j] * weight[first_channel + j / params.inner];
-        sum_dxhat += dxhat;
-        sum_dxhat_xhat += dxhat * (x[base + j] - m) * r;
-    }
-    let mean_dxhat = workgroup_sum(local, sum_dxhat) / f32(size);
-    let mean_dxhat_xhat = workgroup_sum(local, sum_dxhat_xhat) / f32(size);
+    let partials = input_backward_partials(base, size, first_channel, local, m, r);
+    let mean_dxhat = workgroup_sum(local, partials.x) / f32(size);
+    let mean_dxhat_xhat = workgroup_sum(local, partials.y) / f32(size);
 
     for (var j = local; j < size; j += WG_REDUCE) {
         let dxhat = dy[base + j] * weight[first_channel + j / params.inner];
@@ -124,25 +153,107 @@ fn groupnorm_weight_backward(
 ) {
     let c = wg.x + wg.y * groups.x;
     if c >= params.channels { return; }  // uniform over the workgroup
-    let g = c / (params.channels / params.groups);
-    let count = params.batch * params.inner;
-
-    var sum_dy = 0.0;
-    var sum_dy_xhat = 0.0;
-    for (var j = local; j < count; j += WG_REDUCE) {
-        let n = j / params.inner;
-        let hw = j - n * params.inner;
-        let i = (n * params.channels + c) * params.inner + hw;
-        let ng = n * params.groups + g;
-        sum_dy += dy[i];
-        sum_dy_xhat += dy[i] * (x[i] - saved_mean[ng]) * saved_rstd[ng];
-    }
-    let db = workgroup_sum(local, sum_dy);
-    let dw = workgroup_sum(local, sum_dy_xhat);
+    let partials = weight_backward_partials(c, local);
+    let db = workgroup_sum(local, partials.x);
+    let dw = workgroup_sum(local, partials.y);
     if local == 0u {
         dweight[c] = dw;
         dbias[c] = db;
     }
+}
+
+// The same three kernels for CPU drivers, one invocation per (n, g) or per channel: each reduction walks
+// workgroup_sum's tree over the partials the 256 threads of the kernels above would hold (shared/serial_sum.wgsl), so every sum, and every output, has the bits of the kernels above, without
+// 256-thread workgroups, barriers or workgroup memory. Eight reductions per workgroup.
+
+const WG_SERIAL: u32 = 8u;
+
+fn serial_index(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return id.x + id.y * groups.x * WG_SERIAL;
+}
+
+@compute @workgroup_size(8)
+fn groupnorm_serial_forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let ng = serial_index(id, groups);
+    if ng >= params.batch * params.groups { return; }
+    let per_group = params.channels / params.groups;
+    let size = per_group * params.inner;
+    let base = ng * size;
+    let first_channel = (ng % params.groups) * per_group;
+
+    var sums = SerialTree();
+    for (var c = 0u; c < WG_REDUCE; c++) {
+        tree_push(&sums, c, forward_partials(base, size, tree_leaf(c), 0.0, false));
+    }
+    let m = sums.total / f32(size);
+    var squares = SerialTree();
+    for (var c = 0u; c < WG_REDUCE; c++) {
+        tree_push(&squares, c, forward_partials(base, size, tree_leaf(c), m, true));
+    }
+    let variance = squares.total / f32(size);
+    let r = 1.0 / sqrt(variance + params.eps);
+    for (var k = 0u; k < per_group; k++) {
+        let c = first_channel + k;
+        let scale = r * weight[c];
+        let start = base + k * params.inner;
+        for (var hw = 0u; hw < params.inner; hw++) {
+            y[start + hw] = (x[start + hw] - m) * scale + bias[c];
+        }
+    }
+    mean[ng] = m;
+    rstd[ng] = r;
+}
+
+@compute @workgroup_size(8)
+fn groupnorm_serial_input_backward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let ng = serial_index(id, groups);
+    if ng >= params.batch * params.groups { return; }
+    let per_group = params.channels / params.groups;
+    let size = per_group * params.inner;
+    let base = ng * size;
+    let first_channel = (ng % params.groups) * per_group;
+    let m = saved_mean[ng];
+    let r = saved_rstd[ng];
+
+    var sum_dxhat = SerialTree();
+    var sum_dxhat_xhat = SerialTree();
+    for (var c = 0u; c < WG_REDUCE; c++) {
+        let partials = input_backward_partials(base, size, first_channel, tree_leaf(c), m, r);
+        tree_push(&sum_dxhat, c, partials.x);
+        tree_push(&sum_dxhat_xhat, c, partials.y);
+    }
+    let mean_dxhat = sum_dxhat.total / f32(size);
+    let mean_dxhat_xhat = sum_dxhat_xhat.total / f32(size);
+    for (var k = 0u; k < per_group; k++) {
+        let w = weight[first_channel + k];
+        let start = base + k * params.inner;
+        for (var hw = 0u; hw < params.inner; hw++) {
+            let dxhat = dy[start + hw] * w;
+            let xhat = (x[start + hw] - m) * r;
+            dx[start + hw] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn groupnorm_serial_weight_backward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let c = serial_index(id, groups);
+    if c >= params.channels { return; }
+    var sum_dy = SerialTree();
+    var sum_dy_xhat = SerialTree();
+    for (var k = 0u; k < WG_REDUCE; k++) {
+        let partials = weight_backward_partials(c, tree_leaf(k));
+        tree_push(&sum_dy, k, partials.x);
+        tree_push(&sum_dy_xhat, k, partials.y);
+    }
+    dweight[c] = sum_dy_xhat.total;
+    dbias[c] = sum_dy.total;
 }
 
 // The same three kernels with one invocation per (n, g) or per channel and a serial loop in index order: no

@@ -284,26 +284,33 @@ fn cross_entropy_backward(
 }
 
 // The per-sample forwards for CPU drivers: one invocation per sample walks workgroup_sum's tree over the 256
-// thread partials itself (serial_workgroup_sum), so the sums, and their bits, are those of mse_forward,
+// thread partials itself (shared/serial_sum.wgsl), so the sums, and their bits, are those of mse_forward,
 // bce_with_logits_forward and kl_forward, without 256-thread workgroups, barriers or workgroup memory. Eight
 // samples per workgroup (one subgroup of a CPU driver's SIMD lanes).
+fn serial_sum(loss: u32, row: u32) -> f32 {
+    var tree = SerialTree();
+    for (var c = 0u; c < WG_REDUCE; c++) {
+        tree_push(&tree, c, thread_partial(loss, row, tree_leaf(c)));
+    }
+    return tree.total;
+}
 @compute @workgroup_size(8)
 fn mse_forward_serial(@builtin(global_invocation_id) id: vec3<u32>) {
     let b = id.x;
     if b >= params.batch { return; }
-    out[b] = serial_workgroup_sum(MSE, b * params.features);
+    out[b] = serial_sum(MSE, b * params.features);
 }
 
 @compute @workgroup_size(8)
 fn bce_with_logits_forward_serial(@builtin(global_invocation_id) id: vec3<u32>) {
     let b = id.x;
     if b >= params.batch { return; }
-    out[b] = serial_workgroup_sum(BCE, b * params.features);
+    out[b] = serial_sum(BCE, b * params.features);
 }
 
 @compute @workgroup_size(8)
 fn kl_forward_serial(@builtin(global_invocation_id) id: vec3<u32>) {
     let b = id.x;
     if b >= params.batch { return; }
-    out[b] = -0.5 * serial_workgroup_sum(KL, b * params.features);
+    out[b] = -0.5 * serial_sum(KL, b * params.features);
 }

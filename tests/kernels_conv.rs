@@ -141,7 +141,10 @@ fn params_structs_match_their_wgsl_twins() {
 fn rows_gathers_give_the_subgroup_gathers_bits() {
     let gpu = check::shared_gpu();
     if !gpu.has_subgroups_of(latent::kernels::matmul::SUBGROUP_LANES) {
-        eprintln!("skipped: {} has no 8-lane subgroups, so it runs no conv_rows kernels", gpu.describe());
+        eprintln!(
+            "skipped: {} has no 8-lane subgroups, so it runs no conv_rows kernels",
+            gpu.describe()
+        );
         return;
     }
     let sq = Conv2dShape::square;
@@ -157,13 +160,20 @@ fn rows_gathers_give_the_subgroup_gathers_bits() {
     for shape in shapes {
         for transposed in [false, true] {
             // The dense gather computes y from x; the strided one dx from dy (the roles swapped).
-            let roles = if transposed { shape.roles().swapped() } else { shape.roles() };
+            let roles = if transposed {
+                shape.roles().swapped()
+            } else {
+                shape.roles()
+            };
             let src_len = roles.batch * roles.src.iter().product::<usize>();
             let dst_len = roles.batch * roles.dst.iter().product::<usize>();
             let src = check::upload(gpu, "src", &rng.uniform_vec(src_len, -1.0, 1.0)).unwrap();
             let weight = check::upload(gpu, "weight", &rng.uniform_vec(shape.weight_len(), -1.0, 1.0)).unwrap();
             let bias = check::upload(gpu, "bias", &rng.uniform_vec(roles.dst[0], -1.0, 1.0)).unwrap();
-            assert!(roles.takes_rows(gpu, &src), "{shape:?} transposed={transposed} should take conv_rows");
+            assert!(
+                roles.takes_rows(gpu, &src),
+                "{shape:?} transposed={transposed} should take conv_rows"
+            );
             let mut bits = Vec::new();
             for rows in [false, true] {
                 let dst = check::poisoned(gpu, "dst", dst_len).unwrap();

@@ -19,7 +19,12 @@ fn losses_match_cpu_twin() {
 #[test]
 fn serial_forwards_give_the_workgroup_forwards_bits() {
     let gpu = check::shared_gpu();
-    let kinds = [LossKind::Mse, LossKind::Bce(None), LossKind::Bce(Some(1.0)), LossKind::Kl];
+    let kinds = [
+        LossKind::Mse,
+        LossKind::Bce(None),
+        LossKind::Bce(Some(1.0)),
+        LossKind::Kl,
+    ];
     for kind in kinds {
         for (batch, features) in [(128, 784), (3, 300), (129, 7), (128, 20), (2, 1000)] {
             let inputs = LossInputs::random(kind, batch, features, 7);

@@ -5,9 +5,68 @@ use latent::check::{self, finite_difference_gradient, TestRng};
 use latent::cpu;
 use latent::field_offsets;
 use latent::kernels::batchnorm::{self, BatchNorm2d, BatchNormParams};
-use latent::kernels::groupnorm::{self, GroupNorm, GroupNormParams};
+use latent::kernels::groupnorm::{self, GroupNorm, GroupNormParams, Reduction};
 use latent::kernels::params_layout_mismatch;
 use latent::shaders;
+
+/// The serial GroupNorm kernels (CPU adapters') walk the tree kernels' reductions: the same bits in y, mean,
+/// rstd, dx, dweight and dbias, on the ddpm's shapes and odd ones.
+#[test]
+fn serial_groupnorm_gives_the_tree_kernels_bits() {
+    let gpu = check::shared_gpu();
+    for (n, c, g, h, w) in [
+        (4, 64, 8, 28, 28),
+        (3, 256, 8, 7, 7),
+        (2, 192, 8, 14, 14),
+        (3, 6, 3, 5, 7),
+    ] {
+        let base = GroupNorm::new(n, c, g, h, w);
+        let mut rng = TestRng::new(19);
+        let mut upload =
+            |len: usize, lo: f32, hi: f32| check::upload(gpu, "input", &rng.uniform_vec(len, lo, hi)).unwrap();
+        let (x, dy) = (upload(base.len(), -2.0, 2.0), upload(base.len(), -1.0, 1.0));
+        let (weight, bias) = (upload(c, 0.5, 1.5), upload(c, -0.5, 0.5));
+        let mut outputs = Vec::new();
+        for reduction in [Reduction::Tree, Reduction::Serial] {
+            let shape = GroupNorm {
+                kernels: Some(reduction),
+                ..base
+            };
+            let buffer = |len| check::poisoned(gpu, "output", len).unwrap();
+            let (y, mean, rstd, dx) = (
+                buffer(base.len()),
+                buffer(base.statistics()),
+                buffer(base.statistics()),
+                buffer(base.len()),
+            );
+            let (dweight, dbias) = (buffer(c), buffer(c));
+            gpu.run(&[
+                &groupnorm::forward(gpu, &y, &mean, &rstd, &x, &weight, &bias, &shape).unwrap(),
+                &groupnorm::input_backward(gpu, &dx, &x, &mean, &rstd, &dy, &weight, &shape).unwrap(),
+                &groupnorm::weight_backward(gpu, &dweight, &dbias, &x, &mean, &rstd, &dy, &shape).unwrap(),
+            ])
+            .unwrap();
+            let bits = |b: &latent::gpu::GpuBuffer, len| {
+                check::download(gpu, b, len)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            outputs.push([
+                bits(&y, base.len()),
+                bits(&mean, base.statistics()),
+                bits(&rstd, base.statistics()),
+                bits(&dx, base.len()),
+                bits(&dweight, c),
+                bits(&dbias, c),
+            ]);
+        }
+        for (k, name) in ["y", "mean", "rstd", "dx", "dweight", "dbias"].iter().enumerate() {
+            assert_eq!(outputs[0][k], outputs[1][k], "{name} of N={n} C={c} G={g} H={h} W={w}");
+        }
+    }
+}
 
 #[test]
 fn batchnorm_matches_cpu_twin() {

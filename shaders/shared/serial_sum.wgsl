@@ -1,41 +1,51 @@
 // workgroup_sum (shared/reduce.wgsl) computed by one invocation, for CPU drivers, where a 256-thread workgroup's
-// barriers and workgroup memory cost far more than the additions. The including module defines
-//     fn thread_partial(kind: u32, key: u32, t: u32) -> f32
-// the partial sum thread t of the workgroup kernel would hold (`kind` and `key` passed through).
+// barriers and workgroup memory cost far more than the additions. Use:
+//     var tree = SerialTree();
+//     for (var c = 0u; c < WG_REDUCE; c++) {
+//         tree_push(&tree, c, <the partial sum thread tree_leaf(c) of the workgroup kernel holds>);
+//     }
+//     let total = tree.total;  // workgroup_sum's result, bit for bit
 //
 // workgroup_sum adds element t + s into element t for s = 128, 64, ..., 1: a binary tree whose node at level k
 // (after k steps) is node(i, k) = node(i, k - 1) + node(i + 2^(8 - k), k - 1). Walked depth first, left child
 // first, the leaves come in the order t = reverse8(c) for c = 0, 1, ..., 255, and a node's left subtree is
 // complete when its right one starts: so one running sum per level (s0 .. s7) holds every pending left value,
-// and each leaf is folded in with the additions, in the order, of the tree. The same bits as workgroup_sum.
-fn serial_workgroup_sum(kind: u32, key: u32) -> f32 {
-    var s0 = 0.0;
-    var s1 = 0.0;
-    var s2 = 0.0;
-    var s3 = 0.0;
-    var s4 = 0.0;
-    var s5 = 0.0;
-    var s6 = 0.0;
-    var s7 = 0.0;
-    var total = 0.0;
-    for (var c = 0u; c < WG_REDUCE; c++) {
-        var v = thread_partial(kind, key, reverseBits(c) >> 24u);
-        if (c & 1u) == 0u { s0 = v; continue; }
-        v = s0 + v;
-        if (c & 2u) == 0u { s1 = v; continue; }
-        v = s1 + v;
-        if (c & 4u) == 0u { s2 = v; continue; }
-        v = s2 + v;
-        if (c & 8u) == 0u { s3 = v; continue; }
-        v = s3 + v;
-        if (c & 16u) == 0u { s4 = v; continue; }
-        v = s4 + v;
-        if (c & 32u) == 0u { s5 = v; continue; }
-        v = s5 + v;
-        if (c & 64u) == 0u { s6 = v; continue; }
-        v = s6 + v;
-        if (c & 128u) == 0u { s7 = v; continue; }
-        total = s7 + v;
-    }
-    return total;
+// and each leaf is folded in with the tree's additions, in the tree's order.
+
+struct SerialTree {
+    s0: f32,
+    s1: f32,
+    s2: f32,
+    s3: f32,
+    s4: f32,
+    s5: f32,
+    s6: f32,
+    s7: f32,
+    total: f32,
+}
+
+// The thread whose partial sum is leaf c (0 .. 255) of the depth-first walk.
+fn tree_leaf(c: u32) -> u32 {
+    return reverseBits(c) >> 24u;
+}
+
+// Folds leaf c (pushed in the order c = 0, 1, ..., 255) into the tree.
+fn tree_push(tree: ptr<function, SerialTree>, c: u32, leaf: f32) {
+    var v = leaf;
+    if (c & 1u) == 0u { (*tree).s0 = v; return; }
+    v = (*tree).s0 + v;
+    if (c & 2u) == 0u { (*tree).s1 = v; return; }
+    v = (*tree).s1 + v;
+    if (c & 4u) == 0u { (*tree).s2 = v; return; }
+    v = (*tree).s2 + v;
+    if (c & 8u) == 0u { (*tree).s3 = v; return; }
+    v = (*tree).s3 + v;
+    if (c & 16u) == 0u { (*tree).s4 = v; return; }
+    v = (*tree).s4 + v;
+    if (c & 32u) == 0u { (*tree).s5 = v; return; }
+    v = (*tree).s5 + v;
+    if (c & 64u) == 0u { (*tree).s6 = v; return; }
+    v = (*tree).s6 + v;
+    if (c & 128u) == 0u { (*tree).s7 = v; return; }
+    (*tree).total = (*tree).s7 + v;
 }

@@ -17,6 +17,13 @@ pub const ADAPTER_ENV: &str = "LATENT_ADAPTER";
 /// `workgroup` or `registers`: which variant of the GEMM-shaped kernels to run (see [`Tiling`]).
 pub const TILING_ENV: &str = "LATENT_TILING";
 
+/// Loop iterations one invocation may run on Mesa's CPU drivers (llvmpipe, lavapipe): gallivm counts every loop
+/// iteration of a shader against one limiter and ends the loops when 65535 have run (`LP_MAX_TGSI_LOOP_ITERATIONS`,
+/// there to stop runaway shaders), so a longer kernel silently computes a partial result. The kernels that loop
+/// long per invocation on CPU adapters (the register-tiled convolution weight gradient, the serial reductions)
+/// keep under this, with a margin for their short loops.
+pub const CPU_LOOP_LIMIT: usize = 65_535;
+
 /// How the GEMM-shaped kernels (matmul, convolutions) reuse operands. Both variants compute every output with
 /// the same terms in the same order; they differ only in speed on a given adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

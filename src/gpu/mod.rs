@@ -13,7 +13,7 @@ pub(crate) use buffer::error_text;
 pub use buffer::{BufferRole, GpuBuffer};
 pub use context::{
     list_adapters, AdapterSummary, BackendChoice, DeviceSummary, Gpu, GpuOptions, Tiling, ADAPTER_ENV, BACKEND_ENV,
-    TILING_ENV,
+    CPU_LOOP_LIMIT, TILING_ENV,
 };
 pub use dispatch::{grid_1d, Dispatch};
 

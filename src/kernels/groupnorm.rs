@@ -1,9 +1,11 @@
 //! GroupNorm (`shaders/groupnorm.wgsl`): forward, and the backward split by target (Burn style):
 //! `groupnorm_input_backward` (dx) and `groupnorm_weight_backward` (dweight and dbias).
 //!
-//! Each comes in two variants over the same bindings: one workgroup per (sample, group) or per channel with a
-//! tree reduction (the default), and `groupnorm_rows_*`, one invocation each with a serial loop, which the host
-//! picks for H * W = 1 (an MLP's GroupNorm over feature rows), where the tree's barriers cost more than the rows.
+//! Each comes in three variants over the same bindings ([`Reduction`]): one workgroup per (sample, group) or per
+//! channel with a tree reduction (GPUs); `groupnorm_serial_*`, one invocation each walking the same tree, with the
+//! same bits (CPU adapters, where the tree's barriers and workgroup memory cost more than the sums); and
+//! `groupnorm_rows_*`, one invocation each with a loop in index order, for H * W = 1 (an MLP's GroupNorm over
+//! feature rows) on every adapter.
 //!
 //! Both backward kernels need from the forward: its input `x` and the per-(sample, group) `mean` and `rstd` it
 //! saved. They are independent of each other and can run in either order.
@@ -13,7 +15,7 @@ use bytemuck::{Pod, Zeroable};
 use super::batchnorm::{compare_outputs, require, to_f32};
 use crate::check::{self, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling, CPU_LOOP_LIMIT};
 use crate::shaders::groupnorm as wgsl;
 use crate::shaders::EntryPoint;
 
@@ -31,6 +33,17 @@ pub struct GroupNormParams {
     pub _pad2: u32,
 }
 
+/// How a GroupNorm's reductions run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    /// One 256-thread workgroup per reduction, summing in a tree (GPUs).
+    Tree,
+    /// One invocation per reduction, walking the same tree: the same bits (CPU adapters).
+    Serial,
+    /// One invocation per reduction, a loop in index order (H * W = 1, on every adapter).
+    Rows,
+}
+
 /// The shape and eps of one GroupNorm(G, C) over (N, C, H, W).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GroupNorm {
@@ -40,6 +53,8 @@ pub struct GroupNorm {
     /// H * W
     pub inner: usize,
     pub eps: f32,
+    /// The kernels to run; None: the adapter's choice ([`GroupNorm::reduction`]).
+    pub kernels: Option<Reduction>,
 }
 
 impl GroupNorm {
@@ -51,6 +66,7 @@ impl GroupNorm {
             groups,
             inner: height * width,
             eps: 1e-5,
+            kernels: None,
         }
     }
 
@@ -63,32 +79,66 @@ impl GroupNorm {
         self.len() == 0
     }
 
-    /// Whether the serial `groupnorm_rows_*` kernels serve this shape: H * W = 1, feature rows (the ldm's
-    /// denoiser), where each reduction is short.
-    pub fn rows(&self) -> bool {
-        self.inner == 1
-    }
-
-    /// The kernels this shape runs: (forward, input backward, weight backward).
-    pub fn entries(&self) -> [&'static EntryPoint; 3] {
-        if self.rows() {
-            [
-                &wgsl::GROUPNORM_ROWS_FORWARD,
-                &wgsl::GROUPNORM_ROWS_INPUT_BACKWARD,
-                &wgsl::GROUPNORM_ROWS_WEIGHT_BACKWARD,
-            ]
-        } else {
-            [
-                &wgsl::GROUPNORM_FORWARD,
-                &wgsl::GROUPNORM_INPUT_BACKWARD,
-                &wgsl::GROUPNORM_WEIGHT_BACKWARD,
-            ]
+    /// The kernels this shape runs on `gpu`: `kernels` if set, else rows for H * W = 1 (the ldm's denoiser, where
+    /// each reduction is short), serial on CPU adapters, the tree elsewhere. A serial kernel whose loops would not
+    /// fit [`CPU_LOOP_LIMIT`] runs as the tree ([`Self::serial_fits`]).
+    pub fn reduction(&self, gpu: &Gpu) -> Reduction {
+        match self.kernels {
+            Some(reduction) => reduction,
+            None if self.inner == 1 => Reduction::Rows,
+            None if gpu.tiling == Tiling::Registers => Reduction::Serial,
+            None => Reduction::Tree,
         }
     }
 
-    /// Invocations of `entry` (one of [`Self::entries`]) for `reductions` reductions.
-    fn invocations(&self, entry: &EntryPoint, reductions: usize) -> u64 {
-        reductions as u64 * if self.rows() { 1 } else { entry.workgroup_size[0] as u64 }
+    /// Whether serial kernel `which` (0: forward, 1: input backward, 2: weight backward) keeps its loop iterations
+    /// per invocation under [`CPU_LOOP_LIMIT`], with 1,000 to spare: the forward walks an (n, g)'s M = C / G * H * W
+    /// elements three times, the input backward twice, the weight backward a channel's N * H * W once, each with
+    /// 256 tree leaves per reduction.
+    pub fn serial_fits(&self, which: usize) -> bool {
+        let size = self.channels / self.groups.max(1) * self.inner;
+        let iterations = match which {
+            0 => 3 * size + 512,
+            1 => 2 * size + 256,
+            _ => self.batch * self.inner + 256,
+        };
+        iterations + self.channels + 1_000 < CPU_LOOP_LIMIT
+    }
+
+    /// The kernels of `reduction`: (forward, input backward, weight backward).
+    pub fn entries(reduction: Reduction) -> [&'static EntryPoint; 3] {
+        match reduction {
+            Reduction::Tree => [
+                &wgsl::GROUPNORM_FORWARD,
+                &wgsl::GROUPNORM_INPUT_BACKWARD,
+                &wgsl::GROUPNORM_WEIGHT_BACKWARD,
+            ],
+            Reduction::Serial => [
+                &wgsl::GROUPNORM_SERIAL_FORWARD,
+                &wgsl::GROUPNORM_SERIAL_INPUT_BACKWARD,
+                &wgsl::GROUPNORM_SERIAL_WEIGHT_BACKWARD,
+            ],
+            Reduction::Rows => [
+                &wgsl::GROUPNORM_ROWS_FORWARD,
+                &wgsl::GROUPNORM_ROWS_INPUT_BACKWARD,
+                &wgsl::GROUPNORM_ROWS_WEIGHT_BACKWARD,
+            ],
+        }
+    }
+
+    /// Kernel `which` (0: forward, 1: input backward, 2: weight backward) on `gpu`, and its invocations for
+    /// `reductions` reductions (a workgroup each for the tree, one invocation each otherwise).
+    fn kernel(&self, gpu: &Gpu, which: usize, reductions: usize) -> (&'static EntryPoint, u64) {
+        let reduction = match self.reduction(gpu) {
+            Reduction::Serial if !self.serial_fits(which) => Reduction::Tree,
+            reduction => reduction,
+        };
+        let entry = Self::entries(reduction)[which];
+        let per_reduction = match reduction {
+            Reduction::Tree => entry.workgroup_size[0] as u64,
+            Reduction::Serial | Reduction::Rows => 1,
+        };
+        (entry, reductions as u64 * per_reduction)
     }
 
     /// N * G: how many (sample, group) statistics there are.
@@ -152,13 +202,9 @@ pub fn forward(
         require(buffer, words)?;
     }
     let params = gpu.uniform("groupnorm_forward", &params)?;
-    // One workgroup (or with rows, one invocation) per (sample, group).
-    let entry = shape.entries()[0];
-    gpu.dispatch_1d(
-        entry,
-        &[&params, y, mean, rstd, x, weight, bias],
-        shape.invocations(entry, shape.statistics()),
-    )
+    // One reduction per (sample, group).
+    let (entry, invocations) = shape.kernel(gpu, 0, shape.statistics());
+    gpu.dispatch_1d(entry, &[&params, y, mean, rstd, x, weight, bias], invocations)
 }
 
 /// dx (N, C, H, W) through the group statistics, from the forward's input x, its saved mean and rstd (N, G),
@@ -186,12 +232,8 @@ pub fn input_backward(
         require(buffer, words)?;
     }
     let params = gpu.uniform("groupnorm_input_backward", &params)?;
-    let entry = shape.entries()[1];
-    gpu.dispatch_1d(
-        entry,
-        &[&params, dx, x, mean, rstd, dy, weight],
-        shape.invocations(entry, shape.statistics()),
-    )
+    let (entry, invocations) = shape.kernel(gpu, 1, shape.statistics());
+    gpu.dispatch_1d(entry, &[&params, dx, x, mean, rstd, dy, weight], invocations)
 }
 
 /// dweight (C) = sum over n, hw of dy * xhat and dbias (C) = sum over n, hw of dy, overwritten (not accumulated).
@@ -218,13 +260,9 @@ pub fn weight_backward(
         require(buffer, words)?;
     }
     let params = gpu.uniform("groupnorm_weight_backward", &params)?;
-    // One workgroup (or with rows, one invocation) per channel.
-    let entry = shape.entries()[2];
-    gpu.dispatch_1d(
-        entry,
-        &[&params, dweight, dbias, x, mean, rstd, dy],
-        shape.invocations(entry, shape.channels),
-    )
+    // One reduction per channel.
+    let (entry, invocations) = shape.kernel(gpu, 2, shape.channels);
+    gpu.dispatch_1d(entry, &[&params, dweight, dbias, x, mean, rstd, dy], invocations)
 }
 
 /// (N, C, G, H, W) shapes the checks use: odd ones, the ddpm's GroupNorm(8, C) for every C it uses
@@ -294,84 +332,105 @@ fn saved_statistics_and_gradients(shape: &GroupNorm, inp: &Inputs) -> (Vec<f32>,
 /// Every GroupNorm kernel against the CPU twin.
 pub fn checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
-    for (n, c, g, h, w) in CHECK_SHAPES {
-        let shape = GroupNorm::new(n, c, g, h, w);
+    // Every kernel a shape can run, on every adapter: the tree and the serial kernels, or the rows kernels.
+    let shapes = CHECK_SHAPES.into_iter().flat_map(|(n, c, g, h, w)| {
+        let reductions = if h * w == 1 {
+            vec![Reduction::Rows]
+        } else {
+            vec![Reduction::Tree, Reduction::Serial]
+        };
+        reductions.into_iter().map(move |reduction| (n, c, g, h, w, reduction))
+    });
+    for (n, c, g, h, w, reduction) in shapes {
+        let shape = GroupNorm {
+            kernels: Some(reduction),
+            ..GroupNorm::new(n, c, g, h, w)
+        };
+        // A serial kernel whose loops would not fit the CPU drivers' limit is never run (the tree runs instead).
+        let runs = |which| reduction != Reduction::Serial || shape.serial_fits(which);
+        let entries = GroupNorm::entries(reduction);
         let label = format!("N={n} C={c} G={g} H={h} W={w}");
-        checks.push(KernelCheck::new(
-            shape.entries()[0].qualified_name(),
-            format!("{label}; outputs y, mean, rstd"),
-            move |gpu| {
-                let inp = inputs(&shape, shape.len() as u64);
-                let (y, mean, rstd) = (
-                    check::poisoned(gpu, "y", shape.len())?,
-                    check::poisoned(gpu, "mean", shape.statistics())?,
-                    check::poisoned(gpu, "rstd", shape.statistics())?,
-                );
-                let x = check::upload(gpu, "x", &inp.x)?;
-                let weight = check::upload(gpu, "weight", &inp.weight)?;
-                let bias = check::upload(gpu, "bias", &inp.bias)?;
-                gpu.run(&[&forward(gpu, &y, &mean, &rstd, &x, &weight, &bias, &shape)?])?;
-                let expected = cpu::groupnorm::forward(
-                    &check::to_f64(&inp.x),
-                    &check::to_f64(&inp.weight),
-                    &check::to_f64(&inp.bias),
-                    n,
-                    c,
-                    g,
-                    h * w,
-                    shape.eps as f64,
-                );
-                Ok(compare_outputs(
-                    &[
-                        (&check::download(gpu, &y, shape.len())?, &expected.y),
-                        (&check::download(gpu, &mean, shape.statistics())?, &expected.mean),
-                        (&check::download(gpu, &rstd, shape.statistics())?, &expected.rstd),
-                    ],
-                    Tolerance::ACCUMULATED,
-                ))
-            },
-        ));
-        checks.push(KernelCheck::new(
-            shape.entries()[1].qualified_name(),
-            label.clone(),
-            move |gpu| {
-                let inp = inputs(&shape, shape.len() as u64 + 1);
-                let (mean, rstd, expected) = saved_statistics_and_gradients(&shape, &inp);
-                let dx = check::poisoned(gpu, "dx", shape.len())?;
-                let x = check::upload(gpu, "x", &inp.x)?;
-                let mean = check::upload(gpu, "mean", &mean)?;
-                let rstd = check::upload(gpu, "rstd", &rstd)?;
-                let dy = check::upload(gpu, "dy", &inp.dy)?;
-                let weight = check::upload(gpu, "weight", &inp.weight)?;
-                gpu.run(&[&input_backward(gpu, &dx, &x, &mean, &rstd, &dy, &weight, &shape)?])?;
-                Ok(check::compare(
-                    &check::download(gpu, &dx, shape.len())?,
-                    &expected.dx,
-                    Tolerance::ACCUMULATED,
-                ))
-            },
-        ));
-        checks.push(KernelCheck::new(
-            shape.entries()[2].qualified_name(),
-            format!("{label}; outputs dweight, dbias"),
-            move |gpu| {
-                let inp = inputs(&shape, shape.len() as u64 + 2);
-                let (mean, rstd, expected) = saved_statistics_and_gradients(&shape, &inp);
-                let (dweight, dbias) = (check::poisoned(gpu, "dweight", c)?, check::poisoned(gpu, "dbias", c)?);
-                let x = check::upload(gpu, "x", &inp.x)?;
-                let mean = check::upload(gpu, "mean", &mean)?;
-                let rstd = check::upload(gpu, "rstd", &rstd)?;
-                let dy = check::upload(gpu, "dy", &inp.dy)?;
-                gpu.run(&[&weight_backward(gpu, &dweight, &dbias, &x, &mean, &rstd, &dy, &shape)?])?;
-                Ok(compare_outputs(
-                    &[
-                        (&check::download(gpu, &dweight, c)?, &expected.dweight),
-                        (&check::download(gpu, &dbias, c)?, &expected.dbias),
-                    ],
-                    Tolerance::ACCUMULATED,
-                ))
-            },
-        ));
+        if runs(0) {
+            checks.push(KernelCheck::new(
+                entries[0].qualified_name(),
+                format!("{label}; outputs y, mean, rstd"),
+                move |gpu| {
+                    let inp = inputs(&shape, shape.len() as u64);
+                    let (y, mean, rstd) = (
+                        check::poisoned(gpu, "y", shape.len())?,
+                        check::poisoned(gpu, "mean", shape.statistics())?,
+                        check::poisoned(gpu, "rstd", shape.statistics())?,
+                    );
+                    let x = check::upload(gpu, "x", &inp.x)?;
+                    let weight = check::upload(gpu, "weight", &inp.weight)?;
+                    let bias = check::upload(gpu, "bias", &inp.bias)?;
+                    gpu.run(&[&forward(gpu, &y, &mean, &rstd, &x, &weight, &bias, &shape)?])?;
+                    let expected = cpu::groupnorm::forward(
+                        &check::to_f64(&inp.x),
+                        &check::to_f64(&inp.weight),
+                        &check::to_f64(&inp.bias),
+                        n,
+                        c,
+                        g,
+                        h * w,
+                        shape.eps as f64,
+                    );
+                    Ok(compare_outputs(
+                        &[
+                            (&check::download(gpu, &y, shape.len())?, &expected.y),
+                            (&check::download(gpu, &mean, shape.statistics())?, &expected.mean),
+                            (&check::download(gpu, &rstd, shape.statistics())?, &expected.rstd),
+                        ],
+                        Tolerance::ACCUMULATED,
+                    ))
+                },
+            ));
+        }
+        if runs(1) {
+            checks.push(KernelCheck::new(
+                entries[1].qualified_name(),
+                label.clone(),
+                move |gpu| {
+                    let inp = inputs(&shape, shape.len() as u64 + 1);
+                    let (mean, rstd, expected) = saved_statistics_and_gradients(&shape, &inp);
+                    let dx = check::poisoned(gpu, "dx", shape.len())?;
+                    let x = check::upload(gpu, "x", &inp.x)?;
+                    let mean = check::upload(gpu, "mean", &mean)?;
+                    let rstd = check::upload(gpu, "rstd", &rstd)?;
+                    let dy = check::upload(gpu, "dy", &inp.dy)?;
+                    let weight = check::upload(gpu, "weight", &inp.weight)?;
+                    gpu.run(&[&input_backward(gpu, &dx, &x, &mean, &rstd, &dy, &weight, &shape)?])?;
+                    Ok(check::compare(
+                        &check::download(gpu, &dx, shape.len())?,
+                        &expected.dx,
+                        Tolerance::ACCUMULATED,
+                    ))
+                },
+            ));
+        }
+        if runs(2) {
+            checks.push(KernelCheck::new(
+                entries[2].qualified_name(),
+                format!("{label}; outputs dweight, dbias"),
+                move |gpu| {
+                    let inp = inputs(&shape, shape.len() as u64 + 2);
+                    let (mean, rstd, expected) = saved_statistics_and_gradients(&shape, &inp);
+                    let (dweight, dbias) = (check::poisoned(gpu, "dweight", c)?, check::poisoned(gpu, "dbias", c)?);
+                    let x = check::upload(gpu, "x", &inp.x)?;
+                    let mean = check::upload(gpu, "mean", &mean)?;
+                    let rstd = check::upload(gpu, "rstd", &rstd)?;
+                    let dy = check::upload(gpu, "dy", &inp.dy)?;
+                    gpu.run(&[&weight_backward(gpu, &dweight, &dbias, &x, &mean, &rstd, &dy, &shape)?])?;
+                    Ok(compare_outputs(
+                        &[
+                            (&check::download(gpu, &dweight, c)?, &expected.dweight),
+                            (&check::download(gpu, &dbias, c)?, &expected.dbias),
+                        ],
+                        Tolerance::ACCUMULATED,
+                    ))
+                },
+            ));
+        }
     }
     checks
 }

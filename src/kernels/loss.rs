@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
+use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling, CPU_LOOP_LIMIT};
 use crate::shaders::{loss as wgsl, EntryPoint};
 
 /// Keep in sync with `struct Params` in shaders/loss.wgsl.
@@ -87,7 +87,8 @@ pub fn per_sample_sums(
     batch: usize,
     features: usize,
 ) -> Result<Dispatch, GpuError> {
-    let serial = tiling == Tiling::Registers;
+    // Serial where the invocation's loops (256 leaves, P values) fit the CPU drivers' limit.
+    let serial = tiling == Tiling::Registers && features + 256 + 1_000 < CPU_LOOP_LIMIT;
     let entry = match (kind, serial) {
         (LossKind::Mse | LossKind::SquaredError, false) => &wgsl::MSE_FORWARD,
         (LossKind::Mse | LossKind::SquaredError, true) => &wgsl::MSE_FORWARD_SERIAL,
@@ -113,7 +114,9 @@ pub fn per_sample_sums(
         if groups > max {
             return Err(GpuError::Validation {
                 context: entry.qualified_name(),
-                message: format!("batch {batch} needs {groups} workgroups, over the adapter's {max}: use a smaller batch"),
+                message: format!(
+                    "batch {batch} needs {groups} workgroups, over the adapter's {max}: use a smaller batch"
+                ),
             });
         }
         gpu.dispatch(entry, &buffers, [groups as u32, 1, 1])
@@ -186,7 +189,16 @@ fn squared_difference_forward(
 ) -> Result<[Dispatch; 2], GpuError> {
     params(batch, features, 0.0, false, context)?; // the shape's error under the caller's name
     Ok([
-        per_sample_sums(gpu, gpu.tiling, LossKind::Mse, per_sample, prediction, target, batch, features)?,
+        per_sample_sums(
+            gpu,
+            gpu.tiling,
+            LossKind::Mse,
+            per_sample,
+            prediction,
+            target,
+            batch,
+            features,
+        )?,
         mean_dispatch(gpu, loss, per_sample, batch, scale)?,
     ])
 }
