@@ -98,7 +98,11 @@ fn params_structs_match_their_wgsl_twins() {
             kernel_w,
             stride,
             padding,
-            has_bias
+            has_bias,
+            first_image,
+            images,
+            accumulate,
+            _pad
         ]
     );
     for entry in [

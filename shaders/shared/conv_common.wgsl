@@ -16,6 +16,12 @@ struct Params {
     stride: u32,        // S
     padding: u32,       // P
     has_bias: u32,      // 1: the gathers add bias[c]
+    // The weight gradient sums images first_image .. first_image + images, and with accumulate = 1 goes on from
+    // the sums in dst: the host splits a long batch into launches that fit the CPU drivers' loop limit.
+    first_image: u32,
+    images: u32,
+    accumulate: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -218,9 +218,9 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let dh_hi = vec4<i32>((j_hi % taps) / params.kernel_w) - pad;
     let dw_lo = vec4<i32>(j_lo % params.kernel_w) - pad;
     let dw_hi = vec4<i32>(j_hi % params.kernel_w) - pad;
-    var plane_lo = (j_lo / taps) * src_plane;
-    var plane_hi = (j_hi / taps) * src_plane;
     let src_image = params.src_channels * src_plane;
+    var plane_lo = (j_lo / taps) * src_plane + vec4<u32>(params.first_image * src_image);
+    var plane_hi = (j_hi / taps) * src_plane + vec4<u32>(params.first_image * src_image);
     let height = vec4<i32>(i32(params.src_height));
     let width = vec4<i32>(i32(params.src_width));
     let src_width = vec4<u32>(params.src_width);
@@ -238,7 +238,16 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     var acc2: array<vec4<f32>, 16>;
     var acc3: array<vec4<f32>, 16>;
     var acc4: array<vec4<f32>, 16>;
-    for (var n = 0u; n < params.batch; n++) {
+    if params.accumulate != 0u {
+        // The sums of the earlier images: going on from them adds the same values in the same order.
+        acc = load_gradient_rows(c0, col0, columns);
+        if wide {
+            acc2 = load_gradient_rows(c0 + BLOCK, col0, columns);
+            acc3 = load_gradient_rows(c0 + 2u * BLOCK, col0, columns);
+            acc4 = load_gradient_rows(c0 + 3u * BLOCK, col0, columns);
+        }
+    }
+    for (var n = params.first_image; n < params.first_image + params.images; n++) {
         for (var i = 0u; i < params.dst_height; i++) {
             let h_lo = vec4<i32>(i32(i * params.stride)) + dh_lo;
             let h_hi = vec4<i32>(i32(i * params.stride)) + dh_hi;
@@ -273,6 +282,37 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         store_gradient_rows(c0 + 2u * BLOCK, col0, columns, acc3);
         store_gradient_rows(c0 + 3u * BLOCK, col0, columns, acc4);
     }
+}
+
+// The accumulators store_gradient_rows writes, read back (0 past the last row or column).
+fn load_gradient_rows(c0: u32, col0: u32, columns: u32) -> array<vec4<f32>, 16> {
+    var acc: array<vec4<f32>, 16>;
+    acc[0] = load_gradient_half(c0, col0, columns);
+    acc[1] = load_gradient_half(c0, col0 + 32u, columns);
+    acc[2] = load_gradient_half(c0 + 1u, col0, columns);
+    acc[3] = load_gradient_half(c0 + 1u, col0 + 32u, columns);
+    acc[4] = load_gradient_half(c0 + 2u, col0, columns);
+    acc[5] = load_gradient_half(c0 + 2u, col0 + 32u, columns);
+    acc[6] = load_gradient_half(c0 + 3u, col0, columns);
+    acc[7] = load_gradient_half(c0 + 3u, col0 + 32u, columns);
+    acc[8] = load_gradient_half(c0 + 4u, col0, columns);
+    acc[9] = load_gradient_half(c0 + 4u, col0 + 32u, columns);
+    acc[10] = load_gradient_half(c0 + 5u, col0, columns);
+    acc[11] = load_gradient_half(c0 + 5u, col0 + 32u, columns);
+    acc[12] = load_gradient_half(c0 + 6u, col0, columns);
+    acc[13] = load_gradient_half(c0 + 6u, col0 + 32u, columns);
+    acc[14] = load_gradient_half(c0 + 7u, col0, columns);
+    acc[15] = load_gradient_half(c0 + 7u, col0 + 32u, columns);
+    return acc;
+}
+
+// dst[c, col + 8 j] for j = 0..3 (0 past the last row or column).
+fn load_gradient_half(c: u32, col: u32, columns: u32) -> vec4<f32> {
+    let cols = vec4<u32>(col) + vec4<u32>(0u, 8u, 16u, 24u);
+    let inside = vec4<bool>(c < params.dst_channels) & (cols < vec4<u32>(columns));
+    let at = select(vec4<u32>(0u), vec4<u32>(c * columns) + cols, inside);
+    let v = vec4<f32>(dst[at.x], dst[at.y], dst[at.z], dst[at.w]);
+    return select(vec4<f32>(0.0), v, inside);
 }
 
 fn store_gradient_rows(c0: u32, col0: u32, columns: u32, acc: array<vec4<f32>, 16>) {

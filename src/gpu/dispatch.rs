@@ -13,15 +13,36 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
     /// Bytes of the distinct storage buffers bound (an estimate of the memory traffic: each read or written once).
     pub bytes: u64,
+    /// Launches of the same kernel after the first, in order, each with its bind group: one pass split into
+    /// several launches (see [`Dispatch::followed_by`]).
+    pub then: Vec<(wgpu::BindGroup, [u32; 3])>,
 }
 
 impl Dispatch {
-    /// Records the launch into an open compute pass.
+    /// Records the launch (and those after it) into an open compute pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.kernel.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
+        for (bind_group, [x, y, z]) in &self.then {
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(*x, *y, *z);
+        }
+    }
+
+    /// This dispatch, then `next` (of the same kernel), as one step of a plan: wgpu orders the launches within
+    /// the pass, so `next` sees what this one wrote. The profiler times them together.
+    pub fn followed_by(mut self, next: Dispatch) -> Dispatch {
+        assert!(
+            Arc::ptr_eq(&self.kernel, &next.kernel),
+            "followed_by joins launches of one kernel, not {} and {}",
+            self.name(),
+            next.name()
+        );
+        self.then.push((next.bind_group, next.workgroups));
+        self.then.extend(next.then);
+        self
     }
 
     pub fn name(&self) -> String {
@@ -112,6 +133,7 @@ impl Gpu {
             bind_group,
             workgroups,
             bytes,
+            then: Vec::new(),
         })
     }
 

@@ -569,5 +569,34 @@ pub fn checks() -> Vec<KernelCheck> {
             }
         }
     }
+    // The classifier's first layer at its real batch: a weight-gradient thread loops over 128 x 28 x 28 pixels of
+    // dy, past the CPU drivers' loop limit, so there the batch is split into launches (conv_registers::
+    // weight_gradient). The register-tiled kernels only: the workgroup-tiled one runs on GPUs, which have no limit.
+    let shape = Conv2dShape::square(128, 1, 32, (28, 28), 3, 1, 1);
+    checks.push(KernelCheck::new(
+        check_name(
+            Tiling::Registers,
+            &wgsl::CONV2D_WEIGHT_BACKWARD,
+            &crate::shaders::conv_registers::WEIGHT_GRADIENT,
+        ),
+        format!("{} (past the CPU loop limit)", shape.label()),
+        move |gpu| {
+            let mut rng = TestRng::new(77);
+            let x = rng.uniform_vec(shape.input_len(), -1.0, 1.0);
+            let dy = rng.uniform_vec(shape.output_len(), -1.0, 1.0);
+            let dw = check::poisoned(gpu, "dw", shape.weight_len())?;
+            let (x_gpu, dy_gpu) = (check::upload(gpu, "x", &x)?, check::upload(gpu, "dy", &dy)?);
+            gpu.run(&[&weight_backward_tiled(
+                gpu,
+                Tiling::Registers,
+                &dw,
+                &x_gpu,
+                &dy_gpu,
+                &shape,
+            )?])?;
+            let expected = cpu::conv2d::weight_backward(&shape, &check::to_f64(&x), &check::to_f64(&dy));
+            gpu_result(gpu, &dw, &expected)
+        },
+    ));
     checks
 }

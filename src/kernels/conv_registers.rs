@@ -28,7 +28,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
+use crate::gpu::{BufferRole, Dispatch, Gpu, GpuBuffer, GpuError, Tiling, CPU_LOOP_LIMIT};
 use crate::kernels::matmul::SUBGROUP_LANES;
 use crate::shaders::{conv_registers as wgsl, conv_rows as wgsl_rows, conv_subgroup as wgsl_subgroup, EntryPoint};
 
@@ -48,6 +48,10 @@ pub struct ConvRegistersParams {
     pub stride: u32,
     pub padding: u32,
     pub has_bias: u32,
+    pub first_image: u32,
+    pub images: u32,
+    pub accumulate: u32,
+    pub _pad: u32,
 }
 
 /// Pixels one gather workgroup computes, and the channels (or weight-gradient rows; four times as many in the
@@ -92,6 +96,10 @@ impl Roles {
             stride: self.stride as u32,
             padding: self.padding as u32,
             has_bias: has_bias as u32,
+            first_image: 0,
+            images: self.batch as u32,
+            accumulate: 0,
+            _pad: 0,
         }
     }
 
@@ -279,6 +287,11 @@ fn rows_gather(
 
 /// dst[c, s, kh, kw] = sum_{n, i, j} grad[n, c, i, j] * src[n, s, i*S - P + kh, j*S - P + kw]; grad has the
 /// `dst` sizes of `roles`. Overwrites dst.
+///
+/// A thread loops over every (n, i, j) of grad, and Mesa's CPU drivers end a shader's loops after
+/// [`CPU_LOOP_LIMIT`] iterations: so there the batch is split into launches of as many images as fit, each going
+/// on from the sums the one before it stored (the same additions in the same order: the same bits), all in one
+/// dispatch step. (The classifier's first layer at batch 128 loops 100,352 times.)
 pub fn weight_gradient(
     gpu: &Gpu,
     dst: &GpuBuffer,
@@ -287,14 +300,39 @@ pub fn weight_gradient(
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
     let (entry, channels) = entry(gpu, Kernel::WeightGradient, roles.dst[0]);
-    let params = gpu.uniform(entry.name, &roles.params(false))?;
     let columns = roles.src[0] * roles.kernel[0] * roles.kernel[1];
     let grid = roles.grid(
         entry,
         gpu,
         [columns.div_ceil(COLUMNS), roles.dst[0].div_ceil(channels), 1],
     )?;
-    gpu.dispatch(entry, &[&params, dst, src, grad], grid)
+    let images = images_per_launch(gpu, roles);
+    let mut launches = Vec::new();
+    for first in (0..roles.batch).step_by(images) {
+        let params = ConvRegistersParams {
+            first_image: first as u32,
+            images: images.min(roles.batch - first) as u32,
+            accumulate: (first > 0) as u32,
+            ..roles.params(false)
+        };
+        let params = gpu.uniform(entry.name, &params)?;
+        launches.push(gpu.dispatch(entry, &[&params, dst, src, grad], grid)?);
+    }
+    let mut launches = launches.into_iter();
+    let first = launches.next().expect("a batch of at least one image");
+    Ok(launches.fold(first, Dispatch::followed_by))
+}
+
+/// Images one weight-gradient launch sums: the whole batch, or on CPU adapters as many as keep a thread's loop
+/// iterations under [`CPU_LOOP_LIMIT`]: per image of grad (H x W), H + 1 passes of its row loop and W + 1 of each
+/// column loop (a loop's last test counts too), and 2,000 to spare for the stores' loops. (Measured on lavapipe:
+/// 28 x 28 images, 74 per launch give the twin's result, 80 do not.)
+pub fn images_per_launch(gpu: &Gpu, roles: &Roles) -> usize {
+    if gpu.info.device_type != wgpu::DeviceType::Cpu {
+        return roles.batch.max(1);
+    }
+    let per_image = (roles.dst[1] + 1) * (roles.dst[2] + 2);
+    ((CPU_LOOP_LIMIT - 2_000) / per_image).clamp(1, roles.batch.max(1))
 }
 
 /// The name a check of a convolution pass goes by: the workgroup-tiled entry point, or the register-tiled one

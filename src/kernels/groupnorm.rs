@@ -92,17 +92,20 @@ impl GroupNorm {
     }
 
     /// Whether serial kernel `which` (0: forward, 1: input backward, 2: weight backward) keeps its loop iterations
-    /// per invocation under [`CPU_LOOP_LIMIT`], with 1,000 to spare: the forward walks an (n, g)'s M = C / G * H * W
-    /// elements three times, the input backward twice, the weight backward a channel's N * H * W once, each with
-    /// 256 tree leaves per reduction.
+    /// per invocation under [`CPU_LOOP_LIMIT`], with 1,000 to spare. A reduction over m elements loops m + 513
+    /// times (256 leaves, each loop's last test counting too), writing an (n, g)'s M = C / G * H * W outputs
+    /// about M + 2 C / G: the forward reduces M twice and writes, the input backward reduces M once and writes,
+    /// the weight backward reduces a channel's N * H * W.
     pub fn serial_fits(&self, which: usize) -> bool {
-        let size = self.channels / self.groups.max(1) * self.inner;
+        let per_group = self.channels / self.groups.max(1);
+        let size = per_group * self.inner;
+        let write = size + 2 * per_group + 1;
         let iterations = match which {
-            0 => 3 * size + 512,
-            1 => 2 * size + 256,
-            _ => self.batch * self.inner + 256,
+            0 => 2 * (size + 513) + write,
+            1 => size + 513 + write,
+            _ => self.batch * self.inner + 513,
         };
-        iterations + self.channels + 1_000 < CPU_LOOP_LIMIT
+        iterations + 1_000 < CPU_LOOP_LIMIT
     }
 
     /// The kernels of `reduction`: (forward, input backward, weight backward).

@@ -87,8 +87,9 @@ pub fn per_sample_sums(
     batch: usize,
     features: usize,
 ) -> Result<Dispatch, GpuError> {
-    // Serial where the invocation's loops (256 leaves, P values) fit the CPU drivers' limit.
-    let serial = tiling == Tiling::Registers && features + 256 + 1_000 < CPU_LOOP_LIMIT;
+    // Serial where the invocation's loops (P values and 256 leaves, each loop's last test counting too) fit the
+    // CPU drivers' limit.
+    let serial = tiling == Tiling::Registers && features + 513 + 1_000 < CPU_LOOP_LIMIT;
     let entry = match (kind, serial) {
         (LossKind::Mse | LossKind::SquaredError, false) => &wgsl::MSE_FORWARD,
         (LossKind::Mse | LossKind::SquaredError, true) => &wgsl::MSE_FORWARD_SERIAL,
