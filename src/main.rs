@@ -243,7 +243,7 @@ struct KernelBenchArgs {
 
 #[derive(Args)]
 struct TrainBenchArgs {
-    /// Timed steps per model (default 50 on a GPU, 3 on a CPU driver).
+    /// Timed steps per model, after 5 warm-up steps on a GPU or 3 on a CPU driver (default 50 on a GPU, 10 on a CPU driver).
     #[arg(long)]
     steps: Option<u64>,
     #[arg(long, default_value_t = 128)]
