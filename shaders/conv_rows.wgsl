@@ -46,8 +46,20 @@ fn window_values(w: array<vec4<f32>, 4>, shift: u32, in_lo: vec4<bool>, in_hi: v
 }
 
 fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
-    let plane = params.dst_height * params.dst_width;   // pixels per image, in blocks of 8
-    let blocks = (plane + BLOCK - 1u) / BLOCK;
+    // The pixels of one phase (h mod S, w mod S) of dst: workgroup layer z = rh * S + rw (one phase, z = 0, for the
+    // dense gather at stride 1). Its members (a, b) are the pixels (a S + rh, b S + rw), `cols` of them to a row;
+    // every phase's rows are as wide as src's, so a row of taps reads consecutive values of src for consecutive
+    // members.
+    let stride = select(1u, params.stride, transposed);
+    let rh = group.z / stride;
+    let rw = group.z % stride;
+    if rh >= params.dst_height || rw >= params.dst_width {
+        return;
+    }
+    let rows = (params.dst_height - rh + stride - 1u) / stride;
+    let cols = (params.dst_width - rw + stride - 1u) / stride;
+    let members = rows * cols;   // per image, in blocks of 8
+    let blocks = (members + BLOCK - 1u) / BLOCK;
     let count = params.batch * blocks;
     let block = (group.x * BLOCK + local.y) * BLOCK + local.x;
     // A row of lanes wholly past the end returns; lanes past it in a partial row go on with the last block (not
@@ -59,20 +71,26 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
     let b = min(block, count - 1u);
     let n = b / blocks;
     let first = (b % blocks) * BLOCK;
-    let pix_lo = vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u);
-    let pix_hi = vec4<u32>(first) + vec4<u32>(4u, 5u, 6u, 7u);
-    let valid_lo = (pix_lo < vec4<u32>(plane)) & vec4<bool>(!past);
-    let valid_hi = (pix_hi < vec4<u32>(plane)) & vec4<bool>(!past);
-    let end = vec4<u32>(params.batch * plane);   // store_block skips pixels here
+    let m_lo = vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u);
+    let m_hi = vec4<u32>(first) + vec4<u32>(4u, 5u, 6u, 7u);
+    let valid_lo = (m_lo < vec4<u32>(members)) & vec4<bool>(!past);
+    let valid_hi = (m_hi < vec4<u32>(members)) & vec4<bool>(!past);
+    let a_lo = m_lo / vec4<u32>(cols);
+    let a_hi = m_hi / vec4<u32>(cols);
+    let b_lo = m_lo % vec4<u32>(cols);
+    let b_hi = m_hi % vec4<u32>(cols);
+    // The dst pixel of each member (store_block skips the end).
+    let plane = params.dst_height * params.dst_width;
+    let end = vec4<u32>(params.batch * plane);
+    let image = vec4<u32>(n * plane);
     let pixels = array<vec4<u32>, 2>(
-        select(end, vec4<u32>(n * plane) + pix_lo, valid_lo),
-        select(end, vec4<u32>(n * plane) + pix_hi, valid_hi),
+        select(end, image + (a_lo * stride + rh) * params.dst_width + b_lo * stride + rw, valid_lo),
+        select(end, image + (a_hi * stride + rh) * params.dst_width + b_hi * stride + rw, valid_hi),
     );
-    let dst_width = vec4<u32>(params.dst_width);
-    let h_lo = vec4<i32>(pix_lo / dst_width);
-    let h_hi = vec4<i32>(pix_hi / dst_width);
-    let w_lo = vec4<i32>(pix_lo % dst_width);
-    let w_hi = vec4<i32>(pix_hi % dst_width);
+    let h_lo = vec4<i32>(a_lo);
+    let h_hi = vec4<i32>(a_hi);
+    let w_lo = vec4<i32>(b_lo);
+    let w_hi = vec4<i32>(b_hi);
 
     let c0 = group.y * channel_block(wide);
     let taps = params.kernel_h * params.kernel_w;
@@ -82,17 +100,24 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
     let w3 = channel_rows(c0 + 2u * BLOCK, local.x, step);
     let w4 = channel_rows(c0 + 3u * BLOCK, local.x, step);
 
+    // The taps that reach this phase: kh = kh0 + t S (t = 0 .. T - 1) from src row a + row_offset(t), and
+    // kw = kw0 + u S (u = 0 .. U - 1) from src column b + column_offset(u). Dense (stride 1): kh = t, row a - P + t;
+    // transposed: row a + qh - t with qh = (rh + P - kh0) / S (as strided_gather). The U columns of a row of taps
+    // are a window starting at `start`, tap u at window position `position(u)`.
     let pad = i32(params.padding);
-    let kernel_w = params.kernel_w;
-    // The window starts at column offset -P (dense: kw - P for kw = 0) or P - (KW - 1) (transposed: P - kw for
-    // kw = KW - 1), and tap kw takes window position kw (dense) or KW - 1 - kw (transposed).
-    let start = select(-pad, pad - i32(kernel_w) + 1, transposed);
+    let kh0 = select(0u, (rh + params.padding) % stride, transposed);
+    let kw0 = select(0u, (rw + params.padding) % stride, transposed);
+    let qh = i32((rh + params.padding - kh0) / stride);
+    let qw = i32((rw + params.padding - kw0) / stride);
+    let tap_rows = (params.kernel_h - min(kh0, params.kernel_h) + stride - 1u) / stride;   // T
+    let tap_cols = (params.kernel_w - min(kw0, params.kernel_w) + stride - 1u) / stride;   // U
+    let start = select(-pad, qw - i32(tap_cols) + 1, transposed);
     let height = vec4<i32>(i32(params.src_height));
     let width = i32(params.src_width);
     let src_plane = params.src_height * params.src_width;
     let last = i32(arrayLength(&src)) - 1;
-    // src index of pixel `first` of image n, channel s (src rows are dst rows' width).
-    var image = i32(n * params.src_channels * src_plane + first);
+    // src index of member `first` of image n, channel s (the phase's rows are src rows' width).
+    var image_at = i32(n * params.src_channels * src_plane + first);
 
     var acc: array<vec4<f32>, 16>;
     // When wide: channels c0 + 8 .. c0 + 15, c0 + 16 .. c0 + 23, c0 + 24 .. c0 + 31.
@@ -100,15 +125,16 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
     var acc3: array<vec4<f32>, 16>;
     var acc4: array<vec4<f32>, 16>;
     for (var s = 0u; s < params.src_channels; s++) {
-        for (var kh = 0u; kh < params.kernel_h; kh++) {
-            let dh = select(i32(kh) - pad, pad - i32(kh), transposed);
+        for (var t = 0u; t < tap_rows; t++) {
+            let kh = kh0 + t * stride;
+            let dh = select(i32(t) - pad, qh - i32(t), transposed);
             let row_lo = h_lo + vec4<i32>(dh);
             let row_hi = h_hi + vec4<i32>(dh);
             let row_in_lo = valid_lo & (row_lo >= vec4<i32>(0)) & (row_lo < height);
             let row_in_hi = valid_hi & (row_hi >= vec4<i32>(0)) & (row_hi < height);
-            // Value 0 of the window, src[q], may lie before the buffer (then only masked pixels use the values
+            // Value 0 of the window, src[q], may lie before the buffer (then only masked members use the values
             // of the clamped loads; likewise past its end).
-            let q = image + dh * width + start;
+            let q = image_at + dh * width + start;
             let q4 = q >> 2u;
             let window = array<vec4<f32>, 4>(
                 src[clamp(q4, 0, last)],
@@ -117,15 +143,16 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
                 src[clamp(q4 + 3, 0, last)],
             );
             let shift = u32(q & 3);
-            for (var kw = 0u; kw < kernel_w; kw++) {
-                let position = select(kw, kernel_w - 1u - kw, transposed);
+            for (var u = 0u; u < tap_cols; u++) {
+                let kw = kw0 + u * stride;
+                let position = select(u, tap_cols - 1u - u, transposed);
                 let col_lo = w_lo + vec4<i32>(start + i32(position));
                 let col_hi = w_hi + vec4<i32>(start + i32(position));
                 let in_lo = row_in_lo & (col_lo >= vec4<i32>(0)) & (col_lo < vec4<i32>(width));
                 let in_hi = row_in_hi & (col_hi >= vec4<i32>(0)) & (col_hi < vec4<i32>(width));
                 let v = window_values(window, shift + position, in_lo, in_hi);
-                let tap = select((s * params.kernel_h + kh) * kernel_w + kw,
-                    s * params.dst_channels * taps + kh * kernel_w + kw, transposed);
+                let tap = select((s * params.kernel_h + kh) * params.kernel_w + kw,
+                    s * params.dst_channels * taps + kh * params.kernel_w + kw, transposed);
                 multiply_add(&acc, v, channel_weights(w1, tap));
                 if wide {
                     multiply_add(&acc2, v, channel_weights(w2, tap));
@@ -134,7 +161,7 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
                 }
             }
         }
-        image += i32(src_plane);
+        image_at += i32(src_plane);
     }
     store_block(pixels, c0, acc);
     if wide {

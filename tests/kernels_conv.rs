@@ -152,17 +152,24 @@ fn rows_gathers_give_the_subgroup_gathers_bits() {
         return;
     }
     let sq = Conv2dShape::square;
+    // (shape, the gathers that take conv_rows: dense at stride 1, strided where dx rows are S times dy's)
+    let both: &[bool] = &[false, true];
+    let strided: &[bool] = &[true];
     let shapes = [
-        sq(2, 64, 64, (28, 28), 3, 1, 1),
-        sq(2, 128, 128, (7, 7), 3, 1, 1),
-        sq(2, 64, 128, (14, 14), 1, 1, 0),
-        sq(2, 2, 33, (9, 6), 3, 1, 1),
-        sq(1, 4, 12, (5, 3), 5, 1, 2),
-        sq(2, 16, 1, (28, 28), 3, 1, 1),
+        (sq(2, 64, 64, (28, 28), 3, 1, 1), both),
+        (sq(2, 128, 128, (7, 7), 3, 1, 1), both),
+        (sq(2, 64, 128, (14, 14), 1, 1, 0), both),
+        (sq(2, 2, 33, (9, 6), 3, 1, 1), both),
+        (sq(1, 4, 12, (5, 3), 5, 1, 2), both),
+        (sq(2, 16, 1, (28, 28), 3, 1, 1), both),
+        // past stride 1, outputs of at most 8 channels: the gan's and ae's 1-channel dx, and odd ones
+        (sq(2, 1, 64, (28, 28), 4, 2, 1), strided),
+        (sq(4, 8, 9, (10, 6), 3, 2, 1), strided),
+        (sq(2, 4, 8, (12, 9), 4, 3, 1), strided),
     ];
     let mut rng = TestRng::new(41);
-    for shape in shapes {
-        for transposed in [false, true] {
+    for (shape, modes) in shapes {
+        for &transposed in modes {
             // The dense gather computes y from x; the strided one dx from dy (the roles swapped).
             let roles = if transposed {
                 shape.roles().swapped()
@@ -175,7 +182,7 @@ fn rows_gathers_give_the_subgroup_gathers_bits() {
             let weight = check::upload(gpu, "weight", &rng.uniform_vec(shape.weight_len(), -1.0, 1.0)).unwrap();
             let bias = check::upload(gpu, "bias", &rng.uniform_vec(roles.dst[0], -1.0, 1.0)).unwrap();
             assert!(
-                roles.takes_rows(gpu, &src),
+                roles.takes_rows(gpu, &src, transposed),
                 "{shape:?} transposed={transposed} should take conv_rows"
             );
             let mut bits = Vec::new();
