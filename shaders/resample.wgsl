@@ -31,18 +31,22 @@ struct Params {
 @group(0) @binding(3) var<storage, read> x: array<f32>;         // (P, H, W) forward input
 @group(0) @binding(4) var<storage, read> dy: array<f32>;        // (P, Ho, Wo) upstream gradient
 
-// Row-major index, within the 2x2 window at (oh, ow) of plane p, of the window's first maximum (0..3).
-fn window_argmax(p: u32, oh: u32, ow: u32) -> u32 {
+// The 2x2 window at (oh, ow) of plane p: the row-major index (0..3) of its first maximum, and that value.
+struct WindowMax {
+    index: u32,
+    value: f32,
+}
+
+fn window_max(p: u32, oh: u32, ow: u32) -> WindowMax {
     let top = (p * params.in_height + 2u * oh) * params.in_width + 2u * ow;
     let bottom = top + params.in_width;
-    var values = array<f32, 4>(x[top], x[top + 1u], x[bottom], x[bottom + 1u]);
-    var best = 0u;
-    for (var i = 1u; i < 4u; i++) {
-        // Strictly greater: on a tie the earlier element keeps the gradient.
-        if values[i] > values[best] {
-            best = i;
-        }
-    }
+    let values = vec4<f32>(x[top], x[top + 1u], x[bottom], x[bottom + 1u]);
+    // Strictly greater: on a tie the earlier element keeps the gradient. (Selects, not a dynamic index into an
+    // array, which CPU drivers keep in memory.)
+    var best = WindowMax(0u, values.x);
+    if values.y > best.value { best = WindowMax(1u, values.y); }
+    if values.z > best.value { best = WindowMax(2u, values.z); }
+    if values.w > best.value { best = WindowMax(3u, values.w); }
     return best;
 }
 
@@ -54,8 +58,7 @@ fn max_pool2d_forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num
     let p = i / plane_out;
     let oh = (i % plane_out) / params.out_width;
     let ow = i % params.out_width;
-    let best = window_argmax(p, oh, ow);
-    y[i] = x[(p * params.in_height + 2u * oh + best / 2u) * params.in_width + 2u * ow + best % 2u];
+    y[i] = window_max(p, oh, ow).value;
 }
 
 @compute @workgroup_size(256)
@@ -71,11 +74,34 @@ fn max_pool2d_backward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(nu
     var gradient = 0.0;
     if oh < params.out_height && ow < params.out_width {
         // d max / d x_k = 1 for the first maximum k, 0 for the others.
-        if window_argmax(p, oh, ow) == (ih % 2u) * 2u + iw % 2u {
+        if window_max(p, oh, ow).index == (ih % 2u) * 2u + iw % 2u {
             gradient = dy[(p * params.out_height + oh) * params.out_width + ow];
         }
     }
     dx[i] = gradient;
+}
+
+// max_pool2d_backward with one thread per window, writing its four dx values, for even H and W (no dropped row or
+// column to zero): each window's maximum is found once instead of by each of its four pixels. CPU drivers take it.
+@compute @workgroup_size(256)
+fn max_pool2d_backward_windows(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let i = linear_index(id, groups);
+    let plane_out = params.out_height * params.out_width;
+    if i >= params.planes * plane_out { return; }
+    let p = i / plane_out;
+    let oh = (i % plane_out) / params.out_width;
+    let ow = i % params.out_width;
+    let best = window_max(p, oh, ow).index;
+    let g = dy[i];
+    let top = (p * params.in_height + 2u * oh) * params.in_width + 2u * ow;
+    let bottom = top + params.in_width;
+    dx[top] = select(0.0, g, best == 0u);
+    dx[top + 1u] = select(0.0, g, best == 1u);
+    dx[bottom] = select(0.0, g, best == 2u);
+    dx[bottom + 1u] = select(0.0, g, best == 3u);
 }
 
 @compute @workgroup_size(256)

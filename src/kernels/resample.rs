@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
 use crate::kernels::conv2d::require_len;
 use crate::shaders::{resample as wgsl, EntryPoint};
 
@@ -94,12 +94,35 @@ pub fn max_pool2d_backward(
     height: usize,
     width: usize,
 ) -> Result<Dispatch, GpuError> {
-    let entry = &wgsl::MAX_POOL2D_BACKWARD;
+    let windows = gpu.tiling == Tiling::Registers;
+    max_pool2d_backward_as(gpu, windows, dx, x, dy, planes, height, width)
+}
+
+/// [`max_pool2d_backward`] with one thread per window (`windows`, for even sizes: CPU adapters' choice, where it
+/// finds each window's maximum once instead of four times) or one per pixel of dx (odd sizes, GPUs).
+#[allow(clippy::too_many_arguments)]
+pub fn max_pool2d_backward_as(
+    gpu: &Gpu,
+    windows: bool,
+    dx: &GpuBuffer,
+    x: &GpuBuffer,
+    dy: &GpuBuffer,
+    planes: usize,
+    height: usize,
+    width: usize,
+) -> Result<Dispatch, GpuError> {
+    let windows = windows && height.is_multiple_of(2) && width.is_multiple_of(2);
+    let entry = if windows {
+        &wgsl::MAX_POOL2D_BACKWARD_WINDOWS
+    } else {
+        &wgsl::MAX_POOL2D_BACKWARD
+    };
     let (params, in_len, out_len) = prepare(gpu, entry, (planes, height, width), max_pool2d_out(height, width))?;
     require_len(dx, in_len)?;
     require_len(x, in_len)?;
     require_len(dy, out_len)?;
-    gpu.dispatch_1d(entry, &[&params, dx, x, dy], in_len as u64)
+    let threads = if windows { out_len } else { in_len };
+    gpu.dispatch_1d(entry, &[&params, dx, x, dy], threads as u64)
 }
 
 /// y (N, C, 2H, 2W) = x (N, C, H, W) with each pixel repeated over a 2x2 block.
@@ -185,15 +208,20 @@ pub fn checks() -> Vec<KernelCheck> {
                 ))
             },
         ));
-        checks.push(KernelCheck::new(
-            wgsl::MAX_POOL2D_BACKWARD.qualified_name(),
-            shape,
-            move |gpu| {
+        // Both backward kernels on every adapter; the window one takes even sizes only.
+        let even = height.is_multiple_of(2) && width.is_multiple_of(2);
+        let variants = [
+            (false, &wgsl::MAX_POOL2D_BACKWARD),
+            (true, &wgsl::MAX_POOL2D_BACKWARD_WINDOWS),
+        ];
+        for (windows, entry) in variants.into_iter().filter(|(windows, _)| !windows || even) {
+            checks.push(KernelCheck::new(entry.qualified_name(), shape.clone(), move |gpu| {
                 let x = pool_input(seed + 1, in_len, ties);
                 let dy = TestRng::new(seed + 2).uniform_vec(out_len, -1.0, 1.0);
                 let dx = check::poisoned(gpu, "dx", in_len)?;
                 let (x_gpu, dy_gpu) = (check::upload(gpu, "x", &x)?, check::upload(gpu, "dy", &dy)?);
-                gpu.run(&[&max_pool2d_backward(gpu, &dx, &x_gpu, &dy_gpu, planes, height, width)?])?;
+                let dispatch = max_pool2d_backward_as(gpu, windows, &dx, &x_gpu, &dy_gpu, planes, height, width)?;
+                gpu.run(&[&dispatch])?;
                 let expected =
                     cpu::resample::max_pool2d_backward(&check::to_f64(&x), &check::to_f64(&dy), planes, height, width);
                 Ok(check::compare(
@@ -201,8 +229,8 @@ pub fn checks() -> Vec<KernelCheck> {
                     &expected,
                     Tolerance::ELEMENTWISE,
                 ))
-            },
-        ));
+            }));
+        }
     }
     for (index, (planes, height, width)) in UPSAMPLE_SHAPES.into_iter().enumerate() {
         let shape = format!("P{planes} {height}x{width}");
