@@ -18,6 +18,7 @@
 //
 // include: shared/common.wgsl
 // include: shared/reduce.wgsl
+// include: shared/serial_sum.wgsl
 
 // Keep in sync with `BatchNormParams` in src/kernels/batchnorm.rs.
 struct Params {
@@ -56,6 +57,32 @@ fn channel_element(c: u32, j: u32) -> u32 {
     return (n * params.channels + c) * params.inner + hw;
 }
 
+// Thread t's partial sums in the tree kernels (a serial kernel folds all 256 threads' in the tree's order): of x
+// (or (x - m)^2 with `squares`) over channel c's elements t, t + 256, ...; and of dy and dy * xhat.
+fn forward_partial(c: u32, t: u32, m: f32, squares: bool) -> f32 {
+    var partial = 0.0;
+    for (var j = t; j < params.count; j += WG_REDUCE) {
+        if squares {
+            let d = x[channel_element(c, j)] - m;
+            partial += d * d;
+        } else {
+            partial += x[channel_element(c, j)];
+        }
+    }
+    return partial;
+}
+
+fn backward_partials(c: u32, t: u32, m: f32, r: f32) -> vec2<f32> {
+    var sum_dy = 0.0;
+    var sum_dy_xhat = 0.0;
+    for (var j = t; j < params.count; j += WG_REDUCE) {
+        let i = channel_element(c, j);
+        sum_dy += dy[i];
+        sum_dy_xhat += dy[i] * (x[i] - m) * r;
+    }
+    return vec2<f32>(sum_dy, sum_dy_xhat);
+}
+
 @compute @workgroup_size(256)
 fn batchnorm_forward_train(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -66,19 +93,9 @@ fn batchnorm_forward_train(
     if c >= params.channels { return; }  // uniform over the workgroup
     let count = f32(params.count);
 
-    var partial = 0.0;
-    for (var j = local; j < params.count; j += WG_REDUCE) {
-        partial += x[channel_element(c, j)];
-    }
-    let m = workgroup_sum(local, partial) / count;
-
+    let m = workgroup_sum(local, forward_partial(c, local, 0.0, false)) / count;
     // Two passes: the variance as the mean of squared deviations, not E[x^2] - mean^2 (which cancels).
-    var squares = 0.0;
-    for (var j = local; j < params.count; j += WG_REDUCE) {
-        let d = x[channel_element(c, j)] - m;
-        squares += d * d;
-    }
-    let variance = workgroup_sum(local, squares) / count;
+    let variance = workgroup_sum(local, forward_partial(c, local, m, true)) / count;
     let r = 1.0 / sqrt(variance + params.eps);
 
     let scale = r * weight[c];
@@ -88,12 +105,18 @@ fn batchnorm_forward_train(
         y[i] = (x[i] - m) * scale + shift;
     }
     if local == 0u {
-        mean[c] = m;
-        rstd[c] = r;
-        let unbiased = variance * count / (count - 1.0);
-        running_mean[c] = (1.0 - params.momentum) * running_mean[c] + params.momentum * m;
-        running_var[c] = (1.0 - params.momentum) * running_var[c] + params.momentum * unbiased;
+        save_statistics(c, m, variance, r);
     }
+}
+
+// The saved statistics and the running ones' update of channel c.
+fn save_statistics(c: u32, m: f32, variance: f32, r: f32) {
+    let count = f32(params.count);
+    mean[c] = m;
+    rstd[c] = r;
+    let unbiased = variance * count / (count - 1.0);
+    running_mean[c] = (1.0 - params.momentum) * running_mean[c] + params.momentum * m;
+    running_var[c] = (1.0 - params.momentum) * running_var[c] + params.momentum * unbiased;
 }
 
 // y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, one thread per element.
@@ -117,15 +140,9 @@ fn batchnorm_backward(
     let m = saved_mean[c];
     let r = saved_rstd[c];
 
-    var sum_dy = 0.0;
-    var sum_dy_xhat = 0.0;
-    for (var j = local; j < params.count; j += WG_REDUCE) {
-        let i = channel_element(c, j);
-        sum_dy += dy[i];
-        sum_dy_xhat += dy[i] * (x[i] - m) * r;
-    }
-    let db = workgroup_sum(local, sum_dy);
-    let dw = workgroup_sum(local, sum_dy_xhat);
+    let partials = backward_partials(c, local, m, r);
+    let db = workgroup_sum(local, partials.x);
+    let dw = workgroup_sum(local, partials.y);
 
     // dx = weight * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
     let count = f32(params.count);
@@ -141,4 +158,81 @@ fn batchnorm_backward(
         dweight[c] = dw;
         dbias[c] = db;
     }
+}
+
+// The training forward and the backward for CPU drivers, one invocation per channel: each reduction walks
+// workgroup_sum's tree over the partials the 256 threads of the kernels above would hold (shared/serial_sum.wgsl),
+// so every sum and output has their bits, without 256-thread workgroups, barriers or workgroup memory. The host
+// takes them where a channel's loops fit the CPU drivers' loop limit. Eight channels per workgroup.
+const WG_SERIAL: u32 = 8u;
+
+fn serial_channel(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return id.x + id.y * groups.x * WG_SERIAL;
+}
+
+@compute @workgroup_size(8)
+fn batchnorm_serial_forward_train(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let c = serial_channel(id, groups);
+    if c >= params.channels { return; }
+    let count = f32(params.count);
+    var sums = SerialTree();
+    for (var k = 0u; k < WG_REDUCE; k++) {
+        tree_push(&sums, k, forward_partial(c, tree_leaf(k), 0.0, false));
+    }
+    let m = sums.total / count;
+    var squares = SerialTree();
+    for (var k = 0u; k < WG_REDUCE; k++) {
+        tree_push(&squares, k, forward_partial(c, tree_leaf(k), m, true));
+    }
+    let variance = squares.total / count;
+    let r = 1.0 / sqrt(variance + params.eps);
+
+    let scale = r * weight[c];
+    let shift = bias[c];
+    for (var n = 0u; n < params.batch; n++) {
+        let start = (n * params.channels + c) * params.inner;
+        for (var hw = 0u; hw < params.inner; hw++) {
+            y[start + hw] = (x[start + hw] - m) * scale + shift;
+        }
+    }
+    save_statistics(c, m, variance, r);
+}
+
+@compute @workgroup_size(8)
+fn batchnorm_serial_backward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let c = serial_channel(id, groups);
+    if c >= params.channels { return; }
+    let m = saved_mean[c];
+    let r = saved_rstd[c];
+    var sum_dy = SerialTree();
+    var sum_dy_xhat = SerialTree();
+    for (var k = 0u; k < WG_REDUCE; k++) {
+        let partials = backward_partials(c, tree_leaf(k), m, r);
+        tree_push(&sum_dy, k, partials.x);
+        tree_push(&sum_dy_xhat, k, partials.y);
+    }
+    let db = sum_dy.total;
+    let dw = sum_dy_xhat.total;
+
+    // dx = weight * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    let count = f32(params.count);
+    let mean_dy = db / count;
+    let mean_dy_xhat = dw / count;
+    let scale = weight[c] * r;
+    for (var n = 0u; n < params.batch; n++) {
+        let start = (n * params.channels + c) * params.inner;
+        for (var hw = 0u; hw < params.inner; hw++) {
+            let i = start + hw;
+            let xhat = (x[i] - m) * r;
+            dx[i] = scale * (dy[i] - mean_dy - xhat * mean_dy_xhat);
+        }
+    }
+    dweight[c] = dw;
+    dbias[c] = db;
 }

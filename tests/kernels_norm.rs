@@ -9,6 +9,93 @@ use latent::kernels::groupnorm::{self, GroupNorm, GroupNormParams, Reduction};
 use latent::kernels::params_layout_mismatch;
 use latent::shaders;
 
+/// The serial BatchNorm kernels (CPU adapters') walk the tree kernels' reductions: the same bits in y, the saved
+/// and running statistics, dx, dweight and dbias, on the gan's shapes and odd ones.
+#[test]
+fn serial_batchnorm_gives_the_tree_kernels_bits() {
+    let gpu = check::shared_gpu();
+    for (n, c, h, w) in [(128, 128, 7, 7), (16, 64, 14, 14), (5, 3, 11, 11), (3, 33, 1, 7)] {
+        let base = BatchNorm2d::new(n, c, h, w);
+        assert!(
+            base.serial_fits(false) && base.serial_fits(true),
+            "N={n} C={c} H={h} W={w}"
+        );
+        let mut rng = TestRng::new(23);
+        let mut upload =
+            |len: usize, lo: f32, hi: f32| check::upload(gpu, "input", &rng.uniform_vec(len, lo, hi)).unwrap();
+        let (x, dy) = (upload(base.len(), -2.0, 2.0), upload(base.len(), -1.0, 1.0));
+        let (weight, bias) = (upload(c, 0.5, 1.5), upload(c, -0.5, 0.5));
+        let (start_mean, start_var) = (upload(c, -1.0, 1.0), upload(c, 0.5, 2.0));
+        let mut outputs = Vec::new();
+        for serial in [false, true] {
+            let shape = BatchNorm2d {
+                kernels: Some(serial),
+                ..base
+            };
+            let copy = |from: &latent::gpu::GpuBuffer| {
+                check::upload(gpu, "running", &check::download(gpu, from, c).unwrap()).unwrap()
+            };
+            let (running_mean, running_var) = (copy(&start_mean), copy(&start_var));
+            let buffer = |len| check::poisoned(gpu, "output", len).unwrap();
+            let (y, mean, rstd, dx, dweight, dbias) = (
+                buffer(base.len()),
+                buffer(c),
+                buffer(c),
+                buffer(base.len()),
+                buffer(c),
+                buffer(c),
+            );
+            gpu.run(&[
+                &batchnorm::forward_train(
+                    gpu,
+                    &y,
+                    &mean,
+                    &rstd,
+                    &running_mean,
+                    &running_var,
+                    &x,
+                    &weight,
+                    &bias,
+                    &shape,
+                )
+                .unwrap(),
+                &batchnorm::backward(gpu, &dx, &dweight, &dbias, &x, &mean, &rstd, &dy, &weight, &shape).unwrap(),
+            ])
+            .unwrap();
+            let bits = |b: &latent::gpu::GpuBuffer, len| {
+                check::download(gpu, b, len)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            outputs.push([
+                bits(&y, base.len()),
+                bits(&mean, c),
+                bits(&rstd, c),
+                bits(&running_mean, c),
+                bits(&running_var, c),
+                bits(&dx, base.len()),
+                bits(&dweight, c),
+                bits(&dbias, c),
+            ]);
+        }
+        let names = [
+            "y",
+            "mean",
+            "rstd",
+            "running_mean",
+            "running_var",
+            "dx",
+            "dweight",
+            "dbias",
+        ];
+        for (k, name) in names.iter().enumerate() {
+            assert_eq!(outputs[0][k], outputs[1][k], "{name} of N={n} C={c} H={h} W={w}");
+        }
+    }
+}
+
 /// The serial GroupNorm kernels (CPU adapters') walk the tree kernels' reductions: the same bits in y, mean,
 /// rstd, dx, dweight and dbias, on the ddpm's shapes and odd ones.
 #[test]

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, Comparison, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling, CPU_LOOP_LIMIT};
 use crate::shaders::batchnorm as wgsl;
 
 /// Keep in sync with `struct Params` in shaders/batchnorm.wgsl.
@@ -33,6 +33,9 @@ pub struct BatchNorm2d {
     pub inner: usize,
     pub eps: f32,
     pub momentum: f32,
+    /// The serial kernels (`Some(true)`), the tree ones (`Some(false)`), or the adapter's choice (None; see
+    /// [`BatchNorm2d::serial`]).
+    pub kernels: Option<bool>,
 }
 
 impl BatchNorm2d {
@@ -44,6 +47,7 @@ impl BatchNorm2d {
             inner: height * width,
             eps: 1e-5,
             momentum: 0.1,
+            kernels: None,
         }
     }
 
@@ -54,6 +58,21 @@ impl BatchNorm2d {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the training forward (`backward` false) or the backward runs `batchnorm_serial_*` on `gpu`: one
+    /// invocation per channel walking the tree kernels' reductions (the same bits), on CPU adapters where the
+    /// channel's loops fit [`CPU_LOOP_LIMIT`] with 1,000 to spare (a reduction over N H W values loops N H W + 513
+    /// times, the outputs' loop N H W + N + 1; the forward reduces twice, the backward once).
+    pub fn serial(&self, gpu: &Gpu, backward: bool) -> bool {
+        self.serial_fits(backward) && self.kernels.unwrap_or(gpu.tiling == Tiling::Registers)
+    }
+
+    /// Whether the serial training forward (`backward` false) or backward keeps under [`CPU_LOOP_LIMIT`].
+    pub fn serial_fits(&self, backward: bool) -> bool {
+        let count = self.count();
+        let reductions = if backward { 1 } else { 2 };
+        reductions * (count + 513) + count + self.batch + 1 + 1_000 < CPU_LOOP_LIMIT
     }
 
     /// Elements per channel, N * H * W: what the statistics are taken over.
@@ -132,6 +151,9 @@ pub fn forward_train(
     }
     let params = gpu.uniform("batchnorm_forward_train", &params)?;
     let buffers = [&params, y, mean, rstd, running_mean, running_var, x, weight, bias];
+    if shape.serial(gpu, false) {
+        return gpu.dispatch_1d(&wgsl::BATCHNORM_SERIAL_FORWARD_TRAIN, &buffers, shape.channels as u64);
+    }
     // One workgroup per channel.
     gpu.dispatch_1d(&wgsl::BATCHNORM_FORWARD_TRAIN, &buffers, shape.channels as u64 * 256)
 }
@@ -184,6 +206,9 @@ pub fn backward(
     }
     let params = gpu.uniform("batchnorm_backward", &params)?;
     let buffers = [&params, dx, dweight, dbias, x, mean, rstd, dy, weight];
+    if shape.serial(gpu, true) {
+        return gpu.dispatch_1d(&wgsl::BATCHNORM_SERIAL_BACKWARD, &buffers, shape.channels as u64);
+    }
     gpu.dispatch_1d(&wgsl::BATCHNORM_BACKWARD, &buffers, shape.channels as u64 * 256)
 }
 
@@ -254,145 +279,165 @@ fn inputs(shape: &BatchNorm2d, seed: u64) -> Inputs {
 /// Every BatchNorm kernel against the CPU twin.
 pub fn checks() -> Vec<KernelCheck> {
     let mut checks = Vec::new();
-    for (n, c, h, w) in CHECK_SHAPES {
-        let shape = BatchNorm2d::new(n, c, h, w);
+    // The tree and the serial kernels on every adapter (the serial ones where a channel's loops fit).
+    let shapes = CHECK_SHAPES
+        .into_iter()
+        .flat_map(|(n, c, h, w)| [false, true].map(|serial| (n, c, h, w, serial)));
+    for (n, c, h, w, serial) in shapes {
+        let shape = BatchNorm2d {
+            kernels: Some(serial),
+            ..BatchNorm2d::new(n, c, h, w)
+        };
         let label = format!("N={n} C={c} H={h} W={w}");
-        checks.push(KernelCheck::new(
-            wgsl::BATCHNORM_FORWARD_TRAIN.qualified_name(),
-            format!("{label}; outputs y, mean, rstd, running_mean, running_var"),
-            move |gpu| {
-                let inp = inputs(&shape, shape.len() as u64);
-                let (y, mean, rstd) = (
-                    check::poisoned(gpu, "y", shape.len())?,
-                    check::poisoned(gpu, "mean", c)?,
-                    check::poisoned(gpu, "rstd", c)?,
-                );
-                let running_mean = check::upload(gpu, "running_mean", &inp.running_mean)?;
-                let running_var = check::upload(gpu, "running_var", &inp.running_var)?;
-                let x = check::upload(gpu, "x", &inp.x)?;
-                let weight = check::upload(gpu, "weight", &inp.weight)?;
-                let bias = check::upload(gpu, "bias", &inp.bias)?;
-                let dispatch = forward_train(
-                    gpu,
-                    &y,
-                    &mean,
-                    &rstd,
-                    &running_mean,
-                    &running_var,
-                    &x,
-                    &weight,
-                    &bias,
-                    &shape,
-                )?;
-                gpu.run(&[&dispatch])?;
-                let expected = cpu::batchnorm::forward_train(
-                    &check::to_f64(&inp.x),
-                    &check::to_f64(&inp.weight),
-                    &check::to_f64(&inp.bias),
-                    &check::to_f64(&inp.running_mean),
-                    &check::to_f64(&inp.running_var),
-                    n,
-                    c,
-                    h * w,
-                    shape.eps as f64,
-                    shape.momentum as f64,
-                );
-                Ok(compare_outputs(
-                    &[
-                        (&check::download(gpu, &y, shape.len())?, &expected.y),
-                        (&check::download(gpu, &mean, c)?, &expected.mean),
-                        (&check::download(gpu, &rstd, c)?, &expected.rstd),
-                        (&check::download(gpu, &running_mean, c)?, &expected.running_mean),
-                        (&check::download(gpu, &running_var, c)?, &expected.running_var),
-                    ],
-                    Tolerance::ACCUMULATED,
-                ))
-            },
-        ));
-        checks.push(KernelCheck::new(
-            wgsl::BATCHNORM_FORWARD_EVAL.qualified_name(),
-            label.clone(),
-            move |gpu| {
-                let inp = inputs(&shape, shape.len() as u64 + 1);
-                let y = check::poisoned(gpu, "y", shape.len())?;
-                let running_mean = check::upload(gpu, "running_mean", &inp.running_mean)?;
-                let running_var = check::upload(gpu, "running_var", &inp.running_var)?;
-                let x = check::upload(gpu, "x", &inp.x)?;
-                let weight = check::upload(gpu, "weight", &inp.weight)?;
-                let bias = check::upload(gpu, "bias", &inp.bias)?;
-                let dispatch = forward_eval(gpu, &y, &running_mean, &running_var, &x, &weight, &bias, &shape)?;
-                gpu.run(&[&dispatch])?;
-                let expected = cpu::batchnorm::forward_eval(
-                    &check::to_f64(&inp.x),
-                    &check::to_f64(&inp.weight),
-                    &check::to_f64(&inp.bias),
-                    &check::to_f64(&inp.running_mean),
-                    &check::to_f64(&inp.running_var),
-                    c,
-                    h * w,
-                    shape.eps as f64,
-                );
-                Ok(check::compare(
-                    &check::download(gpu, &y, shape.len())?,
-                    &expected,
-                    Tolerance::ELEMENTWISE,
-                ))
-            },
-        ));
-        checks.push(KernelCheck::new(
-            wgsl::BATCHNORM_BACKWARD.qualified_name(),
-            format!("{label}; outputs dx, dweight, dbias"),
-            move |gpu| {
-                let inp = inputs(&shape, shape.len() as u64 + 2);
-                let x64 = check::to_f64(&inp.x);
-                // The saved statistics as the forward would have left them, in f32.
-                let stats = cpu::batchnorm::forward_train(
-                    &x64,
-                    &check::to_f64(&inp.weight),
-                    &check::to_f64(&inp.bias),
-                    &check::to_f64(&inp.running_mean),
-                    &check::to_f64(&inp.running_var),
-                    n,
-                    c,
-                    h * w,
-                    shape.eps as f64,
-                    shape.momentum as f64,
-                );
-                let (mean, rstd) = (to_f32(&stats.mean), to_f32(&stats.rstd));
-                let (dx, dweight, dbias) = (
-                    check::poisoned(gpu, "dx", shape.len())?,
-                    check::poisoned(gpu, "dweight", c)?,
-                    check::poisoned(gpu, "dbias", c)?,
-                );
-                let x = check::upload(gpu, "x", &inp.x)?;
-                let mean_gpu = check::upload(gpu, "mean", &mean)?;
-                let rstd_gpu = check::upload(gpu, "rstd", &rstd)?;
-                let dy = check::upload(gpu, "dy", &inp.dy)?;
-                let weight = check::upload(gpu, "weight", &inp.weight)?;
-                let dispatch = backward(
-                    gpu, &dx, &dweight, &dbias, &x, &mean_gpu, &rstd_gpu, &dy, &weight, &shape,
-                )?;
-                gpu.run(&[&dispatch])?;
-                let expected = cpu::batchnorm::backward(
-                    &x64,
-                    &check::to_f64(&mean),
-                    &check::to_f64(&rstd),
-                    &check::to_f64(&inp.dy),
-                    &check::to_f64(&inp.weight),
-                    n,
-                    c,
-                    h * w,
-                );
-                Ok(compare_outputs(
-                    &[
-                        (&check::download(gpu, &dx, shape.len())?, &expected.dx),
-                        (&check::download(gpu, &dweight, c)?, &expected.dweight),
-                        (&check::download(gpu, &dbias, c)?, &expected.dbias),
-                    ],
-                    Tolerance::ACCUMULATED,
-                ))
-            },
-        ));
+        let [forward_name, backward_name] = if serial {
+            [&wgsl::BATCHNORM_SERIAL_FORWARD_TRAIN, &wgsl::BATCHNORM_SERIAL_BACKWARD]
+        } else {
+            [&wgsl::BATCHNORM_FORWARD_TRAIN, &wgsl::BATCHNORM_BACKWARD]
+        }
+        .map(|entry| entry.qualified_name());
+        // A serial kernel whose loops would not fit never runs (the tree one does, checked above).
+        if !serial || shape.serial_fits(false) {
+            checks.push(KernelCheck::new(
+                forward_name,
+                format!("{label}; outputs y, mean, rstd, running_mean, running_var"),
+                move |gpu| {
+                    let inp = inputs(&shape, shape.len() as u64);
+                    let (y, mean, rstd) = (
+                        check::poisoned(gpu, "y", shape.len())?,
+                        check::poisoned(gpu, "mean", c)?,
+                        check::poisoned(gpu, "rstd", c)?,
+                    );
+                    let running_mean = check::upload(gpu, "running_mean", &inp.running_mean)?;
+                    let running_var = check::upload(gpu, "running_var", &inp.running_var)?;
+                    let x = check::upload(gpu, "x", &inp.x)?;
+                    let weight = check::upload(gpu, "weight", &inp.weight)?;
+                    let bias = check::upload(gpu, "bias", &inp.bias)?;
+                    let dispatch = forward_train(
+                        gpu,
+                        &y,
+                        &mean,
+                        &rstd,
+                        &running_mean,
+                        &running_var,
+                        &x,
+                        &weight,
+                        &bias,
+                        &shape,
+                    )?;
+                    gpu.run(&[&dispatch])?;
+                    let expected = cpu::batchnorm::forward_train(
+                        &check::to_f64(&inp.x),
+                        &check::to_f64(&inp.weight),
+                        &check::to_f64(&inp.bias),
+                        &check::to_f64(&inp.running_mean),
+                        &check::to_f64(&inp.running_var),
+                        n,
+                        c,
+                        h * w,
+                        shape.eps as f64,
+                        shape.momentum as f64,
+                    );
+                    Ok(compare_outputs(
+                        &[
+                            (&check::download(gpu, &y, shape.len())?, &expected.y),
+                            (&check::download(gpu, &mean, c)?, &expected.mean),
+                            (&check::download(gpu, &rstd, c)?, &expected.rstd),
+                            (&check::download(gpu, &running_mean, c)?, &expected.running_mean),
+                            (&check::download(gpu, &running_var, c)?, &expected.running_var),
+                        ],
+                        Tolerance::ACCUMULATED,
+                    ))
+                },
+            ));
+        }
+        if !serial {
+            checks.push(KernelCheck::new(
+                wgsl::BATCHNORM_FORWARD_EVAL.qualified_name(),
+                label.clone(),
+                move |gpu| {
+                    let inp = inputs(&shape, shape.len() as u64 + 1);
+                    let y = check::poisoned(gpu, "y", shape.len())?;
+                    let running_mean = check::upload(gpu, "running_mean", &inp.running_mean)?;
+                    let running_var = check::upload(gpu, "running_var", &inp.running_var)?;
+                    let x = check::upload(gpu, "x", &inp.x)?;
+                    let weight = check::upload(gpu, "weight", &inp.weight)?;
+                    let bias = check::upload(gpu, "bias", &inp.bias)?;
+                    let dispatch = forward_eval(gpu, &y, &running_mean, &running_var, &x, &weight, &bias, &shape)?;
+                    gpu.run(&[&dispatch])?;
+                    let expected = cpu::batchnorm::forward_eval(
+                        &check::to_f64(&inp.x),
+                        &check::to_f64(&inp.weight),
+                        &check::to_f64(&inp.bias),
+                        &check::to_f64(&inp.running_mean),
+                        &check::to_f64(&inp.running_var),
+                        c,
+                        h * w,
+                        shape.eps as f64,
+                    );
+                    Ok(check::compare(
+                        &check::download(gpu, &y, shape.len())?,
+                        &expected,
+                        Tolerance::ELEMENTWISE,
+                    ))
+                },
+            ));
+        }
+        if !serial || shape.serial_fits(true) {
+            checks.push(KernelCheck::new(
+                backward_name,
+                format!("{label}; outputs dx, dweight, dbias"),
+                move |gpu| {
+                    let inp = inputs(&shape, shape.len() as u64 + 2);
+                    let x64 = check::to_f64(&inp.x);
+                    // The saved statistics as the forward would have left them, in f32.
+                    let stats = cpu::batchnorm::forward_train(
+                        &x64,
+                        &check::to_f64(&inp.weight),
+                        &check::to_f64(&inp.bias),
+                        &check::to_f64(&inp.running_mean),
+                        &check::to_f64(&inp.running_var),
+                        n,
+                        c,
+                        h * w,
+                        shape.eps as f64,
+                        shape.momentum as f64,
+                    );
+                    let (mean, rstd) = (to_f32(&stats.mean), to_f32(&stats.rstd));
+                    let (dx, dweight, dbias) = (
+                        check::poisoned(gpu, "dx", shape.len())?,
+                        check::poisoned(gpu, "dweight", c)?,
+                        check::poisoned(gpu, "dbias", c)?,
+                    );
+                    let x = check::upload(gpu, "x", &inp.x)?;
+                    let mean_gpu = check::upload(gpu, "mean", &mean)?;
+                    let rstd_gpu = check::upload(gpu, "rstd", &rstd)?;
+                    let dy = check::upload(gpu, "dy", &inp.dy)?;
+                    let weight = check::upload(gpu, "weight", &inp.weight)?;
+                    let dispatch = backward(
+                        gpu, &dx, &dweight, &dbias, &x, &mean_gpu, &rstd_gpu, &dy, &weight, &shape,
+                    )?;
+                    gpu.run(&[&dispatch])?;
+                    let expected = cpu::batchnorm::backward(
+                        &x64,
+                        &check::to_f64(&mean),
+                        &check::to_f64(&rstd),
+                        &check::to_f64(&inp.dy),
+                        &check::to_f64(&inp.weight),
+                        n,
+                        c,
+                        h * w,
+                    );
+                    Ok(compare_outputs(
+                        &[
+                            (&check::download(gpu, &dx, shape.len())?, &expected.dx),
+                            (&check::download(gpu, &dweight, c)?, &expected.dweight),
+                            (&check::download(gpu, &dbias, c)?, &expected.dbias),
+                        ],
+                        Tolerance::ACCUMULATED,
+                    ))
+                },
+            ));
+        }
     }
     checks
 }
