@@ -44,6 +44,47 @@ struct Params {
 @group(0) @binding(11) var<storage, read> weight: array<f32>;        // (C)
 @group(0) @binding(12) var<storage, read> bias: array<f32>;          // (C)
 
+// The M = CG * HW elements of (n, g) = ng: contiguous from base, of channels first_channel .. first_channel + CG.
+struct Group {
+    base: u32,
+    size: u32,
+    per_group: u32,
+    first_channel: u32,
+}
+
+fn group_of(ng: u32) -> Group {
+    let per_group = params.channels / params.groups;  // CG
+    let size = per_group * params.inner;  // M
+    // base = (n * C + g * CG) * HW
+    return Group(ng * size, size, per_group, (ng % params.groups) * per_group);
+}
+
+// y over the whole group, channel by channel (the serial and rows kernels; the tree kernel's threads write the
+// same values by their strided elements).
+fn write_normalized(group: Group, m: f32, r: f32) {
+    for (var k = 0u; k < group.per_group; k++) {
+        let c = group.first_channel + k;
+        let scale = r * weight[c];
+        let start = group.base + k * params.inner;
+        for (var hw = 0u; hw < params.inner; hw++) {
+            y[start + hw] = (x[start + hw] - m) * scale + bias[c];
+        }
+    }
+}
+
+// dx over the whole group (as write_normalized).
+fn write_input_gradient(group: Group, m: f32, r: f32, mean_dxhat: f32, mean_dxhat_xhat: f32) {
+    for (var k = 0u; k < group.per_group; k++) {
+        let w = weight[group.first_channel + k];
+        let start = group.base + k * params.inner;
+        for (var hw = 0u; hw < params.inner; hw++) {
+            let dxhat = dy[start + hw] * w;
+            let xhat = (x[start + hw] - m) * r;
+            dx[start + hw] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+        }
+    }
+}
+
 // Thread t's partial sums in the tree kernels (a serial kernel folds all 256 threads' in the tree's order):
 // forward_partials, x (or (x - m)^2 with `squares`) over the M elements of an (n, g) from `base`;
 // input_backward_partials, dxhat and dxhat * xhat over them; weight_backward_partials, dy and dy * xhat over the
@@ -97,10 +138,10 @@ fn groupnorm_forward(
 ) {
     let ng = wg.x + wg.y * groups.x;  // n * G + g
     if ng >= params.batch * params.groups { return; }  // uniform over the workgroup
-    let per_group = params.channels / params.groups;  // CG
-    let size = per_group * params.inner;  // M
-    let base = ng * size;  // = (n * C + g * CG) * HW
-    let first_channel = (ng % params.groups) * per_group;
+    let group = group_of(ng);
+    let size = group.size;
+    let base = group.base;
+    let first_channel = group.first_channel;
 
     let m = workgroup_sum(local, forward_partials(base, size, local, 0.0, false)) / f32(size);
     // Two passes: the variance as the mean of squared deviations, not E[x^2] - mean^2 (which cancels).
@@ -126,10 +167,10 @@ fn groupnorm_input_backward(
 ) {
     let ng = wg.x + wg.y * groups.x;
     if ng >= params.batch * params.groups { return; }  // uniform over the workgroup
-    let per_group = params.channels / params.groups;
-    let size = per_group * params.inner;
-    let base = ng * size;
-    let first_channel = (ng % params.groups) * per_group;
+    let group = group_of(ng);
+    let size = group.size;
+    let base = group.base;
+    let first_channel = group.first_channel;
     let m = saved_mean[ng];
     let r = saved_rstd[ng];
 
@@ -176,10 +217,9 @@ fn serial_index(id: vec3<u32>, groups: vec3<u32>) -> u32 {
 fn groupnorm_serial_forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let ng = serial_index(id, groups);
     if ng >= params.batch * params.groups { return; }
-    let per_group = params.channels / params.groups;
-    let size = per_group * params.inner;
-    let base = ng * size;
-    let first_channel = (ng % params.groups) * per_group;
+    let group = group_of(ng);
+    let size = group.size;
+    let base = group.base;
 
     var sums = SerialTree();
     for (var c = 0u; c < WG_REDUCE; c++) {
@@ -192,14 +232,7 @@ fn groupnorm_serial_forward(@builtin(global_invocation_id) id: vec3<u32>, @built
     }
     let variance = squares.total / f32(size);
     let r = 1.0 / sqrt(variance + params.eps);
-    for (var k = 0u; k < per_group; k++) {
-        let c = first_channel + k;
-        let scale = r * weight[c];
-        let start = base + k * params.inner;
-        for (var hw = 0u; hw < params.inner; hw++) {
-            y[start + hw] = (x[start + hw] - m) * scale + bias[c];
-        }
-    }
+    write_normalized(group, m, r);
     mean[ng] = m;
     rstd[ng] = r;
 }
@@ -211,10 +244,10 @@ fn groupnorm_serial_input_backward(
 ) {
     let ng = serial_index(id, groups);
     if ng >= params.batch * params.groups { return; }
-    let per_group = params.channels / params.groups;
-    let size = per_group * params.inner;
-    let base = ng * size;
-    let first_channel = (ng % params.groups) * per_group;
+    let group = group_of(ng);
+    let size = group.size;
+    let base = group.base;
+    let first_channel = group.first_channel;
     let m = saved_mean[ng];
     let r = saved_rstd[ng];
 
@@ -227,15 +260,7 @@ fn groupnorm_serial_input_backward(
     }
     let mean_dxhat = sum_dxhat.total / f32(size);
     let mean_dxhat_xhat = sum_dxhat_xhat.total / f32(size);
-    for (var k = 0u; k < per_group; k++) {
-        let w = weight[first_channel + k];
-        let start = base + k * params.inner;
-        for (var hw = 0u; hw < params.inner; hw++) {
-            let dxhat = dy[start + hw] * w;
-            let xhat = (x[start + hw] - m) * r;
-            dx[start + hw] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
-        }
-    }
+    write_input_gradient(group, m, r, mean_dxhat, mean_dxhat_xhat);
 }
 
 @compute @workgroup_size(8)
@@ -275,10 +300,9 @@ fn groupnorm_rows_forward(
 ) {
     let ng = rows_index(id, groups);
     if ng >= params.batch * params.groups { return; }
-    let per_group = params.channels / params.groups;
-    let size = per_group * params.inner;
-    let base = ng * size;
-    let first_channel = (ng % params.groups) * per_group;
+    let group = group_of(ng);
+    let size = group.size;
+    let base = group.base;
 
     var total = 0.0;
     for (var j = 0u; j < size; j++) {
@@ -291,10 +315,7 @@ fn groupnorm_rows_forward(
         squares += d * d;
     }
     let r = 1.0 / sqrt(squares / f32(size) + params.eps);
-    for (var j = 0u; j < size; j++) {
-        let c = first_channel + j / params.inner;
-        y[base + j] = (x[base + j] - m) * (r * weight[c]) + bias[c];
-    }
+    write_normalized(group, m, r);
     mean[ng] = m;
     rstd[ng] = r;
 }
@@ -306,10 +327,10 @@ fn groupnorm_rows_input_backward(
 ) {
     let ng = rows_index(id, groups);
     if ng >= params.batch * params.groups { return; }
-    let per_group = params.channels / params.groups;
-    let size = per_group * params.inner;
-    let base = ng * size;
-    let first_channel = (ng % params.groups) * per_group;
+    let group = group_of(ng);
+    let size = group.size;
+    let base = group.base;
+    let first_channel = group.first_channel;
     let m = saved_mean[ng];
     let r = saved_rstd[ng];
 
@@ -322,11 +343,7 @@ fn groupnorm_rows_input_backward(
     }
     let mean_dxhat = sum_dxhat / f32(size);
     let mean_dxhat_xhat = sum_dxhat_xhat / f32(size);
-    for (var j = 0u; j < size; j++) {
-        let dxhat = dy[base + j] * weight[first_channel + j / params.inner];
-        let xhat = (x[base + j] - m) * r;
-        dx[base + j] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
-    }
+    write_input_gradient(group, m, r, mean_dxhat, mean_dxhat_xhat);
 }
 
 @compute @workgroup_size(32)

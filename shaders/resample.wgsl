@@ -31,6 +31,12 @@ struct Params {
 @group(0) @binding(3) var<storage, read> x: array<f32>;         // (P, H, W) forward input
 @group(0) @binding(4) var<storage, read> dy: array<f32>;        // (P, Ho, Wo) upstream gradient
 
+// Output element i as (plane p, row oh, column ow).
+fn output_pixel(i: u32) -> vec3<u32> {
+    let plane_out = params.out_height * params.out_width;
+    return vec3<u32>(i / plane_out, (i % plane_out) / params.out_width, i % params.out_width);
+}
+
 // The 2x2 window at (oh, ow) of plane p: the row-major index (0..3) of its first maximum, and that value.
 struct WindowMax {
     index: u32,
@@ -53,11 +59,11 @@ fn window_max(p: u32, oh: u32, ow: u32) -> WindowMax {
 @compute @workgroup_size(256)
 fn max_pool2d_forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(id, groups);
-    let plane_out = params.out_height * params.out_width;
-    if i >= params.planes * plane_out { return; }
-    let p = i / plane_out;
-    let oh = (i % plane_out) / params.out_width;
-    let ow = i % params.out_width;
+    if i >= params.planes * params.out_height * params.out_width { return; }
+    let at = output_pixel(i);
+    let p = at.x;
+    let oh = at.y;
+    let ow = at.z;
     y[i] = window_max(p, oh, ow).value;
 }
 
@@ -89,11 +95,11 @@ fn max_pool2d_backward_windows(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let i = linear_index(id, groups);
-    let plane_out = params.out_height * params.out_width;
-    if i >= params.planes * plane_out { return; }
-    let p = i / plane_out;
-    let oh = (i % plane_out) / params.out_width;
-    let ow = i % params.out_width;
+    if i >= params.planes * params.out_height * params.out_width { return; }
+    let at = output_pixel(i);
+    let p = at.x;
+    let oh = at.y;
+    let ow = at.z;
     let best = window_max(p, oh, ow).index;
     let g = dy[i];
     let top = (p * params.in_height + 2u * oh) * params.in_width + 2u * ow;
@@ -110,11 +116,11 @@ fn upsample_nearest2d_forward(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let i = linear_index(id, groups);
-    let plane_out = params.out_height * params.out_width;
-    if i >= params.planes * plane_out { return; }
-    let p = i / plane_out;
-    let oh = (i % plane_out) / params.out_width;
-    let ow = i % params.out_width;
+    if i >= params.planes * params.out_height * params.out_width { return; }
+    let at = output_pixel(i);
+    let p = at.x;
+    let oh = at.y;
+    let ow = at.z;
     y[i] = x[(p * params.in_height + oh / 2u) * params.in_width + ow / 2u];
 }
 

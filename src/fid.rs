@@ -178,8 +178,13 @@ pub fn cache_root() -> PathBuf {
     }
 }
 
-/// FNV-1a over the pixels and labels of both splits (and the image shape, when it is not 1x28x28, the shape of
-/// the classifiers cached before runs had other shapes): names the cached classifier of a dataset.
+/// Which trainer made a cached classifier: 2 since the conv weight gradient keeps within the CPU drivers' loop limit
+/// (PERF-LOG v7; before it, a classifier trained on lavapipe at batch 128 had a wrong first-layer gradient).
+const CLASSIFIER_VERSION: &[u8] = b"classifier v2";
+
+/// FNV-1a over the trainer's version, the pixels and labels of both splits (and the image shape, when it is not
+/// 1x28x28, the shape of the classifiers cached before runs had other shapes): names the cached classifier of a
+/// dataset.
 fn data_hash(splits: &Splits) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -187,6 +192,7 @@ fn data_hash(splits: &Splits) -> u64 {
             hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01B3);
         }
     };
+    feed(CLASSIFIER_VERSION);
     let shape = splits.train.shape();
     if shape != data::ImageShape::MNIST {
         feed(shape.to_string().as_bytes());
