@@ -12,6 +12,11 @@ latent / PyTorch means something. Not part of `cargo test` (it needs PyTorch).
 A step is what latent's training step is: the batch already in memory (random, in the model's range), forward,
 loss, backward, Adam (and the EMA for the ddpm), for the gan the D step then the G step. Median of --steps after
 --warmup untimed steps; torch uses its default thread count (one per core).
+
+On a shared machine whose speed comes and goes for seconds at a time (the development machine's did: one binary's
+vae step read 23-37 ms a few calls apart), a single pair of measurements can land one side in a slow spell.
+--repeat R measures each model's pair R times in turn and reports the median of the R ratios (and the medians
+of each side's times).
 """
 
 import argparse
@@ -225,6 +230,17 @@ def time_latent(binary, model, batch, steps):
     return {"adapter": report["adapter"], "median_ms": result["median_ms"], "min_ms": result["min_ms"]}
 
 
+def median_of(results):
+    """The medians of several timings of one side: median_ms and min_ms each the median over the calls."""
+    results = list(results)
+    merged = dict(results[0])
+    for key in ("median_ms", "min_ms"):
+        merged[key] = statistics.median(r[key] for r in results)
+    if len(results) > 1:
+        merged["calls"] = len(results)
+    return merged
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="only these models (repeatable; default: all)")
@@ -232,6 +248,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--latent", metavar="BIN", help="also run `BIN bench train` per model and print the ratio")
     parser.add_argument("--latent-steps", type=int, default=0, help="--steps for latent (default: latent's own)")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of measurements per model (median ratio)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
     models = args.model or list(DEFAULT_BATCH)
@@ -242,13 +259,25 @@ def main():
         batch = DEFAULT_BATCH.get(model)
         if batch is None:
             raise SystemExit(f"unknown model {model!r}: choose from {', '.join(DEFAULT_BATCH)}")
-        row = {"model": model, "batch": batch, "torch": time_torch(model, batch, args.steps, args.warmup)}
+        pairs = []
+        for _ in range(max(args.repeat, 1)):
+            pair = {"torch": time_torch(model, batch, args.steps, args.warmup)}
+            if args.latent:
+                pair["latent"] = time_latent(args.latent, model, batch, args.latent_steps)
+            pairs.append(pair)
+        row = {"model": model, "batch": batch, "torch": median_of(p["torch"] for p in pairs)}
         if args.latent:
-            row["latent"] = time_latent(args.latent, model, batch, args.latent_steps)
-            row["ratio"] = row["latent"]["median_ms"] / row["torch"]["median_ms"]
+            row["latent"] = median_of(p["latent"] for p in pairs)
+            ratios = [p["latent"]["median_ms"] / p["torch"]["median_ms"] for p in pairs]
+            row["ratio"] = statistics.median(ratios)
+            if len(pairs) > 1:
+                row["ratios"] = ratios
         rows.append(row)
+        spread = ""
+        if "ratios" in row:
+            spread = f", {min(row['ratios']):.1f}-{max(row['ratios']):.1f}x over {len(row['ratios'])} pairs"
         print(f"{model}: PyTorch {row['torch']['median_ms']:.1f} ms"
-              + (f", latent {row['latent']['median_ms']:.1f} ms ({row['ratio']:.1f}x)" if args.latent else ""),
+              + (f", latent {row['latent']['median_ms']:.1f} ms ({row['ratio']:.1f}x{spread})" if args.latent else ""),
               file=sys.stderr)
     if args.json:
         print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}))
@@ -258,6 +287,8 @@ def main():
     for row in rows:
         latent = f"{row['latent']['median_ms']:,.1f} ms" if "latent" in row else "-"
         ratio = f"{row['ratio']:.1f}x" if "ratio" in row else "-"
+        if "ratios" in row:
+            ratio += f" ({min(row['ratios']):.1f}-{max(row['ratios']):.1f}x)"
         print(f"| {row['model']} | {row['batch']} | {row['torch']['median_ms']:,.1f} ms | {latent} | {ratio} |")
 
 
