@@ -8,9 +8,11 @@
 // One workgroup of 256 threads per output: thread t adds the values t, t + 256, ... of its row or chunk in
 // order, then the tree adds the 256 partial sums. The grid folds into 2-D past 65535 workgroups.
 // sum_rows_registers, for CPU drivers (where a barrier costs more than the additions it splits): one thread per
-// column adds rows 0, 1, ..., R-1 in order; neighbouring threads read neighbouring columns.
+// column adds rows 0, 1, ..., R-1 in order; neighbouring threads read neighbouring columns. sum_chunks_serial, for
+// them too: sum_chunks' tree walked by one invocation per chunk, with sum_chunks' bits.
 //
 // include: shared/reduce.wgsl
+// include: shared/serial_sum.wgsl
 
 // Keep in sync with `ReduceParams` in src/kernels/reduce.rs.
 struct Params {
@@ -47,6 +49,17 @@ fn sum_rows(
     }
 }
 
+// Thread t's partial sum of chunk `chunk` in sum_chunks: its values t, t + 256, ... in order.
+fn chunk_partial(chunk: u32, t: u32) -> f32 {
+    let start = chunk * params.cols;
+    let end = min(start + params.cols, params.n);
+    var partial = 0.0;
+    for (var i = start + t; i < end; i = i + WG_REDUCE) {
+        partial = partial + x[i];
+    }
+    return partial;
+}
+
 @compute @workgroup_size(256)
 fn sum_chunks(
     @builtin(workgroup_id) group: vec3<u32>,
@@ -55,13 +68,7 @@ fn sum_chunks(
 ) {
     let chunk = output_index(group, groups);
     if chunk >= params.rows { return; }  // the whole workgroup leaves together
-    let start = chunk * params.cols;
-    let end = min(start + params.cols, params.n);
-    var partial = 0.0;
-    for (var i = start + local; i < end; i = i + WG_REDUCE) {
-        partial = partial + x[i];
-    }
-    let total = workgroup_sum(local, partial);
+    let total = workgroup_sum(local, chunk_partial(chunk, local));
     if local == 0u {
         out[chunk] = total;
     }
@@ -76,4 +83,18 @@ fn sum_rows_registers(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num
         total += x[row * params.cols + col];
     }
     out[col] = total;
+}
+
+// sum_chunks for CPU drivers: one invocation per chunk walks workgroup_sum's tree over the 256 thread partials
+// (shared/serial_sum.wgsl), so the sums have sum_chunks' bits without its barriers and workgroup memory. The host
+// takes it where a chunk's loops (its values and 256 leaves) fit the CPU drivers' loop limit.
+@compute @workgroup_size(64)
+fn sum_chunks_serial(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let chunk = id.x + id.y * groups.x * 64u;
+    if chunk >= params.rows { return; }
+    var tree = SerialTree();
+    for (var c = 0u; c < WG_REDUCE; c++) {
+        tree_push(&tree, c, chunk_partial(chunk, tree_leaf(c)));
+    }
+    out[chunk] = tree.total;
 }

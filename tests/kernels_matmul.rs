@@ -280,7 +280,11 @@ fn reductions_match_cpu_twin() {
 fn reduce_params_match_their_wgsl_twin() {
     use latent::kernels::reduce::ReduceParams;
     let fields = field_offsets!(ReduceParams, [rows, cols, n, _pad]);
-    for entry in [&shaders::reduce::SUM_ROWS, &shaders::reduce::SUM_CHUNKS] {
+    for entry in [
+        &shaders::reduce::SUM_ROWS,
+        &shaders::reduce::SUM_CHUNKS,
+        &shaders::reduce::SUM_CHUNKS_SERIAL,
+    ] {
         let mismatch = params_layout_mismatch(entry, size_of::<ReduceParams>(), &fields);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());
     }
@@ -319,4 +323,42 @@ fn sum_all_is_deterministic() {
         totals.push(check::download(gpu, &out, 1).unwrap()[0].to_bits());
     }
     assert_eq!(totals[0], totals[1]);
+}
+
+/// sum_chunks_serial (CPU adapters') walks sum_chunks' tree: the same bits for the column sums (the ddpm's
+/// per-channel bias gradients, rows N C of H W values) and both stages of the full sum.
+#[test]
+fn serial_sums_give_the_tree_sums_bits() {
+    use latent::gpu::Tiling;
+    use latent::kernels::reduce;
+    let gpu = check::shared_gpu();
+    let bits = |b: &latent::gpu::GpuBuffer, len| {
+        check::download(gpu, b, len)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    for (rows, cols) in [(16 * 64, 784), (16 * 256, 49), (7, 1000), (3, 1)] {
+        let x = check::upload(gpu, "x", &TestRng::new(9).uniform_vec(rows * cols, -1.0, 1.0)).unwrap();
+        let mut sums = Vec::new();
+        for tiling in [Tiling::Workgroup, Tiling::Registers] {
+            let out = check::poisoned(gpu, "out", rows).unwrap();
+            gpu.run(&[&reduce::sum_cols_tiled(gpu, tiling, &out, &x, rows, cols).unwrap()])
+                .unwrap();
+            sums.push(bits(&out, rows));
+        }
+        assert_eq!(sums[0], sums[1], "sum_cols R={rows} C={cols}");
+    }
+    let n = 300_007;
+    let x = check::upload(gpu, "x", &TestRng::new(10).uniform_vec(n, -1.0, 1.0)).unwrap();
+    let partials = check::poisoned(gpu, "partials", reduce::sum_all_partials(n)).unwrap();
+    let mut totals = Vec::new();
+    for tiling in [Tiling::Workgroup, Tiling::Registers] {
+        let out = check::poisoned(gpu, "out", 1).unwrap();
+        let [first, second] = reduce::sum_all_tiled(gpu, tiling, &out, &partials, &x, n).unwrap();
+        gpu.run(&[&first, &second]).unwrap();
+        totals.push(bits(&out, 1));
+    }
+    assert_eq!(totals[0], totals[1], "sum_all n={n}");
 }

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::check::{self, KernelCheck, TestRng, Tolerance};
 use crate::cpu;
-use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling};
+use crate::gpu::{Dispatch, Gpu, GpuBuffer, GpuError, Tiling, CPU_LOOP_LIMIT};
 use crate::shaders::reduce as wgsl;
 
 /// Keep in sync with `struct Params` in shaders/reduce.wgsl.
@@ -58,10 +58,40 @@ pub fn sum_rows_tiled(
     }
 }
 
-/// out (R) = sum over c of x (R, C): one workgroup per row.
+/// out (R) = sum over c of x (R, C): one workgroup per row (on CPU adapters one invocation per row walking the same
+/// tree, the same bits).
 pub fn sum_cols(gpu: &Gpu, out: &GpuBuffer, x: &GpuBuffer, rows: usize, cols: usize) -> Result<Dispatch, GpuError> {
+    sum_cols_tiled(gpu, gpu.tiling, out, x, rows, cols)
+}
+
+/// [`sum_cols`] with a chosen kernel variant (the checks run both).
+pub fn sum_cols_tiled(
+    gpu: &Gpu,
+    tiling: Tiling,
+    out: &GpuBuffer,
+    x: &GpuBuffer,
+    rows: usize,
+    cols: usize,
+) -> Result<Dispatch, GpuError> {
     let params = params(gpu, "sum_cols", rows, cols, rows * cols)?;
-    gpu.dispatch_1d(&wgsl::SUM_CHUNKS, &[&params, out, x], rows as u64 * 256)
+    chunks(gpu, tiling, &params, out, x, rows, cols)
+}
+
+/// sum_chunks over `outputs` chunks of `chunk` values, or its serial twin on CPU adapters where a chunk's loops
+/// (its values and 256 leaves, each loop's last test counting too) fit [`CPU_LOOP_LIMIT`].
+fn chunks(
+    gpu: &Gpu,
+    tiling: Tiling,
+    params: &GpuBuffer,
+    out: &GpuBuffer,
+    x: &GpuBuffer,
+    outputs: usize,
+    chunk: usize,
+) -> Result<Dispatch, GpuError> {
+    if tiling == Tiling::Registers && chunk + 513 + 1_000 < CPU_LOOP_LIMIT {
+        return gpu.dispatch_1d(&wgsl::SUM_CHUNKS_SERIAL, &[params, out, x], outputs as u64);
+    }
+    gpu.dispatch_1d(&wgsl::SUM_CHUNKS, &[params, out, x], outputs as u64 * 256)
 }
 
 /// How many partial sums `sum_all` over `n` values writes in its first stage (the size of its scratch).
@@ -78,12 +108,24 @@ pub fn sum_all(
     x: &GpuBuffer,
     n: usize,
 ) -> Result<[Dispatch; 2], GpuError> {
+    sum_all_tiled(gpu, gpu.tiling, out, partials, x, n)
+}
+
+/// [`sum_all`] with a chosen kernel variant (the checks run both).
+pub fn sum_all_tiled(
+    gpu: &Gpu,
+    tiling: Tiling,
+    out: &GpuBuffer,
+    partials: &GpuBuffer,
+    x: &GpuBuffer,
+    n: usize,
+) -> Result<[Dispatch; 2], GpuError> {
     let groups = sum_all_partials(n);
     let first = params(gpu, "sum_all partials", groups, SUM_CHUNK, n)?;
     let second = params(gpu, "sum_all final", 1, groups, groups)?;
     Ok([
-        gpu.dispatch_1d(&wgsl::SUM_CHUNKS, &[&first, partials, x], groups as u64 * 256)?,
-        gpu.dispatch_1d(&wgsl::SUM_CHUNKS, &[&second, out, partials], 256)?,
+        chunks(gpu, tiling, &first, partials, x, groups, SUM_CHUNK)?,
+        chunks(gpu, tiling, &second, out, partials, 1, groups)?,
     ])
 }
 
@@ -115,37 +157,50 @@ pub fn checks() -> Vec<KernelCheck> {
                 },
             ));
         }
-        checks.push(KernelCheck::new(
-            "reduce::sum_cols",
-            format!("R={rows} C={cols}"),
-            move |gpu| {
+        for (tiling, name) in [
+            (Tiling::Workgroup, "reduce::sum_cols"),
+            (Tiling::Registers, "reduce::sum_cols serial"),
+        ] {
+            checks.push(KernelCheck::new(name, format!("R={rows} C={cols}"), move |gpu| {
                 let x = input();
                 let out = check::poisoned(gpu, "out", rows)?;
-                gpu.run(&[&sum_cols(gpu, &out, &check::upload(gpu, "x", &x)?, rows, cols)?])?;
+                gpu.run(&[&sum_cols_tiled(
+                    gpu,
+                    tiling,
+                    &out,
+                    &check::upload(gpu, "x", &x)?,
+                    rows,
+                    cols,
+                )?])?;
                 let expected = cpu::reduce::sum_cols(&check::to_f64(&x), rows, cols);
                 Ok(check::compare(
                     &check::download(gpu, &out, rows)?,
                     &expected,
                     Tolerance::ACCUMULATED,
                 ))
-            },
-        ));
+            }));
+        }
     }
     // n: tiny, one value past a chunk, an MNIST batch (128 x 784), and more partials than threads.
     for n in [1usize, 7, 1025, 128 * 784, 300_007] {
-        checks.push(KernelCheck::new("reduce::sum_all", format!("n={n}"), move |gpu| {
-            let x = TestRng::new(n as u64).uniform_vec(n, -1.0, 1.0);
-            let out = check::poisoned(gpu, "out", 1)?;
-            let partials = check::poisoned(gpu, "partials", sum_all_partials(n))?;
-            let [first, second] = sum_all(gpu, &out, &partials, &check::upload(gpu, "x", &x)?, n)?;
-            gpu.run(&[&first, &second])?;
-            let expected = cpu::reduce::sum_all(&check::to_f64(&x));
-            Ok(check::compare(
-                &check::download(gpu, &out, 1)?,
-                &[expected],
-                Tolerance::ACCUMULATED,
-            ))
-        }));
+        for (tiling, name) in [
+            (Tiling::Workgroup, "reduce::sum_all"),
+            (Tiling::Registers, "reduce::sum_all serial"),
+        ] {
+            checks.push(KernelCheck::new(name, format!("n={n}"), move |gpu| {
+                let x = TestRng::new(n as u64).uniform_vec(n, -1.0, 1.0);
+                let out = check::poisoned(gpu, "out", 1)?;
+                let partials = check::poisoned(gpu, "partials", sum_all_partials(n))?;
+                let [first, second] = sum_all_tiled(gpu, tiling, &out, &partials, &check::upload(gpu, "x", &x)?, n)?;
+                gpu.run(&[&first, &second])?;
+                let expected = cpu::reduce::sum_all(&check::to_f64(&x));
+                Ok(check::compare(
+                    &check::download(gpu, &out, 1)?,
+                    &[expected],
+                    Tolerance::ACCUMULATED,
+                ))
+            }));
+        }
     }
     checks
 }
