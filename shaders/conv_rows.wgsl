@@ -45,7 +45,9 @@ fn window_values(w: array<vec4<f32>, 4>, shift: u32, in_lo: vec4<bool>, in_hi: v
     return array<vec4<f32>, 2>(select(vec4<f32>(0.0), v[0], in_lo), select(vec4<f32>(0.0), v[1], in_hi));
 }
 
-fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
+// `wide`: 32 channels per row of lanes; `single`: dst has one channel, which every lane reads for itself and sums
+// into 8 values instead of 64 (the same products in the same order as channel 0 of the 8-channel block).
+fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, single: bool) {
     // The pixels of one phase (h mod S, w mod S) of dst: workgroup layer z = rh * S + rw (one phase, z = 0, for the
     // dense gather at stride 1). Its members (a, b) are the pixels (a S + rh, b S + rw), `cols` of them to a row;
     // every phase's rows are as wide as src's, so a row of taps reads consecutive values of src for consecutive
@@ -124,6 +126,9 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
     var acc2: array<vec4<f32>, 16>;
     var acc3: array<vec4<f32>, 16>;
     var acc4: array<vec4<f32>, 16>;
+    // When single: the 8 pixels' sums of the one channel.
+    var single_lo = vec4<f32>(0.0);
+    var single_hi = vec4<f32>(0.0);
     for (var s = 0u; s < params.src_channels; s++) {
         for (var t = 0u; t < tap_rows; t++) {
             let kh = kh0 + t * stride;
@@ -153,6 +158,12 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
                 let v = window_values(window, shift + position, in_lo, in_hi);
                 let tap = select((s * params.kernel_h + kh) * params.kernel_w + kw,
                     s * params.dst_channels * taps + kh * params.kernel_w + kw, transposed);
+                if single {
+                    let w = weight[w1.own + tap];   // channel 0's row: every lane's own is it
+                    single_lo += v[0] * w;
+                    single_hi += v[1] * w;
+                    continue;
+                }
                 multiply_add(&acc, v, channel_weights(w1, tap));
                 if wide {
                     multiply_add(&acc2, v, channel_weights(w2, tap));
@@ -162,6 +173,18 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
             }
         }
         image_at += i32(src_plane);
+    }
+    if single {
+        let zero = vec4<f32>(0.0);
+        store_pixel(pixels[0].x, c0, vec4<f32>(single_lo.x, zero.yzw), zero);
+        store_pixel(pixels[0].y, c0, vec4<f32>(single_lo.y, zero.yzw), zero);
+        store_pixel(pixels[0].z, c0, vec4<f32>(single_lo.z, zero.yzw), zero);
+        store_pixel(pixels[0].w, c0, vec4<f32>(single_lo.w, zero.yzw), zero);
+        store_pixel(pixels[1].x, c0, vec4<f32>(single_hi.x, zero.yzw), zero);
+        store_pixel(pixels[1].y, c0, vec4<f32>(single_hi.y, zero.yzw), zero);
+        store_pixel(pixels[1].z, c0, vec4<f32>(single_hi.z, zero.yzw), zero);
+        store_pixel(pixels[1].w, c0, vec4<f32>(single_hi.w, zero.yzw), zero);
+        return;
     }
     store_block(pixels, c0, acc);
     if wide {
@@ -173,20 +196,30 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool) {
 
 @compute @workgroup_size(8, 8)
 fn dense_rows(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    rows_body(group, local, false, false);
+    rows_body(group, local, false, false, false);
 }
 
 @compute @workgroup_size(8, 8)
 fn dense_rows_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    rows_body(group, local, true, false);
+    rows_body(group, local, true, false, false);
 }
 
 @compute @workgroup_size(8, 8)
 fn strided_rows(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    rows_body(group, local, false, true);
+    rows_body(group, local, false, true, false);
 }
 
 @compute @workgroup_size(8, 8)
 fn strided_rows_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    rows_body(group, local, true, true);
+    rows_body(group, local, true, true, false);
+}
+
+@compute @workgroup_size(8, 8)
+fn dense_rows_single(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    rows_body(group, local, false, false, true);
+}
+
+@compute @workgroup_size(8, 8)
+fn strided_rows_single(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    rows_body(group, local, false, true, true);
 }

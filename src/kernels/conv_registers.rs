@@ -268,12 +268,15 @@ fn rows_gather(
     bias: Option<&GpuBuffer>,
     roles: &Roles,
 ) -> Result<Dispatch, GpuError> {
+    // 32 channels per row of lanes past 8; one dst channel sums 8 values a thread instead of 64 (`*_single`).
     let wide = roles.dst[0] > CHANNELS;
-    let entry = match (transposed, wide) {
-        (false, false) => &wgsl_rows::DENSE_ROWS,
-        (false, true) => &wgsl_rows::DENSE_ROWS_WIDE,
-        (true, false) => &wgsl_rows::STRIDED_ROWS,
-        (true, true) => &wgsl_rows::STRIDED_ROWS_WIDE,
+    let entry = match (transposed, wide, roles.dst[0] == 1) {
+        (false, _, true) => &wgsl_rows::DENSE_ROWS_SINGLE,
+        (true, _, true) => &wgsl_rows::STRIDED_ROWS_SINGLE,
+        (false, false, false) => &wgsl_rows::DENSE_ROWS,
+        (false, true, false) => &wgsl_rows::DENSE_ROWS_WIDE,
+        (true, false, false) => &wgsl_rows::STRIDED_ROWS,
+        (true, true, false) => &wgsl_rows::STRIDED_ROWS_WIDE,
     };
     if !roles.takes_rows(gpu, src, transposed) {
         return Err(GpuError::Validation {
