@@ -1,7 +1,19 @@
 // The activations of shaders/activation.wgsl (one element per invocation, `alias Value = f32`) and
 // shaders/activation_vec4.wgsl (four, `alias Value = vec4<f32>`), forward and backward: the same operations per
-// component, so the same bits. The including module declares params (with params.n counted in Values) and out,
-// x, dout as array<Value>.
+// component, so the same bits. The including module declares `alias Value`; params.n counts Values.
+
+// Keep in sync with `ActivationParams` in src/kernels/activation.rs.
+struct Params {
+    n: u32,
+    slope: f32,  // LeakyReLU's negative slope
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<Value>;  // (n) y, or dx for backward
+@group(0) @binding(2) var<storage, read> x: array<Value>;          // (n) forward input
+@group(0) @binding(3) var<storage, read> dout: array<Value>;       // (n) upstream gradient dy
 
 fn sigmoid(v: Value) -> Value {
     // Stable for both signs: the value selected takes exp of a non-positive number only, which never overflows

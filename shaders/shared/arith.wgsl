@@ -1,6 +1,23 @@
 // The elementwise kernels of shaders/arith.wgsl (one element per invocation, `alias Value = f32`) and
 // shaders/arith_vec4.wgsl (four, `alias Value = vec4<f32>`): the same operations per component, so the same bits.
-// The including module declares params (with params.n counted in Values) and out, a, b as array<Value>.
+// The including module declares `alias Value`; params.n counts Values.
+
+// Keep in sync with `ArithParams` in src/kernels/arith.rs.
+struct Params {
+    n: u32,
+    channels: u32,
+    inner: u32,
+    _pad: u32,
+    alpha: f32,
+    beta: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<Value>;  // (n)
+@group(0) @binding(2) var<storage, read> a: array<Value>;          // (n)
+@group(0) @binding(3) var<storage, read> b: array<Value>;          // (n), or (C) for the channel broadcast
 
 // out = a + b
 @compute @workgroup_size(256)
