@@ -60,31 +60,33 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     var acc2: array<vec4<f32>, 16>;
     var acc3: array<vec4<f32>, 16>;
     var acc4: array<vec4<f32>, 16>;
-    for (var s = 0u; s < params.src_channels; s++) {
-        for (var kh = 0u; kh < params.kernel_h; kh++) {
-            let h_lo = h0_lo + vec4<i32>(i32(kh));
-            let h_hi = h0_hi + vec4<i32>(i32(kh));
-            let row_in_lo = h_lo >= vec4<i32>(0) & h_lo < height;
-            let row_in_hi = h_hi >= vec4<i32>(0) & h_hi < height;
-            let row_lo = plane_lo + vec4<u32>(h_lo) * src_width;
-            let row_hi = plane_hi + vec4<u32>(h_hi) * src_width;
-            for (var kw = 0u; kw < params.kernel_w; kw++) {
-                let w_lo = w0_lo + vec4<i32>(i32(kw));
-                let w_hi = w0_hi + vec4<i32>(i32(kw));
-                let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
-                let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
-                let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
-                let tap = (s * params.kernel_h + kh) * params.kernel_w + kw;
-                multiply_add(&acc, v, channel_weights(w1, tap));
-                if wide {
-                    multiply_add(&acc2, v, channel_weights(w2, tap));
-                    multiply_add(&acc3, v, channel_weights(w3, tap));
-                    multiply_add(&acc4, v, channel_weights(w4, tap));
-                }
-            }
+    // One loop over the taps (s, kh, kw) in their order: tap = (s KH + kh) KW + kw. On lavapipe every entry
+    // into a loop costs about as much as a step's 256 multiply-adds (it moves the accumulators: measured with
+    // examples/driver_costs.rs), so kh and kw advance by selects instead of loops of their own.
+    var kh = 0u;
+    var kw = 0u;
+    for (var tap = 0u; tap < params.src_channels * taps; tap++) {
+        let h_lo = h0_lo + vec4<i32>(i32(kh));
+        let h_hi = h0_hi + vec4<i32>(i32(kh));
+        let w_lo = w0_lo + vec4<i32>(i32(kw));
+        let w_hi = w0_hi + vec4<i32>(i32(kw));
+        let in_lo = (h_lo >= vec4<i32>(0)) & (h_lo < height) & (w_lo >= vec4<i32>(0)) & (w_lo < width);
+        let in_hi = (h_hi >= vec4<i32>(0)) & (h_hi < height) & (w_hi >= vec4<i32>(0)) & (w_hi < width);
+        let at_lo = plane_lo + vec4<u32>(h_lo) * src_width + vec4<u32>(w_lo);
+        let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
+        let v = load_src(at_lo, at_hi, in_lo, in_hi);
+        multiply_add(&acc, v, channel_weights(w1, tap));
+        if wide {
+            multiply_add(&acc2, v, channel_weights(w2, tap));
+            multiply_add(&acc3, v, channel_weights(w3, tap));
+            multiply_add(&acc4, v, channel_weights(w4, tap));
         }
-        plane_lo += vec4<u32>(src_plane);
-        plane_hi += vec4<u32>(src_plane);
+        let row_done = kw + 1u == params.kernel_w;
+        kw = select(kw + 1u, 0u, row_done);
+        let channel_done = row_done && kh + 1u == params.kernel_h;
+        kh = select(select(kh, kh + 1u, row_done), 0u, channel_done);
+        plane_lo = select(plane_lo, plane_lo + vec4<u32>(src_plane), vec4<bool>(channel_done));
+        plane_hi = select(plane_hi, plane_hi + vec4<u32>(src_plane), vec4<bool>(channel_done));
     }
     store_block(pixels, c0, acc);
     if wide {
@@ -143,36 +145,37 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     var acc2: array<vec4<f32>, 16>;
     var acc3: array<vec4<f32>, 16>;
     var acc4: array<vec4<f32>, 16>;
-    for (var s = 0u; s < params.src_channels; s++) {
-        let weight_plane = s * params.dst_channels * taps;
-        var t = 0;
-        for (var kh = kh0; kh < params.kernel_h; kh += stride) {
-            let h_lo = a_lo - vec4<i32>(t);
-            let h_hi = a_hi - vec4<i32>(t);
-            let row_in_lo = h_lo >= vec4<i32>(0) & h_lo < height;
-            let row_in_hi = h_hi >= vec4<i32>(0) & h_hi < height;
-            let row_lo = plane_lo + vec4<u32>(h_lo) * src_width;
-            let row_hi = plane_hi + vec4<u32>(h_hi) * src_width;
-            var u = 0;
-            for (var kw = kw0; kw < params.kernel_w; kw += stride) {
-                let w_lo = b_lo - vec4<i32>(u);
-                let w_hi = b_hi - vec4<i32>(u);
-                let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
-                let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
-                let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
-                let tap = weight_plane + kh * params.kernel_w + kw;
-                multiply_add(&acc, v, channel_weights(w1, tap));
-                if wide {
-                    multiply_add(&acc2, v, channel_weights(w2, tap));
-                    multiply_add(&acc3, v, channel_weights(w3, tap));
-                    multiply_add(&acc4, v, channel_weights(w4, tap));
-                }
-                u += 1;
-            }
-            t += 1;
+    // One loop over (s, t, u), kh = kh0 + t S and kw = kw0 + u S, in that order (see dense_gather: a loop entry
+    // costs as much as a step's multiply-adds on lavapipe).
+    let tap_rows = (params.kernel_h - min(kh0, params.kernel_h) + stride - 1u) / stride;
+    let tap_cols = (params.kernel_w - min(kw0, params.kernel_w) + stride - 1u) / stride;
+    var weight_plane = 0u;
+    var t = 0u;
+    var u = 0u;
+    for (var k = 0u; k < params.src_channels * tap_rows * tap_cols; k++) {
+        let h_lo = a_lo - vec4<i32>(i32(t));
+        let h_hi = a_hi - vec4<i32>(i32(t));
+        let w_lo = b_lo - vec4<i32>(i32(u));
+        let w_hi = b_hi - vec4<i32>(i32(u));
+        let in_lo = (h_lo >= vec4<i32>(0)) & (h_lo < height) & (w_lo >= vec4<i32>(0)) & (w_lo < width);
+        let in_hi = (h_hi >= vec4<i32>(0)) & (h_hi < height) & (w_hi >= vec4<i32>(0)) & (w_hi < width);
+        let at_lo = plane_lo + vec4<u32>(h_lo) * src_width + vec4<u32>(w_lo);
+        let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
+        let v = load_src(at_lo, at_hi, in_lo, in_hi);
+        let tap = weight_plane + (kh0 + t * stride) * params.kernel_w + kw0 + u * stride;
+        multiply_add(&acc, v, channel_weights(w1, tap));
+        if wide {
+            multiply_add(&acc2, v, channel_weights(w2, tap));
+            multiply_add(&acc3, v, channel_weights(w3, tap));
+            multiply_add(&acc4, v, channel_weights(w4, tap));
         }
-        plane_lo += vec4<u32>(src_plane);
-        plane_hi += vec4<u32>(src_plane);
+        let row_done = u + 1u == tap_cols;
+        u = select(u + 1u, 0u, row_done);
+        let channel_done = row_done && t + 1u == tap_rows;
+        t = select(select(t, t + 1u, row_done), 0u, channel_done);
+        weight_plane = select(weight_plane, weight_plane + params.dst_channels * taps, channel_done);
+        plane_lo = select(plane_lo, plane_lo + vec4<u32>(src_plane), vec4<bool>(channel_done));
+        plane_hi = select(plane_hi, plane_hi + vec4<u32>(src_plane), vec4<bool>(channel_done));
     }
 
     // Back from phase members (n, a, b) to dst pixels (n, a*S + rh, b*S + rw).
@@ -247,32 +250,36 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
             acc4 = load_gradient_rows(c0 + 3u * BLOCK, col0, columns);
         }
     }
-    for (var n = params.first_image; n < params.first_image + params.images; n++) {
-        for (var i = 0u; i < params.dst_height; i++) {
-            let h_lo = vec4<i32>(i32(i * params.stride)) + dh_lo;
-            let h_hi = vec4<i32>(i32(i * params.stride)) + dh_hi;
-            let row_in_lo = h_lo >= vec4<i32>(0) & h_lo < height;
-            let row_in_hi = h_hi >= vec4<i32>(0) & h_hi < height;
-            let row_lo = plane_lo + vec4<u32>(h_lo) * src_width;
-            let row_hi = plane_hi + vec4<u32>(h_hi) * src_width;
-            for (var j = 0u; j < params.dst_width; j++) {
-                let at = n * grad_image + i * params.dst_width + j;   // grad[n, c, i, j] = row of c + at
-                let gv = channel_grads(g1, at);
-                let w_lo = vec4<i32>(i32(j * params.stride)) + dw_lo;
-                let w_hi = vec4<i32>(i32(j * params.stride)) + dw_hi;
-                let in_lo = row_in_lo & w_lo >= vec4<i32>(0) & w_lo < width;
-                let in_hi = row_in_hi & w_hi >= vec4<i32>(0) & w_hi < width;
-                let v = load_src(row_lo + vec4<u32>(w_lo), row_hi + vec4<u32>(w_hi), in_lo, in_hi);
-                multiply_add(&acc, gv, v);
-                if wide {
-                    multiply_add(&acc2, channel_grads(g2, at), v);
-                    multiply_add(&acc3, channel_grads(g3, at), v);
-                    multiply_add(&acc4, channel_grads(g4, at), v);
-                }
-            }
+    // One loop over (n, i, j) in that order (see dense_gather: a loop entry costs as much as a step's
+    // multiply-adds on lavapipe).
+    var n = params.first_image;
+    var i = 0u;
+    var j = 0u;
+    for (var k = 0u; k < params.images * params.dst_height * params.dst_width; k++) {
+        let at = n * grad_image + i * params.dst_width + j;   // grad[n, c, i, j] = row of c + at
+        let gv = channel_grads(g1, at);
+        let h_lo = vec4<i32>(i32(i * params.stride)) + dh_lo;
+        let h_hi = vec4<i32>(i32(i * params.stride)) + dh_hi;
+        let w_lo = vec4<i32>(i32(j * params.stride)) + dw_lo;
+        let w_hi = vec4<i32>(i32(j * params.stride)) + dw_hi;
+        let in_lo = (h_lo >= vec4<i32>(0)) & (h_lo < height) & (w_lo >= vec4<i32>(0)) & (w_lo < width);
+        let in_hi = (h_hi >= vec4<i32>(0)) & (h_hi < height) & (w_hi >= vec4<i32>(0)) & (w_hi < width);
+        let at_lo = plane_lo + vec4<u32>(h_lo) * src_width + vec4<u32>(w_lo);
+        let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
+        let v = load_src(at_lo, at_hi, in_lo, in_hi);
+        multiply_add(&acc, gv, v);
+        if wide {
+            multiply_add(&acc2, channel_grads(g2, at), v);
+            multiply_add(&acc3, channel_grads(g3, at), v);
+            multiply_add(&acc4, channel_grads(g4, at), v);
         }
-        plane_lo += vec4<u32>(src_image);
-        plane_hi += vec4<u32>(src_image);
+        let row_done = j + 1u == params.dst_width;
+        j = select(j + 1u, 0u, row_done);
+        let image_done = row_done && i + 1u == params.dst_height;
+        i = select(select(i, i + 1u, row_done), 0u, image_done);
+        n = select(n, n + 1u, image_done);
+        plane_lo = select(plane_lo, plane_lo + vec4<u32>(src_image), vec4<bool>(image_done));
+        plane_hi = select(plane_hi, plane_hi + vec4<u32>(src_image), vec4<bool>(image_done));
     }
 
     // dst[c, column]: row c0 + r of the weight gradient, columns col0 + 8 j (constant indices into acc).
