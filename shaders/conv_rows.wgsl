@@ -45,6 +45,30 @@ fn window_values(w: array<vec4<f32>, 4>, shift: u32, in_lo: vec4<bool>, in_hi: v
     return array<vec4<f32>, 2>(select(vec4<f32>(0.0), v[0], in_lo), select(vec4<f32>(0.0), v[1], in_hi));
 }
 
+// The 8 members' values at window position `position` of a row (members at columns w_lo, w_hi; the window starts
+// at column `start` of the first), 0 outside the image.
+fn tap_values(window: array<vec4<f32>, 4>, shift: u32, position: u32, row_in_lo: vec4<bool>, row_in_hi: vec4<bool>,
+    w_lo: vec4<i32>, w_hi: vec4<i32>, start: i32) -> array<vec4<f32>, 2> {
+    let width = vec4<i32>(i32(params.src_width));
+    let col_lo = w_lo + vec4<i32>(start + i32(position));
+    let col_hi = w_hi + vec4<i32>(start + i32(position));
+    let in_lo = row_in_lo & (col_lo >= vec4<i32>(0)) & (col_lo < width);
+    let in_hi = row_in_hi & (col_hi >= vec4<i32>(0)) & (col_hi < width);
+    return window_values(window, shift + position, in_lo, in_hi);
+}
+
+// The multiply-adds of one tap into the thread's 8 (or, wide, 32) channels.
+fn for_tap(acc: ptr<function, array<vec4<f32>, 16>>, acc2: ptr<function, array<vec4<f32>, 16>>,
+    acc3: ptr<function, array<vec4<f32>, 16>>, acc4: ptr<function, array<vec4<f32>, 16>>, wide: bool,
+    w1: Channels, w2: Channels, w3: Channels, w4: Channels, v: array<vec4<f32>, 2>, tap: u32) {
+    multiply_add(acc, v, channel_weights(w1, tap));
+    if wide {
+        multiply_add(acc2, v, channel_weights(w2, tap));
+        multiply_add(acc3, v, channel_weights(w3, tap));
+        multiply_add(acc4, v, channel_weights(w4, tap));
+    }
+}
+
 // `wide`: 32 channels per row of lanes; `single`: dst has one channel, which every lane reads for itself and sums
 // into 8 values instead of 64 (the same products in the same order as channel 0 of the 8-channel block).
 fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, single: bool) {
@@ -129,50 +153,63 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     // When single: the 8 pixels' sums of the one channel.
     var single_lo = vec4<f32>(0.0);
     var single_hi = vec4<f32>(0.0);
-    for (var s = 0u; s < params.src_channels; s++) {
-        for (var t = 0u; t < tap_rows; t++) {
-            let kh = kh0 + t * stride;
-            let dh = select(i32(t) - pad, qh - i32(t), transposed);
-            let row_lo = h_lo + vec4<i32>(dh);
-            let row_hi = h_hi + vec4<i32>(dh);
-            let row_in_lo = valid_lo & (row_lo >= vec4<i32>(0)) & (row_lo < height);
-            let row_in_hi = valid_hi & (row_hi >= vec4<i32>(0)) & (row_hi < height);
-            // Value 0 of the window, src[q], may lie before the buffer (then only masked members use the values
-            // of the clamped loads; likewise past its end).
-            let q = image_at + dh * width + start;
-            let q4 = q >> 2u;
-            let window = array<vec4<f32>, 4>(
-                src[clamp(q4, 0, last)],
-                src[clamp(q4 + 1, 0, last)],
-                src[clamp(q4 + 2, 0, last)],
-                src[clamp(q4 + 3, 0, last)],
-            );
-            let shift = u32(q & 3);
-            for (var u = 0u; u < tap_cols; u++) {
-                let kw = kw0 + u * stride;
-                let position = select(u, tap_cols - 1u - u, transposed);
-                let col_lo = w_lo + vec4<i32>(start + i32(position));
-                let col_hi = w_hi + vec4<i32>(start + i32(position));
-                let in_lo = row_in_lo & (col_lo >= vec4<i32>(0)) & (col_lo < vec4<i32>(width));
-                let in_hi = row_in_hi & (col_hi >= vec4<i32>(0)) & (col_hi < vec4<i32>(width));
-                let v = window_values(window, shift + position, in_lo, in_hi);
-                let tap = select((s * params.kernel_h + kh) * params.kernel_w + kw,
-                    s * params.dst_channels * taps + kh * params.kernel_w + kw, transposed);
-                if single {
-                    let w = weight[w1.own + tap];   // channel 0's row: every lane's own is it
-                    single_lo += v[0] * w;
-                    single_hi += v[1] * w;
-                    continue;
-                }
-                multiply_add(&acc, v, channel_weights(w1, tap));
-                if wide {
-                    multiply_add(&acc2, v, channel_weights(w2, tap));
-                    multiply_add(&acc3, v, channel_weights(w3, tap));
-                    multiply_add(&acc4, v, channel_weights(w4, tap));
-                }
-            }
+    // One loop over the taps (s, t, u) in that order: a loop entry costs about as much as a step's multiply-adds on
+    // lavapipe (it moves the accumulators: examples/driver_costs.rs), so t and u advance by selects. Rows of three
+    // taps (3 x 3 kernels at stride 1) take one step per (s, t), reading its window once for the three; other
+    // rows read the window at every step.
+    let per_channel = tap_rows * tap_cols;
+    let three = tap_cols == 3u && !single;
+    var t = 0u;
+    var u = 0u;
+    let steps = select(params.src_channels * per_channel, params.src_channels * tap_rows, three);
+    for (var k = 0u; k < steps; k++) {
+        let kh = kh0 + t * stride;
+        let dh = select(i32(t) - pad, qh - i32(t), transposed);
+        let row_lo = h_lo + vec4<i32>(dh);
+        let row_hi = h_hi + vec4<i32>(dh);
+        let row_in_lo = valid_lo & (row_lo >= vec4<i32>(0)) & (row_lo < height);
+        let row_in_hi = valid_hi & (row_hi >= vec4<i32>(0)) & (row_hi < height);
+        // Value 0 of the window, src[q], may lie before the buffer (then only masked members use the values
+        // of the clamped loads; likewise past its end).
+        let q = image_at + dh * width + start;
+        let q4 = q >> 2u;
+        let window = array<vec4<f32>, 4>(
+            src[clamp(q4, 0, last)],
+            src[clamp(q4 + 1, 0, last)],
+            src[clamp(q4 + 2, 0, last)],
+            src[clamp(q4 + 3, 0, last)],
+        );
+        let shift = u32(q & 3);
+        let s = select(k / per_channel, k / tap_rows, three);
+        // The weight index of tap (s, kh, kw0 + u S): dense weight[c, s, kh, kw], transposed weight[s, c, kh, kw].
+        let row_tap = select((s * params.kernel_h + kh) * params.kernel_w + kw0,
+            s * params.dst_channels * taps + kh * params.kernel_w + kw0, transposed);
+        if three {
+            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4,
+                tap_values(window, shift, select(0u, 2u, transposed), row_in_lo, row_in_hi, w_lo, w_hi, start), row_tap);
+            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4,
+                tap_values(window, shift, 1u, row_in_lo, row_in_hi, w_lo, w_hi, start), row_tap + stride);
+            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4,
+                tap_values(window, shift, select(2u, 0u, transposed), row_in_lo, row_in_hi, w_lo, w_hi, start), row_tap + 2u * stride);
+            let channel_done = t + 1u == tap_rows;
+            t = select(t + 1u, 0u, channel_done);
+            image_at = select(image_at, image_at + i32(src_plane), channel_done);
+            continue;
         }
-        image_at += i32(src_plane);
+        let v = tap_values(window, shift, select(u, tap_cols - 1u - u, transposed), row_in_lo, row_in_hi, w_lo, w_hi, start);
+        let tap = row_tap + u * stride;
+        if single {
+            let w = weight[w1.own + tap];   // channel 0's row: every lane's own is it
+            single_lo += v[0] * w;
+            single_hi += v[1] * w;
+        } else {
+            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, v, tap);
+        }
+        let row_done = u + 1u == tap_cols;
+        u = select(u + 1u, 0u, row_done);
+        let channel_done = row_done && t + 1u == tap_rows;
+        t = select(select(t, t + 1u, row_done), 0u, channel_done);
+        image_at = select(image_at, image_at + i32(src_plane), channel_done);
     }
     if single {
         let zero = vec4<f32>(0.0);
