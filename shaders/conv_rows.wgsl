@@ -45,16 +45,65 @@ fn window_values(w: array<vec4<f32>, 4>, shift: u32, in_lo: vec4<bool>, in_hi: v
     return array<vec4<f32>, 2>(select(vec4<f32>(0.0), v[0], in_lo), select(vec4<f32>(0.0), v[1], in_hi));
 }
 
+// What a row's taps share, fixed for the thread (see rows_body).
+struct Geometry {
+    kh0: u32,
+    kw0: u32,
+    stride: u32,
+    pad: i32,
+    qh: i32,
+    start: i32,   // the window's first column, relative to a member's
+    last: i32,    // the last vec4 of src
+    taps: u32,
+    transposed: bool,
+}
+
+// Tap row t of src channel s: which members' rows lie in the image, the 16 values of src from the window's start
+// (value `shift` of `window` is src[q], q = the first member's window start) and the weight index of its first
+// tap (kw = kw0): dense weight[c, s, kh, kw], transposed weight[s, c, kh, kw].
+struct Row {
+    in_lo: vec4<bool>,
+    in_hi: vec4<bool>,
+    window: array<vec4<f32>, 4>,
+    shift: u32,
+    tap: u32,
+}
+
+fn row_at(g: Geometry, s: u32, t: u32, image_at: i32, h_lo: vec4<i32>, h_hi: vec4<i32>, valid_lo: vec4<bool>,
+    valid_hi: vec4<bool>) -> Row {
+    let kh = g.kh0 + t * g.stride;
+    let dh = select(i32(t) - g.pad, g.qh - i32(t), g.transposed);
+    let height = vec4<i32>(i32(params.src_height));
+    let row_lo = h_lo + vec4<i32>(dh);
+    let row_hi = h_hi + vec4<i32>(dh);
+    // Value 0 of the window, src[q], may lie before the buffer (then only masked members use the values of the
+    // clamped loads; likewise past its end).
+    let q = image_at + dh * i32(params.src_width) + g.start;
+    let q4 = q >> 2u;
+    return Row(
+        valid_lo & (row_lo >= vec4<i32>(0)) & (row_lo < height),
+        valid_hi & (row_hi >= vec4<i32>(0)) & (row_hi < height),
+        array<vec4<f32>, 4>(
+            src[clamp(q4, 0, g.last)],
+            src[clamp(q4 + 1, 0, g.last)],
+            src[clamp(q4 + 2, 0, g.last)],
+            src[clamp(q4 + 3, 0, g.last)],
+        ),
+        u32(q & 3),
+        select((s * params.kernel_h + kh) * params.kernel_w + g.kw0,
+            s * params.dst_channels * g.taps + kh * params.kernel_w + g.kw0, g.transposed),
+    );
+}
+
 // The 8 members' values at window position `position` of a row (members at columns w_lo, w_hi; the window starts
-// at column `start` of the first), 0 outside the image.
-fn tap_values(window: array<vec4<f32>, 4>, shift: u32, position: u32, row_in_lo: vec4<bool>, row_in_hi: vec4<bool>,
-    w_lo: vec4<i32>, w_hi: vec4<i32>, start: i32) -> array<vec4<f32>, 2> {
+// at column `start` of each), 0 outside the image.
+fn row_values(row: Row, position: u32, w_lo: vec4<i32>, w_hi: vec4<i32>, start: i32) -> array<vec4<f32>, 2> {
     let width = vec4<i32>(i32(params.src_width));
     let col_lo = w_lo + vec4<i32>(start + i32(position));
     let col_hi = w_hi + vec4<i32>(start + i32(position));
-    let in_lo = row_in_lo & (col_lo >= vec4<i32>(0)) & (col_lo < width);
-    let in_hi = row_in_hi & (col_hi >= vec4<i32>(0)) & (col_hi < width);
-    return window_values(window, shift + position, in_lo, in_hi);
+    let in_lo = row.in_lo & (col_lo >= vec4<i32>(0)) & (col_lo < width);
+    let in_hi = row.in_hi & (col_hi >= vec4<i32>(0)) & (col_hi < width);
+    return window_values(row.window, row.shift + position, in_lo, in_hi);
 }
 
 // The multiply-adds of one tap into the thread's 8 (or, wide, 32) channels.
@@ -138,8 +187,6 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     let tap_rows = (params.kernel_h - min(kh0, params.kernel_h) + stride - 1u) / stride;   // T
     let tap_cols = (params.kernel_w - min(kw0, params.kernel_w) + stride - 1u) / stride;   // U
     let start = select(-pad, qw - i32(tap_cols) + 1, transposed);
-    let height = vec4<i32>(i32(params.src_height));
-    let width = i32(params.src_width);
     let src_plane = params.src_height * params.src_width;
     let last = i32(arrayLength(&src)) - 1;
     // src index of member `first` of image n, channel s (the phase's rows are src rows' width).
@@ -153,63 +200,65 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     // When single: the 8 pixels' sums of the one channel.
     var single_lo = vec4<f32>(0.0);
     var single_hi = vec4<f32>(0.0);
-    // One loop over the taps (s, t, u) in that order: a loop entry costs about as much as a step's multiply-adds on
-    // lavapipe (it moves the accumulators: examples/driver_costs.rs), so t and u advance by selects. Rows of three
-    // taps (3 x 3 kernels at stride 1) take one step per (s, t), reading its window once for the three; other
-    // rows read the window at every step.
-    let per_channel = tap_rows * tap_cols;
-    let three = tap_cols == 3u && !single;
+    // The taps in the order (s, t, u) with no loop inside the loop: a loop entry costs about as much as a step's
+    // multiply-adds on lavapipe (it moves the accumulators: examples/driver_costs.rs), so t and u advance by
+    // selects. Rows of 3 taps (3 x 3 kernels at stride 1, past 1 channel) and of 2 (4 x 4 kernels at stride 2)
+    // take one step per (s, t), reading its window once for the row; other rows one step per tap.
+    let geometry = Geometry(kh0, kw0, stride, pad, qh, start, last, taps, transposed);
+    let position0 = select(0u, tap_cols - 1u, transposed);
     var t = 0u;
     var u = 0u;
-    let steps = select(params.src_channels * per_channel, params.src_channels * tap_rows, three);
-    for (var k = 0u; k < steps; k++) {
-        let kh = kh0 + t * stride;
-        let dh = select(i32(t) - pad, qh - i32(t), transposed);
-        let row_lo = h_lo + vec4<i32>(dh);
-        let row_hi = h_hi + vec4<i32>(dh);
-        let row_in_lo = valid_lo & (row_lo >= vec4<i32>(0)) & (row_lo < height);
-        let row_in_hi = valid_hi & (row_hi >= vec4<i32>(0)) & (row_hi < height);
-        // Value 0 of the window, src[q], may lie before the buffer (then only masked members use the values
-        // of the clamped loads; likewise past its end).
-        let q = image_at + dh * width + start;
-        let q4 = q >> 2u;
-        let window = array<vec4<f32>, 4>(
-            src[clamp(q4, 0, last)],
-            src[clamp(q4 + 1, 0, last)],
-            src[clamp(q4 + 2, 0, last)],
-            src[clamp(q4 + 3, 0, last)],
-        );
-        let shift = u32(q & 3);
-        let s = select(k / per_channel, k / tap_rows, three);
-        // The weight index of tap (s, kh, kw0 + u S): dense weight[c, s, kh, kw], transposed weight[s, c, kh, kw].
-        let row_tap = select((s * params.kernel_h + kh) * params.kernel_w + kw0,
-            s * params.dst_channels * taps + kh * params.kernel_w + kw0, transposed);
-        if three {
-            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4,
-                tap_values(window, shift, select(0u, 2u, transposed), row_in_lo, row_in_hi, w_lo, w_hi, start), row_tap);
-            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4,
-                tap_values(window, shift, 1u, row_in_lo, row_in_hi, w_lo, w_hi, start), row_tap + stride);
-            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4,
-                tap_values(window, shift, select(2u, 0u, transposed), row_in_lo, row_in_hi, w_lo, w_hi, start), row_tap + 2u * stride);
+    if tap_cols == 3u && !single {
+        for (var k = 0u; k < params.src_channels * tap_rows; k++) {
+            let row = row_at(geometry, k / tap_rows, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
+            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, position0, w_lo, w_hi, start), row.tap);
+            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, 1u, w_lo, w_hi, start),
+                row.tap + stride);
+            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, 2u - position0, w_lo, w_hi, start),
+                row.tap + 2u * stride);
             let channel_done = t + 1u == tap_rows;
             t = select(t + 1u, 0u, channel_done);
             image_at = select(image_at, image_at + i32(src_plane), channel_done);
-            continue;
         }
-        let v = tap_values(window, shift, select(u, tap_cols - 1u - u, transposed), row_in_lo, row_in_hi, w_lo, w_hi, start);
-        let tap = row_tap + u * stride;
-        if single {
-            let w = weight[w1.own + tap];   // channel 0's row: every lane's own is it
-            single_lo += v[0] * w;
-            single_hi += v[1] * w;
-        } else {
-            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, v, tap);
+    } else if tap_cols == 2u {
+        for (var k = 0u; k < params.src_channels * tap_rows; k++) {
+            let row = row_at(geometry, k / tap_rows, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
+            let v0 = row_values(row, position0, w_lo, w_hi, start);
+            let v1 = row_values(row, 1u - position0, w_lo, w_hi, start);
+            if single {
+                let weight0 = weight[w1.own + row.tap];   // channel 0's row: every lane's own is it
+                let weight1 = weight[w1.own + row.tap + stride];
+                single_lo += v0[0] * weight0;
+                single_hi += v0[1] * weight0;
+                single_lo += v1[0] * weight1;
+                single_hi += v1[1] * weight1;
+            } else {
+                for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, v0, row.tap);
+                for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, v1, row.tap + stride);
+            }
+            let channel_done = t + 1u == tap_rows;
+            t = select(t + 1u, 0u, channel_done);
+            image_at = select(image_at, image_at + i32(src_plane), channel_done);
         }
-        let row_done = u + 1u == tap_cols;
-        u = select(u + 1u, 0u, row_done);
-        let channel_done = row_done && t + 1u == tap_rows;
-        t = select(select(t, t + 1u, row_done), 0u, channel_done);
-        image_at = select(image_at, image_at + i32(src_plane), channel_done);
+    } else {
+        let per_channel = tap_rows * tap_cols;
+        for (var k = 0u; k < params.src_channels * per_channel; k++) {
+            let row = row_at(geometry, k / per_channel, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
+            let v = row_values(row, select(u, tap_cols - 1u - u, transposed), w_lo, w_hi, start);
+            let tap = row.tap + u * stride;
+            if single {
+                let w = weight[w1.own + tap];
+                single_lo += v[0] * w;
+                single_hi += v[1] * w;
+            } else {
+                for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, v, tap);
+            }
+            let row_done = u + 1u == tap_cols;
+            u = select(u + 1u, 0u, row_done);
+            let channel_done = row_done && t + 1u == tap_rows;
+            t = select(select(t, t + 1u, row_done), 0u, channel_done);
+            image_at = select(image_at, image_at + i32(src_plane), channel_done);
+        }
     }
     if single {
         let zero = vec4<f32>(0.0);
