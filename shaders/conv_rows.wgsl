@@ -73,7 +73,6 @@ fn row_at(g: Geometry, s: u32, t: u32, image_at: i32, h_lo: vec4<i32>, h_hi: vec
     valid_hi: vec4<bool>) -> Row {
     let kh = g.kh0 + t * g.stride;
     let dh = select(i32(t) - g.pad, g.qh - i32(t), g.transposed);
-    let height = vec4<i32>(i32(params.src_height));
     let row_lo = h_lo + vec4<i32>(dh);
     let row_hi = h_hi + vec4<i32>(dh);
     // Value 0 of the window, src[q], may lie before the buffer (then only masked members use the values of the
@@ -81,8 +80,8 @@ fn row_at(g: Geometry, s: u32, t: u32, image_at: i32, h_lo: vec4<i32>, h_hi: vec
     let q = image_at + dh * i32(params.src_width) + g.start;
     let q4 = q >> 2u;
     return Row(
-        valid_lo & (row_lo >= vec4<i32>(0)) & (row_lo < height),
-        valid_hi & (row_hi >= vec4<i32>(0)) & (row_hi < height),
+        valid_lo & inside(row_lo, params.src_height),
+        valid_hi & inside(row_hi, params.src_height),
         array<vec4<f32>, 4>(
             src[clamp(q4, 0, g.last)],
             src[clamp(q4 + 1, 0, g.last)],
@@ -98,11 +97,10 @@ fn row_at(g: Geometry, s: u32, t: u32, image_at: i32, h_lo: vec4<i32>, h_hi: vec
 // The 8 members' values at window position `position` of a row (members at columns w_lo, w_hi; the window starts
 // at column `start` of each), 0 outside the image.
 fn row_values(row: Row, position: u32, w_lo: vec4<i32>, w_hi: vec4<i32>, start: i32) -> array<vec4<f32>, 2> {
-    let width = vec4<i32>(i32(params.src_width));
     let col_lo = w_lo + vec4<i32>(start + i32(position));
     let col_hi = w_hi + vec4<i32>(start + i32(position));
-    let in_lo = row.in_lo & (col_lo >= vec4<i32>(0)) & (col_lo < width);
-    let in_hi = row.in_hi & (col_hi >= vec4<i32>(0)) & (col_hi < width);
+    let in_lo = row.in_lo & inside(col_lo, params.src_width);
+    let in_hi = row.in_hi & inside(col_hi, params.src_width);
     return window_values(row.window, row.shift + position, in_lo, in_hi);
 }
 

@@ -115,6 +115,11 @@ fn channel_rows(c0: u32, lane: u32, step: u32) -> Channels {
     );
 }
 
+// Whether each index lies in 0 .. n - 1: one unsigned compare (a negative index wraps past n).
+fn inside(i: vec4<i32>, n: u32) -> vec4<bool> {
+    return vec4<u32>(i) < vec4<u32>(n);
+}
+
 // Channels per workgroup row: 8, or 32 in the `*_wide` entry points, for layers of more than 8 channels: four times
 // the multiply-adds per load of src (measured on lavapipe: 16 channels made the ddpm step 1.3x faster than 8, and 32
 // another 1.2x; more accumulators than fit the registers cost less there than the loads they save).

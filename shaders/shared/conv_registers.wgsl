@@ -51,8 +51,6 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let image = params.src_channels * src_plane;
     var plane_lo = (p_lo / plane) * image;
     var plane_hi = (p_hi / plane) * image;
-    let height = vec4<i32>(i32(params.src_height));
-    let width = vec4<i32>(i32(params.src_width));
     let src_width = vec4<u32>(params.src_width);
 
     var acc: array<vec4<f32>, 16>;
@@ -70,8 +68,8 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         let h_hi = h0_hi + vec4<i32>(i32(kh));
         let w_lo = w0_lo + vec4<i32>(i32(kw));
         let w_hi = w0_hi + vec4<i32>(i32(kw));
-        let in_lo = (h_lo >= vec4<i32>(0)) & (h_lo < height) & (w_lo >= vec4<i32>(0)) & (w_lo < width);
-        let in_hi = (h_hi >= vec4<i32>(0)) & (h_hi < height) & (w_hi >= vec4<i32>(0)) & (w_hi < width);
+        let in_lo = inside(h_lo, params.src_height) & inside(w_lo, params.src_width);
+        let in_hi = inside(h_hi, params.src_height) & inside(w_hi, params.src_width);
         let at_lo = plane_lo + vec4<u32>(h_lo) * src_width + vec4<u32>(w_lo);
         let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
         let v = load_src(at_lo, at_hi, in_lo, in_hi);
@@ -136,8 +134,6 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let image = params.src_channels * src_plane;
     var plane_lo = (m_lo / per_image) * image;
     var plane_hi = (m_hi / per_image) * image;
-    let height = vec4<i32>(i32(params.src_height));
-    let width = vec4<i32>(i32(params.src_width));
     let src_width = vec4<u32>(params.src_width);
 
     var acc: array<vec4<f32>, 16>;
@@ -157,8 +153,8 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         let h_hi = a_hi - vec4<i32>(i32(t));
         let w_lo = b_lo - vec4<i32>(i32(u));
         let w_hi = b_hi - vec4<i32>(i32(u));
-        let in_lo = (h_lo >= vec4<i32>(0)) & (h_lo < height) & (w_lo >= vec4<i32>(0)) & (w_lo < width);
-        let in_hi = (h_hi >= vec4<i32>(0)) & (h_hi < height) & (w_hi >= vec4<i32>(0)) & (w_hi < width);
+        let in_lo = inside(h_lo, params.src_height) & inside(w_lo, params.src_width);
+        let in_hi = inside(h_hi, params.src_height) & inside(w_hi, params.src_width);
         let at_lo = plane_lo + vec4<u32>(h_lo) * src_width + vec4<u32>(w_lo);
         let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
         let v = load_src(at_lo, at_hi, in_lo, in_hi);
@@ -224,8 +220,6 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let src_image = params.src_channels * src_plane;
     var plane_lo = (j_lo / taps) * src_plane + vec4<u32>(params.first_image * src_image);
     var plane_hi = (j_hi / taps) * src_plane + vec4<u32>(params.first_image * src_image);
-    let height = vec4<i32>(i32(params.src_height));
-    let width = vec4<i32>(i32(params.src_width));
     let src_width = vec4<u32>(params.src_width);
 
     // Grad rows grad[0, c, 0, 0] of the 8 channels c0 .. c0 + 7 and, when wide, of the three blocks after them.
@@ -262,8 +256,8 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         let h_hi = vec4<i32>(i32(i * params.stride)) + dh_hi;
         let w_lo = vec4<i32>(i32(j * params.stride)) + dw_lo;
         let w_hi = vec4<i32>(i32(j * params.stride)) + dw_hi;
-        let in_lo = (h_lo >= vec4<i32>(0)) & (h_lo < height) & (w_lo >= vec4<i32>(0)) & (w_lo < width);
-        let in_hi = (h_hi >= vec4<i32>(0)) & (h_hi < height) & (w_hi >= vec4<i32>(0)) & (w_hi < width);
+        let in_lo = inside(h_lo, params.src_height) & inside(w_lo, params.src_width);
+        let in_hi = inside(h_hi, params.src_height) & inside(w_hi, params.src_width);
         let at_lo = plane_lo + vec4<u32>(h_lo) * src_width + vec4<u32>(w_lo);
         let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
         let v = load_src(at_lo, at_hi, in_lo, in_hi);
