@@ -203,6 +203,46 @@ fn rows_gathers_give_the_subgroup_gathers_bits() {
     }
 }
 
+/// The narrow weight gradient (a column a thread) adds the same products in the same order as the kernel of 8
+/// columns a thread: the same bits, on few-column layers (first layers, the 1-channel transposed convolutions'
+/// grads) and at the classifier's first layer past the CPU loop limit (batch 128: several launches).
+#[test]
+fn narrow_weight_gradient_gives_the_same_bits() {
+    let gpu = check::shared_gpu();
+    let sq = Conv2dShape::square;
+    let shapes = [
+        sq(128, 1, 32, (28, 28), 3, 1, 1),
+        sq(3, 1, 64, (28, 28), 4, 2, 1),
+        sq(2, 2, 5, (9, 7), 3, 1, 1),
+        sq(2, 2, 40, (12, 12), 4, 2, 1),
+        sq(2, 1, 9, (6, 5), 1, 1, 0),
+    ];
+    let mut rng = TestRng::new(43);
+    for shape in shapes {
+        // Conv2d's weight gradient (src x, grad dy) and ConvTranspose2d's (src dy, grad x: the roles swapped).
+        for roles in [shape.roles(), shape.roles().swapped()] {
+            let columns = roles.src[0] * roles.kernel[0] * roles.kernel[1];
+            if columns > registers::NARROW_COLUMNS {
+                continue;
+            }
+            let src_len = roles.batch * roles.src.iter().product::<usize>();
+            let grad_len = roles.batch * roles.dst.iter().product::<usize>();
+            let src = check::upload(gpu, "src", &rng.uniform_vec(src_len, -1.0, 1.0)).unwrap();
+            let grad = check::upload(gpu, "grad", &rng.uniform_vec(grad_len, -1.0, 1.0)).unwrap();
+            let dw_len = roles.dst[0] * columns;
+            let mut bits = Vec::new();
+            for narrow in [false, true] {
+                let dw = check::poisoned(gpu, "dw", dw_len).unwrap();
+                let dispatch = registers::weight_gradient_as(gpu, narrow, &dw, &src, &grad, &roles).unwrap();
+                gpu.run(&[&dispatch]).unwrap();
+                let values = check::download(gpu, &dw, dw_len).unwrap();
+                bits.push(values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            assert_eq!(bits[0], bits[1], "{roles:?}");
+        }
+    }
+}
+
 #[test]
 fn conv2d_matches_cpu_twin() {
     check::assert_checks_pass(check::shared_gpu(), conv2d::checks());

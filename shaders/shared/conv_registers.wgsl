@@ -285,6 +285,114 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     }
 }
 
+// weight_gradient for layers of few columns (the host takes it for at most 32): a thread owns one column and 8
+// (wide: 32) channels, and a workgroup is one row of 8 lanes, so a first layer's 9 or 16 columns spread over
+// several workgroups (cores) instead of filling an eighth of one thread's 64. Each output sums the same products
+// grad * src in the same order (n, i, j) as weight_gradient_body: the same bits.
+fn weight_gradient_narrow_body(group: vec3<u32>, lane: u32, wide: bool) {
+    let taps = params.kernel_h * params.kernel_w;
+    let columns = params.src_channels * taps;   // (s, kh, kw)
+    let column = group.x * BLOCK + lane;
+    if column - lane >= columns {
+        return;
+    }
+    let c0 = group.y * channel_block(wide);   // grad channels c0 .. c0 + 7 (.. c0 + 31 when wide)
+    let j0 = min(column, columns - 1u);
+    let src_plane = params.src_height * params.src_width;
+    let dh = i32((j0 % taps) / params.kernel_w) - i32(params.padding);
+    let dw = i32(j0 % params.kernel_w) - i32(params.padding);
+    let src_image = params.src_channels * src_plane;
+    var plane = (j0 / taps) * src_plane + params.first_image * src_image;
+    let grad_plane = params.dst_height * params.dst_width;
+    let g1 = channel_rows(c0, lane, grad_plane);
+    let g2 = channel_rows(c0 + BLOCK, lane, grad_plane);
+    let g3 = channel_rows(c0 + 2u * BLOCK, lane, grad_plane);
+    let g4 = channel_rows(c0 + 3u * BLOCK, lane, grad_plane);
+    let grad_image = params.dst_channels * grad_plane;
+
+    // Channel c0 + 4 q + r at acc[q][r] (constant indices only: a dynamic one would put acc in memory).
+    var acc: array<vec4<f32>, 8>;
+    if params.accumulate != 0u {
+        acc[0] = load_gradient_column(c0, column, columns);
+        acc[1] = load_gradient_column(c0 + 4u, column, columns);
+        if wide {
+            acc[2] = load_gradient_column(c0 + 8u, column, columns);
+            acc[3] = load_gradient_column(c0 + 12u, column, columns);
+            acc[4] = load_gradient_column(c0 + 16u, column, columns);
+            acc[5] = load_gradient_column(c0 + 20u, column, columns);
+            acc[6] = load_gradient_column(c0 + 24u, column, columns);
+            acc[7] = load_gradient_column(c0 + 28u, column, columns);
+        }
+    }
+    var n = params.first_image;
+    var i = 0u;
+    var j = 0u;
+    for (var k = 0u; k < params.images * params.dst_height * params.dst_width; k++) {
+        let at = n * grad_image + i * params.dst_width + j;
+        let h = i32(i * params.stride) + dh;
+        let w = i32(j * params.stride) + dw;
+        let in_image = u32(h) < params.src_height && u32(w) < params.src_width;
+        let v = select(0.0, src[select(0u, plane + u32(h) * params.src_width + u32(w), in_image)], in_image);
+        let gv1 = channel_grads(g1, at);
+        acc[0] += gv1[0] * v;
+        acc[1] += gv1[1] * v;
+        if wide {
+            let gv2 = channel_grads(g2, at);
+            let gv3 = channel_grads(g3, at);
+            let gv4 = channel_grads(g4, at);
+            acc[2] += gv2[0] * v;
+            acc[3] += gv2[1] * v;
+            acc[4] += gv3[0] * v;
+            acc[5] += gv3[1] * v;
+            acc[6] += gv4[0] * v;
+            acc[7] += gv4[1] * v;
+        }
+        let row_done = j + 1u == params.dst_width;
+        j = select(j + 1u, 0u, row_done);
+        let image_done = row_done && i + 1u == params.dst_height;
+        i = select(select(i, i + 1u, row_done), 0u, image_done);
+        n = select(n, n + 1u, image_done);
+        plane = select(plane, plane + src_image, image_done);
+    }
+    if column >= columns {
+        return;
+    }
+    store_gradient_column(c0, column, columns, acc[0]);
+    store_gradient_column(c0 + 4u, column, columns, acc[1]);
+    if wide {
+        store_gradient_column(c0 + 8u, column, columns, acc[2]);
+        store_gradient_column(c0 + 12u, column, columns, acc[3]);
+        store_gradient_column(c0 + 16u, column, columns, acc[4]);
+        store_gradient_column(c0 + 20u, column, columns, acc[5]);
+        store_gradient_column(c0 + 24u, column, columns, acc[6]);
+        store_gradient_column(c0 + 28u, column, columns, acc[7]);
+    }
+}
+
+// dst[c .. c + 3, column] = values, the channels past the last skipped.
+fn store_gradient_column(c: u32, column: u32, columns: u32, values: vec4<f32>) {
+    if c < params.dst_channels {
+        dst[c * columns + column] = values.x;
+    }
+    if c + 1u < params.dst_channels {
+        dst[(c + 1u) * columns + column] = values.y;
+    }
+    if c + 2u < params.dst_channels {
+        dst[(c + 2u) * columns + column] = values.z;
+    }
+    if c + 3u < params.dst_channels {
+        dst[(c + 3u) * columns + column] = values.w;
+    }
+}
+
+// dst[c .. c + 3, column] (0 past the last channel or column).
+fn load_gradient_column(c: u32, column: u32, columns: u32) -> vec4<f32> {
+    let channels = vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u);
+    let inside = (channels < vec4<u32>(params.dst_channels)) & vec4<bool>(column < columns);
+    let at = select(vec4<u32>(0u), channels * columns + vec4<u32>(column), inside);
+    return select(vec4<f32>(0.0), vec4<f32>(dst[at.x], dst[at.y], dst[at.z], dst[at.w]), inside);
+}
+
 // The accumulators store_gradient_rows writes, read back (0 past the last row or column).
 fn load_gradient_rows(c0: u32, col0: u32, columns: u32) -> array<vec4<f32>, 16> {
     var acc: array<vec4<f32>, 16>;
@@ -370,4 +478,15 @@ fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoc
 @compute @workgroup_size(8, 8)
 fn weight_gradient_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
     weight_gradient_body(group, local, true);
+}
+
+@compute @workgroup_size(8)
+fn weight_gradient_narrow(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    weight_gradient_narrow_body(group, local.x, false);
+}
+
+@compute @workgroup_size(8)
+fn weight_gradient_narrow_wide(@builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_id) local: vec3<u32>) {
+    weight_gradient_narrow_body(group, local.x, true);
 }
