@@ -285,9 +285,19 @@ fn conv2d_bias_backward(
     if co >= params.out_channels { return; }
     let plane_out = params.out_height * params.out_width;
     let count = params.batch * plane_out;
+    // Elements i = local, local + 256, ... in that order, at (n, p) = (i / plane, i % plane) counted forward: a
+    // vector division is eight scalar ones on lavapipe (x86 has no SIMD integer division).
+    let step_n = WG_REDUCE / plane_out;
+    let step_p = WG_REDUCE % plane_out;
+    var n = local / plane_out;
+    var p = local % plane_out;
     var partial = 0.0;
     for (var i = local; i < count; i += WG_REDUCE) {
-        partial += dy[((i / plane_out) * params.out_channels + co) * plane_out + i % plane_out];
+        partial += dy[(n * params.out_channels + co) * plane_out + p];
+        p += step_p;
+        let wrap = p >= plane_out;
+        p = select(p, p - plane_out, wrap);
+        n += select(step_n, step_n + 1u, wrap);
     }
     let total = workgroup_sum(local, partial);
     if local == 0u {

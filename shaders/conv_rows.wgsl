@@ -204,11 +204,13 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     // take one step per (s, t), reading its window once for the row; other rows one step per tap.
     let geometry = Geometry(kh0, kw0, stride, pad, qh, start, last, taps, transposed);
     let position0 = select(0u, tap_cols - 1u, transposed);
+    // s, t and u are counted, not divided out of k: on lavapipe a vector division is eight scalar ones.
+    var s = 0u;
     var t = 0u;
     var u = 0u;
     if tap_cols == 3u && !single {
         for (var k = 0u; k < params.src_channels * tap_rows; k++) {
-            let row = row_at(geometry, k / tap_rows, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
+            let row = row_at(geometry, s, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
             for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, position0, w_lo, w_hi, start), row.tap);
             for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, 1u, w_lo, w_hi, start),
                 row.tap + stride);
@@ -216,11 +218,12 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
                 row.tap + 2u * stride);
             let channel_done = t + 1u == tap_rows;
             t = select(t + 1u, 0u, channel_done);
+            s = select(s, s + 1u, channel_done);
             image_at = select(image_at, image_at + i32(src_plane), channel_done);
         }
     } else if tap_cols == 2u {
         for (var k = 0u; k < params.src_channels * tap_rows; k++) {
-            let row = row_at(geometry, k / tap_rows, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
+            let row = row_at(geometry, s, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
             let v0 = row_values(row, position0, w_lo, w_hi, start);
             let v1 = row_values(row, 1u - position0, w_lo, w_hi, start);
             if single {
@@ -236,12 +239,13 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
             }
             let channel_done = t + 1u == tap_rows;
             t = select(t + 1u, 0u, channel_done);
+            s = select(s, s + 1u, channel_done);
             image_at = select(image_at, image_at + i32(src_plane), channel_done);
         }
     } else {
         let per_channel = tap_rows * tap_cols;
         for (var k = 0u; k < params.src_channels * per_channel; k++) {
-            let row = row_at(geometry, k / per_channel, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
+            let row = row_at(geometry, s, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
             let v = row_values(row, select(u, tap_cols - 1u - u, transposed), w_lo, w_hi, start);
             let tap = row.tap + u * stride;
             if single {
@@ -255,6 +259,7 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
             u = select(u + 1u, 0u, row_done);
             let channel_done = row_done && t + 1u == tap_rows;
             t = select(select(t, t + 1u, row_done), 0u, channel_done);
+            s = select(s, s + 1u, channel_done);
             image_at = select(image_at, image_at + i32(src_plane), channel_done);
         }
     }
