@@ -50,35 +50,64 @@ struct Params {
 @group(0) @binding(13) var<storage, read> weight: array<f32>;             // (C)
 @group(0) @binding(14) var<storage, read> bias: array<f32>;               // (C)
 
-// Flat index of the j-th element (0 <= j < count) of channel c.
-fn channel_element(c: u32, j: u32) -> u32 {
+// Where channel c's elements t, t + 256, ... lie: the flat index of element j = n HW + hw and its hw, advanced
+// by 256 elements without a division per element (a vector integer division is eight scalar ones on lavapipe).
+struct Walk {
+    at: u32,
+    hw: u32,
+}
+
+// 256 elements on: `flat` more in the flat index and `hw` more pixels, and `wrap` more past the end of a plane.
+struct Stride {
+    flat: u32,
+    hw: u32,
+    wrap: u32,
+}
+
+fn walk_stride() -> Stride {
+    let images = WG_REDUCE / params.inner;
+    let pixels = WG_REDUCE % params.inner;
+    return Stride(images * params.channels * params.inner + pixels, pixels, (params.channels - 1u) * params.inner);
+}
+
+fn walk_start(c: u32, j: u32) -> Walk {
     let n = j / params.inner;
     let hw = j - n * params.inner;
-    return (n * params.channels + c) * params.inner + hw;
+    return Walk((n * params.channels + c) * params.inner + hw, hw);
+}
+
+fn walk_next(w: Walk, s: Stride) -> Walk {
+    let hw = w.hw + s.hw;
+    let wrap = hw >= params.inner;
+    return Walk(select(w.at + s.flat, w.at + s.flat + s.wrap, wrap), select(hw, hw - params.inner, wrap));
 }
 
 // Thread t's partial sums in the tree kernels (a serial kernel folds all 256 threads' in the tree's order): of x
 // (or (x - m)^2 with `squares`) over channel c's elements t, t + 256, ...; and of dy and dy * xhat.
-fn forward_partial(c: u32, t: u32, m: f32, squares: bool) -> f32 {
+fn forward_partial(c: u32, t: u32, m: f32, squares: bool, s: Stride) -> f32 {
     var partial = 0.0;
+    var w = walk_start(c, t);
     for (var j = t; j < params.count; j += WG_REDUCE) {
         if squares {
-            let d = x[channel_element(c, j)] - m;
+            let d = x[w.at] - m;
             partial += d * d;
         } else {
-            partial += x[channel_element(c, j)];
+            partial += x[w.at];
         }
+        w = walk_next(w, s);
     }
     return partial;
 }
 
-fn backward_partials(c: u32, t: u32, m: f32, r: f32) -> vec2<f32> {
+fn backward_partials(c: u32, t: u32, m: f32, r: f32, s: Stride) -> vec2<f32> {
     var sum_dy = 0.0;
     var sum_dy_xhat = 0.0;
+    var w = walk_start(c, t);
     for (var j = t; j < params.count; j += WG_REDUCE) {
-        let i = channel_element(c, j);
+        let i = w.at;
         sum_dy += dy[i];
         sum_dy_xhat += dy[i] * (x[i] - m) * r;
+        w = walk_next(w, s);
     }
     return vec2<f32>(sum_dy, sum_dy_xhat);
 }
@@ -93,16 +122,18 @@ fn batchnorm_forward_train(
     if c >= params.channels { return; }  // uniform over the workgroup
     let count = f32(params.count);
 
-    let m = workgroup_sum(local, forward_partial(c, local, 0.0, false)) / count;
+    let stride = walk_stride();
+    let m = workgroup_sum(local, forward_partial(c, local, 0.0, false, stride)) / count;
     // Two passes: the variance as the mean of squared deviations, not E[x^2] - mean^2 (which cancels).
-    let variance = workgroup_sum(local, forward_partial(c, local, m, true)) / count;
+    let variance = workgroup_sum(local, forward_partial(c, local, m, true, stride)) / count;
     let r = 1.0 / sqrt(variance + params.eps);
 
     let scale = r * weight[c];
     let shift = bias[c];
+    var w = walk_start(c, local);
     for (var j = local; j < params.count; j += WG_REDUCE) {
-        let i = channel_element(c, j);
-        y[i] = (x[i] - m) * scale + shift;
+        y[w.at] = (x[w.at] - m) * scale + shift;
+        w = walk_next(w, stride);
     }
     if local == 0u {
         save_statistics(c, m, variance, r);
@@ -140,7 +171,8 @@ fn batchnorm_backward(
     let m = saved_mean[c];
     let r = saved_rstd[c];
 
-    let partials = backward_partials(c, local, m, r);
+    let stride = walk_stride();
+    let partials = backward_partials(c, local, m, r, stride);
     let db = workgroup_sum(local, partials.x);
     let dw = workgroup_sum(local, partials.y);
 
@@ -149,10 +181,12 @@ fn batchnorm_backward(
     let mean_dy = db / count;
     let mean_dy_xhat = dw / count;
     let scale = weight[c] * r;
+    var w = walk_start(c, local);
     for (var j = local; j < params.count; j += WG_REDUCE) {
-        let i = channel_element(c, j);
+        let i = w.at;
         let xhat = (x[i] - m) * r;
         dx[i] = scale * (dy[i] - mean_dy - xhat * mean_dy_xhat);
+        w = walk_next(w, stride);
     }
     if local == 0u {
         dweight[c] = dw;
@@ -178,14 +212,15 @@ fn batchnorm_serial_forward_train(
     let c = serial_channel(id, groups);
     if c >= params.channels { return; }
     let count = f32(params.count);
+    let stride = walk_stride();
     var sums = SerialTree();
     for (var k = 0u; k < WG_REDUCE; k++) {
-        tree_push(&sums, k, forward_partial(c, tree_leaf(k), 0.0, false));
+        tree_push(&sums, k, forward_partial(c, tree_leaf(k), 0.0, false, stride));
     }
     let m = sums.total / count;
     var squares = SerialTree();
     for (var k = 0u; k < WG_REDUCE; k++) {
-        tree_push(&squares, k, forward_partial(c, tree_leaf(k), m, true));
+        tree_push(&squares, k, forward_partial(c, tree_leaf(k), m, true, stride));
     }
     let variance = squares.total / count;
     let r = 1.0 / sqrt(variance + params.eps);
@@ -210,10 +245,11 @@ fn batchnorm_serial_backward(
     if c >= params.channels { return; }
     let m = saved_mean[c];
     let r = saved_rstd[c];
+    let stride = walk_stride();
     var sum_dy = SerialTree();
     var sum_dy_xhat = SerialTree();
     for (var k = 0u; k < WG_REDUCE; k++) {
-        let partials = backward_partials(c, tree_leaf(k), m, r);
+        let partials = backward_partials(c, tree_leaf(k), m, r, stride);
         tree_push(&sum_dy, k, partials.x);
         tree_push(&sum_dy_xhat, k, partials.y);
     }
