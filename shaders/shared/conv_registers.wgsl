@@ -19,7 +19,7 @@ fn load_src(at_lo: vec4<u32>, at_hi: vec4<u32>, in_lo: vec4<bool>, in_hi: vec4<b
     return array<vec4<f32>, 2>(select(vec4<f32>(0.0), v_lo, in_lo), select(vec4<f32>(0.0), v_hi, in_hi));
 }
 
-fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
+fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, blocks: u32) {
     let plane = params.dst_height * params.dst_width;
     let count = params.batch * plane;
     // A row of the workgroup whose pixels are all past the end returns; in a row that is only partly past it
@@ -29,14 +29,11 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     if pixels[0].x - local.x >= count {
         return;
     }
-    let c0 = group.y * channel_block(wide);
+    let c0 = group.y * blocks * BLOCK;
     let taps = params.kernel_h * params.kernel_w;
     let src_plane = params.src_height * params.src_width;
-    // Weight rows of the 8 channels c0 .. c0 + 7 and, when wide, of the three blocks of 8 after them.
-    let w1 = channel_rows(c0, local.x, params.src_channels * taps);
-    let w2 = channel_rows(c0 + BLOCK, local.x, params.src_channels * taps);
-    let w3 = channel_rows(c0 + 2u * BLOCK, local.x, params.src_channels * taps);
-    let w4 = channel_rows(c0 + 3u * BLOCK, local.x, params.src_channels * taps);
+    // Weight rows of the blocks of 8 channels from c0.
+    let weight_rows = block_rows(c0, local.x, params.src_channels * taps);
 
     // Per pixel: where its image starts in src and the top-left tap's position (may be negative).
     let last = vec4<u32>(count - 1u);
@@ -53,11 +50,7 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     var plane_hi = (p_hi / plane) * image;
     let src_width = vec4<u32>(params.src_width);
 
-    var acc: array<vec4<f32>, 16>;
-    // When wide: channels c0 + 8 .. c0 + 15, c0 + 16 .. c0 + 23, c0 + 24 .. c0 + 31.
-    var acc2: array<vec4<f32>, 16>;
-    var acc3: array<vec4<f32>, 16>;
-    var acc4: array<vec4<f32>, 16>;
+    var acc: Accumulators;
     // One loop over the taps (s, kh, kw) in their order: tap = (s KH + kh) KW + kw. On lavapipe every entry
     // into a loop costs about as much as a step's 256 multiply-adds (it moves the accumulators: measured with
     // examples/driver_costs.rs), so kh and kw advance by selects instead of loops of their own.
@@ -73,12 +66,7 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         let at_lo = plane_lo + vec4<u32>(h_lo) * src_width + vec4<u32>(w_lo);
         let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
         let v = load_src(at_lo, at_hi, in_lo, in_hi);
-        multiply_add(&acc, v, channel_weights(w1, tap));
-        if wide {
-            multiply_add(&acc2, v, channel_weights(w2, tap));
-            multiply_add(&acc3, v, channel_weights(w3, tap));
-            multiply_add(&acc4, v, channel_weights(w4, tap));
-        }
+        accumulate_tap(&acc, blocks, weight_rows, v, tap);
         let row_done = kw + 1u == params.kernel_w;
         kw = select(kw + 1u, 0u, row_done);
         let channel_done = row_done && kh + 1u == params.kernel_h;
@@ -86,15 +74,10 @@ fn dense_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         plane_lo = select(plane_lo, plane_lo + vec4<u32>(src_plane), vec4<bool>(channel_done));
         plane_hi = select(plane_hi, plane_hi + vec4<u32>(src_plane), vec4<bool>(channel_done));
     }
-    store_block(pixels, c0, acc);
-    if wide {
-        store_block(pixels, c0 + BLOCK, acc2);
-        store_block(pixels, c0 + 2u * BLOCK, acc3);
-        store_block(pixels, c0 + 3u * BLOCK, acc4);
-    }
+    store_blocks(pixels, c0, blocks, &acc);
 }
 
-fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
+fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, blocks: u32) {
     // The phase of this workgroup's pixels: h = a*S + rh, w = b*S + rw.
     let stride = params.stride;
     let rh = group.z / stride;
@@ -114,14 +97,11 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     let kw0 = (rw + params.padding) % stride;
     let qh = i32((rh + params.padding - kh0) / stride);
     let qw = i32((rw + params.padding - kw0) / stride);
-    let c0 = group.y * channel_block(wide);
+    let c0 = group.y * blocks * BLOCK;
     let taps = params.kernel_h * params.kernel_w;
     let src_plane = params.src_height * params.src_width;
-    // Weight rows of the 8 channels c0 .. c0 + 7 and, when wide, of the three blocks of 8 after them.
-    let w1 = channel_rows(c0, local.x, taps);
-    let w2 = channel_rows(c0 + BLOCK, local.x, taps);
-    let w3 = channel_rows(c0 + 2u * BLOCK, local.x, taps);
-    let w4 = channel_rows(c0 + 3u * BLOCK, local.x, taps);
+    // Weight rows of the blocks of 8 channels from c0.
+    let weight_rows = block_rows(c0, local.x, taps);
 
     let last = vec4<u32>(count - 1u);
     let m_lo = min(members[0], last);
@@ -136,11 +116,7 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     var plane_hi = (m_hi / per_image) * image;
     let src_width = vec4<u32>(params.src_width);
 
-    var acc: array<vec4<f32>, 16>;
-    // When wide: channels c0 + 8 .. c0 + 15, c0 + 16 .. c0 + 23, c0 + 24 .. c0 + 31.
-    var acc2: array<vec4<f32>, 16>;
-    var acc3: array<vec4<f32>, 16>;
-    var acc4: array<vec4<f32>, 16>;
+    var acc: Accumulators;
     // One loop over (s, t, u), kh = kh0 + t S and kw = kw0 + u S, in that order (see dense_gather: a loop entry
     // costs as much as a step's multiply-adds on lavapipe).
     let tap_rows = (params.kernel_h - min(kh0, params.kernel_h) + stride - 1u) / stride;
@@ -159,12 +135,7 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
         let v = load_src(at_lo, at_hi, in_lo, in_hi);
         let tap = weight_plane + (kh0 + t * stride) * params.kernel_w + kw0 + u * stride;
-        multiply_add(&acc, v, channel_weights(w1, tap));
-        if wide {
-            multiply_add(&acc2, v, channel_weights(w2, tap));
-            multiply_add(&acc3, v, channel_weights(w3, tap));
-            multiply_add(&acc4, v, channel_weights(w4, tap));
-        }
+        accumulate_tap(&acc, blocks, weight_rows, v, tap);
         let row_done = u + 1u == tap_cols;
         u = select(u + 1u, 0u, row_done);
         let channel_done = row_done && t + 1u == tap_rows;
@@ -180,12 +151,7 @@ fn strided_gather_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         phase_pixel(members[0], count, per_image, cols, rh, rw, plane),
         phase_pixel(members[1], count, per_image, cols, rh, rw, plane),
     );
-    store_block(pixels, c0, acc);
-    if wide {
-        store_block(pixels, c0 + BLOCK, acc2);
-        store_block(pixels, c0 + 2u * BLOCK, acc3);
-        store_block(pixels, c0 + 3u * BLOCK, acc4);
-    }
+    store_blocks(pixels, c0, blocks, &acc);
 }
 
 // The dst pixel index of phase members m (n, a, b), or an index past the end for members past `count`.
@@ -452,22 +418,32 @@ fn store_gradient_row(c: u32, col0: u32, columns: u32, lo: vec4<f32>, hi: vec4<f
 
 @compute @workgroup_size(8, 8)
 fn dense_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    dense_gather_body(group, local, false);
+    dense_gather_body(group, local, 1u);
 }
 
 @compute @workgroup_size(8, 8)
 fn dense_gather_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    dense_gather_body(group, local, true);
+    dense_gather_body(group, local, 4u);
+}
+
+@compute @workgroup_size(8, 8)
+fn dense_gather_wider(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    dense_gather_body(group, local, 8u);
 }
 
 @compute @workgroup_size(8, 8)
 fn strided_gather(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    strided_gather_body(group, local, false);
+    strided_gather_body(group, local, 1u);
 }
 
 @compute @workgroup_size(8, 8)
 fn strided_gather_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    strided_gather_body(group, local, true);
+    strided_gather_body(group, local, 4u);
+}
+
+@compute @workgroup_size(8, 8)
+fn strided_gather_wider(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    strided_gather_body(group, local, 8u);
 }
 
 @compute @workgroup_size(8, 8)

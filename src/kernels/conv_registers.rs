@@ -142,26 +142,35 @@ enum Kernel {
 }
 
 /// The entry point of `kernel` from the module the adapter runs (`conv_subgroup` where its subgroups are 8 lanes
-/// wide), in its 32-channel form (`*_wide`) for more than 8 dst (or grad) channels, and the channels per
-/// workgroup row.
+/// wide) for `channels` dst (or grad) channels, and the channels per workgroup row: 8; 32 (`*_wide`) past 8;
+/// for the gathers, 64 (`*_wider`) past 32.
 fn entry(gpu: &Gpu, kernel: Kernel, channels: usize) -> (&'static EntryPoint, usize) {
-    let wide = channels > CHANNELS;
-    let subgroup = gpu.has_subgroups_of(SUBGROUP_LANES);
-    let entry = match (subgroup, kernel, wide) {
-        (false, Kernel::DenseGather, false) => &wgsl::DENSE_GATHER,
-        (false, Kernel::DenseGather, true) => &wgsl::DENSE_GATHER_WIDE,
-        (false, Kernel::StridedGather, false) => &wgsl::STRIDED_GATHER,
-        (false, Kernel::StridedGather, true) => &wgsl::STRIDED_GATHER_WIDE,
-        (false, Kernel::WeightGradient, false) => &wgsl::WEIGHT_GRADIENT,
-        (false, Kernel::WeightGradient, true) => &wgsl::WEIGHT_GRADIENT_WIDE,
-        (true, Kernel::DenseGather, false) => &wgsl_subgroup::DENSE_GATHER,
-        (true, Kernel::DenseGather, true) => &wgsl_subgroup::DENSE_GATHER_WIDE,
-        (true, Kernel::StridedGather, false) => &wgsl_subgroup::STRIDED_GATHER,
-        (true, Kernel::StridedGather, true) => &wgsl_subgroup::STRIDED_GATHER_WIDE,
-        (true, Kernel::WeightGradient, false) => &wgsl_subgroup::WEIGHT_GRADIENT,
-        (true, Kernel::WeightGradient, true) => &wgsl_subgroup::WEIGHT_GRADIENT_WIDE,
+    let blocks = match (kernel, channels) {
+        (_, c) if c <= CHANNELS => 1,
+        (Kernel::WeightGradient, _) => 4,
+        (_, c) if c <= 4 * CHANNELS => 4,
+        _ => 8,
     };
-    (entry, if wide { 4 * CHANNELS } else { CHANNELS })
+    let subgroup = gpu.has_subgroups_of(SUBGROUP_LANES);
+    let entry = match (subgroup, kernel, blocks) {
+        (false, Kernel::DenseGather, 1) => &wgsl::DENSE_GATHER,
+        (false, Kernel::DenseGather, 4) => &wgsl::DENSE_GATHER_WIDE,
+        (false, Kernel::DenseGather, _) => &wgsl::DENSE_GATHER_WIDER,
+        (false, Kernel::StridedGather, 1) => &wgsl::STRIDED_GATHER,
+        (false, Kernel::StridedGather, 4) => &wgsl::STRIDED_GATHER_WIDE,
+        (false, Kernel::StridedGather, _) => &wgsl::STRIDED_GATHER_WIDER,
+        (false, Kernel::WeightGradient, 1) => &wgsl::WEIGHT_GRADIENT,
+        (false, Kernel::WeightGradient, _) => &wgsl::WEIGHT_GRADIENT_WIDE,
+        (true, Kernel::DenseGather, 1) => &wgsl_subgroup::DENSE_GATHER,
+        (true, Kernel::DenseGather, 4) => &wgsl_subgroup::DENSE_GATHER_WIDE,
+        (true, Kernel::DenseGather, _) => &wgsl_subgroup::DENSE_GATHER_WIDER,
+        (true, Kernel::StridedGather, 1) => &wgsl_subgroup::STRIDED_GATHER,
+        (true, Kernel::StridedGather, 4) => &wgsl_subgroup::STRIDED_GATHER_WIDE,
+        (true, Kernel::StridedGather, _) => &wgsl_subgroup::STRIDED_GATHER_WIDER,
+        (true, Kernel::WeightGradient, 1) => &wgsl_subgroup::WEIGHT_GRADIENT,
+        (true, Kernel::WeightGradient, _) => &wgsl_subgroup::WEIGHT_GRADIENT_WIDE,
+    };
+    (entry, blocks * CHANNELS)
 }
 
 /// The gathers' dispatch: the bias binding holds `bias`, or a one-word placeholder the shader does not read.
