@@ -163,14 +163,14 @@ fn phase_pixel(m: vec4<u32>, count: u32, per_image: u32, cols: u32, rh: u32, rw:
     return select(pixel, vec4<u32>(params.batch * plane), m >= vec4<u32>(count));
 }
 
-fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
+fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, blocks: u32) {
     let taps = params.kernel_h * params.kernel_w;
     let columns = params.src_channels * taps;   // (s, kh, kw)
     let col0 = (group.x * BLOCK + local.y) * SPAN + local.x;
     if col0 - local.x >= columns {
         return;   // the whole row of lanes is past the last column (see dense_gather)
     }
-    let c0 = group.y * channel_block(wide);   // grad channels c0 .. c0 + 7 (.. c0 + 31 when wide)
+    let c0 = group.y * blocks * BLOCK;   // grad channels c0 .. c0 + 8 blocks - 1
 
     // Per column j (col0 + 8 j): where channel s starts in an image of src, and the tap offset kh - P, kw - P.
     let cols = block_indices(col0);
@@ -188,27 +188,15 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     var plane_hi = (j_hi / taps) * src_plane + vec4<u32>(params.first_image * src_image);
     let src_width = vec4<u32>(params.src_width);
 
-    // Grad rows grad[0, c, 0, 0] of the 8 channels c0 .. c0 + 7 and, when wide, of the three blocks after them.
+    // Grad rows grad[0, c, 0, 0] of the blocks of 8 channels from c0.
     let grad_plane = params.dst_height * params.dst_width;
-    let g1 = channel_rows(c0, local.x, grad_plane);
-    let g2 = channel_rows(c0 + BLOCK, local.x, grad_plane);
-    let g3 = channel_rows(c0 + 2u * BLOCK, local.x, grad_plane);
-    let g4 = channel_rows(c0 + 3u * BLOCK, local.x, grad_plane);
+    let grad_rows = block_rows(c0, local.x, grad_plane);
     let grad_image = params.dst_channels * grad_plane;
 
-    var acc: array<vec4<f32>, 16>;
-    // When wide: channels c0 + 8 .. c0 + 15, c0 + 16 .. c0 + 23, c0 + 24 .. c0 + 31.
-    var acc2: array<vec4<f32>, 16>;
-    var acc3: array<vec4<f32>, 16>;
-    var acc4: array<vec4<f32>, 16>;
+    var acc: Accumulators;
     if params.accumulate != 0u {
         // The sums of the earlier images: going on from them adds the same values in the same order.
-        acc = load_gradient_rows(c0, col0, columns);
-        if wide {
-            acc2 = load_gradient_rows(c0 + BLOCK, col0, columns);
-            acc3 = load_gradient_rows(c0 + 2u * BLOCK, col0, columns);
-            acc4 = load_gradient_rows(c0 + 3u * BLOCK, col0, columns);
-        }
+        load_gradient_blocks(&acc, blocks, c0, col0, columns);
     }
     // One loop over (n, i, j) in that order (see dense_gather: a loop entry costs as much as a step's
     // multiply-adds on lavapipe).
@@ -217,7 +205,6 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     var j = 0u;
     for (var k = 0u; k < params.images * params.dst_height * params.dst_width; k++) {
         let at = n * grad_image + i * params.dst_width + j;   // grad[n, c, i, j] = row of c + at
-        let gv = channel_grads(g1, at);
         let h_lo = vec4<i32>(i32(i * params.stride)) + dh_lo;
         let h_hi = vec4<i32>(i32(i * params.stride)) + dh_hi;
         let w_lo = vec4<i32>(i32(j * params.stride)) + dw_lo;
@@ -227,12 +214,7 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
         let at_lo = plane_lo + vec4<u32>(h_lo) * src_width + vec4<u32>(w_lo);
         let at_hi = plane_hi + vec4<u32>(h_hi) * src_width + vec4<u32>(w_hi);
         let v = load_src(at_lo, at_hi, in_lo, in_hi);
-        multiply_add(&acc, gv, v);
-        if wide {
-            multiply_add(&acc2, channel_grads(g2, at), v);
-            multiply_add(&acc3, channel_grads(g3, at), v);
-            multiply_add(&acc4, channel_grads(g4, at), v);
-        }
+        accumulate_grads(&acc, blocks, grad_rows, v, at);
         let row_done = j + 1u == params.dst_width;
         j = select(j + 1u, 0u, row_done);
         let image_done = row_done && i + 1u == params.dst_height;
@@ -243,11 +225,54 @@ fn weight_gradient_body(group: vec3<u32>, local: vec3<u32>, wide: bool) {
     }
 
     // dst[c, column]: row c0 + r of the weight gradient, columns col0 + 8 j (constant indices into acc).
-    store_gradient_rows(c0, col0, columns, acc);
-    if wide {
-        store_gradient_rows(c0 + BLOCK, col0, columns, acc2);
-        store_gradient_rows(c0 + 2u * BLOCK, col0, columns, acc3);
-        store_gradient_rows(c0 + 3u * BLOCK, col0, columns, acc4);
+    store_gradient_blocks(&acc, blocks, c0, col0, columns);
+}
+
+// The multiply-adds of one (n, i, j): the grads of the first `blocks` blocks of 8 channels times the 8 columns'
+// values v.
+fn accumulate_grads(acc: ptr<function, Accumulators>, blocks: u32, rows: BlockRows, v: array<vec4<f32>, 2>,
+    at: u32) {
+    (*acc)[0] = multiply_added((*acc)[0], channel_grads(rows[0], at), v);
+    if blocks >= 4u {
+        (*acc)[1] = multiply_added((*acc)[1], channel_grads(rows[1], at), v);
+        (*acc)[2] = multiply_added((*acc)[2], channel_grads(rows[2], at), v);
+        (*acc)[3] = multiply_added((*acc)[3], channel_grads(rows[3], at), v);
+    }
+    if blocks == 8u {
+        (*acc)[4] = multiply_added((*acc)[4], channel_grads(rows[4], at), v);
+        (*acc)[5] = multiply_added((*acc)[5], channel_grads(rows[5], at), v);
+        (*acc)[6] = multiply_added((*acc)[6], channel_grads(rows[6], at), v);
+        (*acc)[7] = multiply_added((*acc)[7], channel_grads(rows[7], at), v);
+    }
+}
+
+fn load_gradient_blocks(acc: ptr<function, Accumulators>, blocks: u32, c0: u32, col0: u32, columns: u32) {
+    (*acc)[0] = load_gradient_rows(c0, col0, columns);
+    if blocks >= 4u {
+        (*acc)[1] = load_gradient_rows(c0 + BLOCK, col0, columns);
+        (*acc)[2] = load_gradient_rows(c0 + 2u * BLOCK, col0, columns);
+        (*acc)[3] = load_gradient_rows(c0 + 3u * BLOCK, col0, columns);
+    }
+    if blocks == 8u {
+        (*acc)[4] = load_gradient_rows(c0 + 4u * BLOCK, col0, columns);
+        (*acc)[5] = load_gradient_rows(c0 + 5u * BLOCK, col0, columns);
+        (*acc)[6] = load_gradient_rows(c0 + 6u * BLOCK, col0, columns);
+        (*acc)[7] = load_gradient_rows(c0 + 7u * BLOCK, col0, columns);
+    }
+}
+
+fn store_gradient_blocks(acc: ptr<function, Accumulators>, blocks: u32, c0: u32, col0: u32, columns: u32) {
+    store_gradient_rows(c0, col0, columns, (*acc)[0]);
+    if blocks >= 4u {
+        store_gradient_rows(c0 + BLOCK, col0, columns, (*acc)[1]);
+        store_gradient_rows(c0 + 2u * BLOCK, col0, columns, (*acc)[2]);
+        store_gradient_rows(c0 + 3u * BLOCK, col0, columns, (*acc)[3]);
+    }
+    if blocks == 8u {
+        store_gradient_rows(c0 + 4u * BLOCK, col0, columns, (*acc)[4]);
+        store_gradient_rows(c0 + 5u * BLOCK, col0, columns, (*acc)[5]);
+        store_gradient_rows(c0 + 6u * BLOCK, col0, columns, (*acc)[6]);
+        store_gradient_rows(c0 + 7u * BLOCK, col0, columns, (*acc)[7]);
     }
 }
 
@@ -448,12 +473,17 @@ fn strided_gather_wider(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_
 
 @compute @workgroup_size(8, 8)
 fn weight_gradient(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    weight_gradient_body(group, local, false);
+    weight_gradient_body(group, local, 1u);
 }
 
 @compute @workgroup_size(8, 8)
 fn weight_gradient_wide(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
-    weight_gradient_body(group, local, true);
+    weight_gradient_body(group, local, 4u);
+}
+
+@compute @workgroup_size(8, 8)
+fn weight_gradient_wider(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    weight_gradient_body(group, local, 8u);
 }
 
 @compute @workgroup_size(8)
