@@ -211,7 +211,8 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     if tap_cols == 3u && !single {
         for (var k = 0u; k < params.src_channels * tap_rows; k++) {
             let row = row_at(geometry, s, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
-            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, position0, w_lo, w_hi, start), row.tap);
+            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, position0, w_lo, w_hi, start),
+                row.tap);
             for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, 1u, w_lo, w_hi, start),
                 row.tap + stride);
             for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, 2u - position0, w_lo, w_hi, start),

@@ -24,6 +24,11 @@
 //! them with conv_subgroup's). The checks (`conv2d`, `conv_transpose2d`) run whichever module the adapter takes;
 //! CI's GL-backend check runs conv_registers.
 //!
+//! A row of 8 lanes computes 8 dst channels, 32 (`*_wide`) past 8 and 64 (`*_wider`) past 32 (the weight
+//! gradient from 128); layers of at most [`NARROW_COLUMNS`] weight-gradient columns (first layers) take
+//! `weight_gradient_narrow`, a column a thread. Every kernel walks its taps (or its (n, i, j)) in one loop: on
+//! lavapipe an inner loop's every entry costs about a step's multiply-adds (PERF-LOG v8).
+//!
 //! [`Tiling::Registers`]: crate::gpu::Tiling::Registers
 
 use bytemuck::{Pod, Zeroable};
