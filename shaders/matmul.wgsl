@@ -257,6 +257,42 @@ fn matmul_registers(a_transposed: bool, b_transposed: bool, group: vec3<u32>, lo
     store_row(c_base, row0 + 7u, col0, acc[14], acc[15]);
 }
 
+// Products of one column (N = 1: a linear layer to one output, as the gan discriminator's last): a thread per row
+// of C, summing over k in increasing order with the registers kernels' multiply-add, so the same bits; the 8 x 8
+// tile of the registers kernels would keep one lane of 64 busy. op(B)[k, 0] is b[k] in every layout.
+const COLUMN_ROWS: u32 = 64u;
+
+fn matmul_column(a_transposed: bool, group: vec3<u32>, local: u32) {
+    let row = group.y * COLUMN_ROWS + local;
+    if row >= params.m {
+        return;
+    }
+    let a_base = group.z * params.stride_a;
+    let b_base = group.z * params.stride_b;
+    let a_at = a_base + a_offset(a_transposed, row);
+    let a_step = select(1u, params.m, a_transposed);
+    var acc = 0.0;
+    for (var kk = 0u; kk < params.k; kk++) {
+        acc += a[a_at + kk * a_step] * b[b_base + kk];
+    }
+    store_output(group.z * params.stride_c + row, 0u, acc);
+}
+
+@compute @workgroup_size(64)
+fn matmul_nn_column(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    matmul_column(false, group, local);
+}
+
+@compute @workgroup_size(64)
+fn matmul_nt_column(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    matmul_column(false, group, local);
+}
+
+@compute @workgroup_size(64)
+fn matmul_tn_column(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    matmul_column(true, group, local);
+}
+
 // C (M, N) = A (M, K) · B (K, N), register-tiled
 @compute @workgroup_size(8, 4)
 fn matmul_nn_registers(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {

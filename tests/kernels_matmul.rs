@@ -71,6 +71,43 @@ fn subgroup_kernels_give_the_registers_kernels_bits() {
     }
 }
 
+/// The column kernels (N = 1) add the same products in the same order as the registers kernels: the same bits,
+/// with a bias and a batch (the gan discriminator's last layer, 6272 -> 1, among them).
+#[test]
+fn column_matmuls_give_the_registers_bits() {
+    let gpu = check::shared_gpu();
+    let mut rng = TestRng::new(29);
+    let shapes = [
+        MatmulShape::new(128, 1, 6272),
+        MatmulShape::new(65, 1, 33),
+        MatmulShape::new(1, 1, 7),
+        MatmulShape::new(7, 1, 65).batched(3, 7 * 65 + 5, 65 + 2, 7 + 3),
+    ];
+    for layout in Layout::ALL {
+        for shape in shapes {
+            let [len_a, len_b, len_c] = shape.lens();
+            let a = check::upload(gpu, "a", &rng.uniform_vec(len_a, -1.0, 1.0)).unwrap();
+            let b = check::upload(gpu, "b", &rng.uniform_vec(len_b, -1.0, 1.0)).unwrap();
+            let bias = check::upload(gpu, "bias", &rng.uniform_vec(1, -1.0, 1.0)).unwrap();
+            let c0 = rng.uniform_vec(len_c, -1.0, 1.0);
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                accumulate: true,
+                ..Epilogue::NONE
+            };
+            let mut outputs = Vec::new();
+            for variant in [Variant::Registers, Variant::Column] {
+                let c = check::upload(gpu, "c", &c0).unwrap();
+                let dispatch = matmul::matmul_variant(gpu, variant, &c, &a, &b, layout, shape, &epilogue).unwrap();
+                gpu.run(&[&dispatch]).unwrap();
+                outputs.push(check::download(gpu, &c, len_c).unwrap());
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&outputs[0]), bits(&outputs[1]), "{layout:?} {shape}");
+        }
+    }
+}
+
 #[test]
 fn params_structs_match_their_wgsl_twins() {
     let fields = field_offsets!(
@@ -87,6 +124,9 @@ fn params_structs_match_their_wgsl_twins() {
         &shaders::matmul_subgroup::MATMUL_NN_SUBGROUP,
         &shaders::matmul_subgroup::MATMUL_NT_SUBGROUP,
         &shaders::matmul_subgroup::MATMUL_TN_SUBGROUP,
+        &shaders::matmul::MATMUL_NN_COLUMN,
+        &shaders::matmul::MATMUL_NT_COLUMN,
+        &shaders::matmul::MATMUL_TN_COLUMN,
     ] {
         let mismatch = params_layout_mismatch(entry, size_of::<MatmulParams>(), &fields);
         assert!(mismatch.is_none(), "{}", mismatch.unwrap());

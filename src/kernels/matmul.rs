@@ -47,6 +47,8 @@ pub const REGISTER_TILE_N: usize = 64;
 /// The C tile of one workgroup of the subgroup kernels (`*_subgroup`): 16 rows x 64 columns.
 pub const SUBGROUP_TILE_M: usize = 16;
 pub const SUBGROUP_TILE_N: usize = 64;
+/// Rows of C one workgroup of the column kernels (`*_column`, N = 1) computes, a thread each.
+pub const COLUMN_TILE_M: usize = 64;
 /// The subgroup width the `*_subgroup` kernels are written for.
 pub const SUBGROUP_LANES: u32 = 8;
 
@@ -80,6 +82,9 @@ impl Layout {
             (Variant::Subgroup, Self::NN) => &wgsl_subgroup::MATMUL_NN_SUBGROUP,
             (Variant::Subgroup, Self::NT) => &wgsl_subgroup::MATMUL_NT_SUBGROUP,
             (Variant::Subgroup, Self::TN) => &wgsl_subgroup::MATMUL_TN_SUBGROUP,
+            (Variant::Column, Self::NN) => &wgsl::MATMUL_NN_COLUMN,
+            (Variant::Column, Self::NT) => &wgsl::MATMUL_NT_COLUMN,
+            (Variant::Column, Self::TN) => &wgsl::MATMUL_TN_COLUMN,
         }
     }
 
@@ -104,10 +109,12 @@ pub enum Variant {
     /// Registers plus 8-lane subgroup broadcasts of A and vec4 loads of B (CPU drivers with 8-lane subgroups,
     /// products whose B is vec4-aligned).
     Subgroup,
+    /// A thread per row of C, for products of one column (N = 1) on CPU drivers; the registers kernels' bits.
+    Column,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Self::Workgroup, Self::Registers, Self::Subgroup];
+    pub const ALL: [Variant; 4] = [Self::Workgroup, Self::Registers, Self::Subgroup, Self::Column];
 
     /// The kernel `tiling` runs for this product on this adapter: on CPU adapters the subgroup kernel wherever
     /// the adapter and the shape allow it.
@@ -118,10 +125,12 @@ impl Variant {
         }
     }
 
-    /// The CPU adapters' kernel: `Subgroup` where the adapter's subgroups are 8 lanes and the shape is
-    /// vec4-aligned, else `Registers`.
+    /// The CPU adapters' kernel: `Column` for one column of C, `Subgroup` where the adapter's subgroups are 8
+    /// lanes and the shape is vec4-aligned, else `Registers`.
     fn on_cpu(gpu: &Gpu, layout: Layout, shape: MatmulShape) -> Variant {
-        if Self::subgroup_takes(layout, shape) && gpu.has_subgroups_of(SUBGROUP_LANES) {
+        if shape.n == 1 {
+            Self::Column
+        } else if Self::subgroup_takes(layout, shape) && gpu.has_subgroups_of(SUBGROUP_LANES) {
             Self::Subgroup
         } else {
             Self::Registers
@@ -143,6 +152,7 @@ impl Variant {
             Self::Workgroup => (TILE, TILE),
             Self::Registers => (REGISTER_TILE_M, REGISTER_TILE_N),
             Self::Subgroup => (SUBGROUP_TILE_M, SUBGROUP_TILE_N),
+            Self::Column => (COLUMN_TILE_M, 1),
         }
     }
 }
@@ -298,6 +308,7 @@ pub fn matmul_variant(
 ) -> Result<Dispatch, GpuError> {
     let variant = match variant {
         Variant::Subgroup => Variant::on_cpu(gpu, layout, shape),
+        Variant::Column if shape.n != 1 => Variant::Registers,
         other => other,
     };
     let entry = layout.entry(variant);
@@ -494,8 +505,9 @@ pub const MODEL_LINEAR_LAYERS: [(&str, usize, usize); 12] = [
 ];
 
 /// Odd (M, N, K): 1, sizes just around the tile edge, and primes.
-pub const ODD_SHAPES: [(usize, usize, usize); 6] = [
+pub const ODD_SHAPES: [(usize, usize, usize); 7] = [
     (1, 1, 1),
+    (129, 1, 67),
     (7, 33, 129),
     (129, 7, 33),
     (33, 129, 7),
@@ -522,6 +534,9 @@ pub fn checks() -> Vec<KernelCheck> {
             // The subgroup kernel's checks are the shapes it takes (elsewhere it would run the registers kernel
             // again). On an adapter without 8-lane subgroups they run the registers kernel.
             if variant == Variant::Subgroup && !Variant::subgroup_takes(layout, shape) {
+                continue;
+            }
+            if variant == Variant::Column && shape.n != 1 {
                 continue;
             }
             let seed = checks.len() as u64 + 1;
