@@ -61,37 +61,77 @@ fn multiply_added(block: array<vec4<f32>, 16>, v: array<vec4<f32>, 2>, w: array<
     return acc;
 }
 
+// bias[c0 .. c0 + 7] (channels past the last clamped: they are not stored), read once per block of pixels; zero
+// when the layer has no bias (then nothing is added: adding 0 would turn a -0 into +0).
+fn block_bias(c0: u32) -> array<vec4<f32>, 2> {
+    if params.has_bias == 0u {
+        return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let last = vec4<u32>(params.dst_channels - 1u);
+    let lo = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), last);
+    let hi = min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), last);
+    return array<vec4<f32>, 2>(vec4<f32>(bias[lo.x], bias[lo.y], bias[lo.z], bias[lo.w]),
+        vec4<f32>(bias[hi.x], bias[hi.y], bias[hi.z], bias[hi.w]));
+}
+
 // Writes pixel `pixel` = (n, h, w) of dst for channels c0 .. c0 + 7 (values in lo, hi), plus bias.
 fn store_pixel(pixel: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    store_biased(pixel, c0, lo, hi, block_bias(c0));
+}
+
+// store_pixel with the block's bias given (`b`, from block_bias); the stores unrolled (a dynamic index into the
+// values would put them in memory).
+fn store_biased(pixel: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>, b: array<vec4<f32>, 2>) {
     let plane = params.dst_height * params.dst_width;
-    if pixel >= params.batch * plane {
+    if pixel >= params.batch * plane || c0 >= params.dst_channels {
         return;
     }
+    var v_lo = lo;
+    var v_hi = hi;
+    if params.has_bias != 0u {
+        v_lo += b[0];
+        v_hi += b[1];
+    }
     let n = pixel / plane;
-    let offset = pixel % plane;
-    let values = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-    for (var j = 0u; j < BLOCK; j++) {
-        let c = c0 + j;
-        if c >= params.dst_channels {
-            return;
-        }
-        var v = values[j];
-        if params.has_bias != 0u {
-            v += bias[c];
-        }
-        dst[(n * params.dst_channels + c) * plane + offset] = v;
+    let at = (n * params.dst_channels + c0) * plane + pixel % plane;
+    let channels = params.dst_channels - c0;
+    dst[at] = v_lo.x;
+    if channels > 1u {
+        dst[at + plane] = v_lo.y;
+    }
+    if channels > 2u {
+        dst[at + 2u * plane] = v_lo.z;
+    }
+    if channels > 3u {
+        dst[at + 3u * plane] = v_lo.w;
+    }
+    if channels > 4u {
+        dst[at + 4u * plane] = v_hi.x;
+    }
+    if channels > 5u {
+        dst[at + 5u * plane] = v_hi.y;
+    }
+    if channels > 6u {
+        dst[at + 6u * plane] = v_hi.z;
+    }
+    if channels > 7u {
+        dst[at + 7u * plane] = v_hi.w;
     }
 }
 
 fn store_block(pixels: array<vec4<u32>, 2>, c0: u32, acc: array<vec4<f32>, 16>) {
-    store_pixel(pixels[0].x, c0, acc[0], acc[1]);
-    store_pixel(pixels[0].y, c0, acc[2], acc[3]);
-    store_pixel(pixels[0].z, c0, acc[4], acc[5]);
-    store_pixel(pixels[0].w, c0, acc[6], acc[7]);
-    store_pixel(pixels[1].x, c0, acc[8], acc[9]);
-    store_pixel(pixels[1].y, c0, acc[10], acc[11]);
-    store_pixel(pixels[1].z, c0, acc[12], acc[13]);
-    store_pixel(pixels[1].w, c0, acc[14], acc[15]);
+    if c0 >= params.dst_channels {
+        return;
+    }
+    let b = block_bias(c0);
+    store_biased(pixels[0].x, c0, acc[0], acc[1], b);
+    store_biased(pixels[0].y, c0, acc[2], acc[3], b);
+    store_biased(pixels[0].z, c0, acc[4], acc[5], b);
+    store_biased(pixels[0].w, c0, acc[6], acc[7], b);
+    store_biased(pixels[1].x, c0, acc[8], acc[9], b);
+    store_biased(pixels[1].y, c0, acc[10], acc[11], b);
+    store_biased(pixels[1].z, c0, acc[12], acc[13], b);
+    store_biased(pixels[1].w, c0, acc[14], acc[15], b);
 }
 
 // The thread's 8 indices first, first + 8, ..., first + 56 (first = the span's start + local.x).
