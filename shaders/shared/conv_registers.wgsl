@@ -426,18 +426,35 @@ fn store_gradient_rows(c0: u32, col0: u32, columns: u32, acc: array<vec4<f32>, 1
     store_gradient_row(c0 + 7u, col0, columns, acc[14], acc[15]);
 }
 
+// Row c of the weight gradient at columns col0 + 8 j, j = 0..7, those past the last skipped; unrolled (a dynamic
+// index into the values would put them in memory).
 fn store_gradient_row(c: u32, col0: u32, columns: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    if c >= params.dst_channels {
+    if c >= params.dst_channels || col0 >= columns {
         return;
     }
-    let base = c * columns;
-    let values = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-    for (var j = 0u; j < BLOCK; j++) {
-        let col = col0 + 8u * j;
-        if col >= columns {
-            return;
-        }
-        dst[base + col] = values[j];
+    let at = c * columns + col0;
+    let count = columns - col0;   // columns from col0 on: column col0 + 8 j exists where 8 j < count
+    dst[at] = lo.x;
+    if count > 8u {
+        dst[at + 8u] = lo.y;
+    }
+    if count > 16u {
+        dst[at + 16u] = lo.z;
+    }
+    if count > 24u {
+        dst[at + 24u] = lo.w;
+    }
+    if count > 32u {
+        dst[at + 32u] = hi.x;
+    }
+    if count > 40u {
+        dst[at + 40u] = hi.y;
+    }
+    if count > 48u {
+        dst[at + 48u] = hi.z;
+    }
+    if count > 56u {
+        dst[at + 56u] = hi.w;
     }
 }
 
