@@ -266,14 +266,15 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     }
     if single {
         let zero = vec4<f32>(0.0);
-        store_pixel(pixels[0].x, c0, vec4<f32>(single_lo.x, zero.yzw), zero);
-        store_pixel(pixels[0].y, c0, vec4<f32>(single_lo.y, zero.yzw), zero);
-        store_pixel(pixels[0].z, c0, vec4<f32>(single_lo.z, zero.yzw), zero);
-        store_pixel(pixels[0].w, c0, vec4<f32>(single_lo.w, zero.yzw), zero);
-        store_pixel(pixels[1].x, c0, vec4<f32>(single_hi.x, zero.yzw), zero);
-        store_pixel(pixels[1].y, c0, vec4<f32>(single_hi.y, zero.yzw), zero);
-        store_pixel(pixels[1].z, c0, vec4<f32>(single_hi.z, zero.yzw), zero);
-        store_pixel(pixels[1].w, c0, vec4<f32>(single_hi.w, zero.yzw), zero);
+        let b = block_bias(c0);
+        store_biased(pixels[0].x, c0, vec4<f32>(single_lo.x, zero.yzw), zero, b);
+        store_biased(pixels[0].y, c0, vec4<f32>(single_lo.y, zero.yzw), zero, b);
+        store_biased(pixels[0].z, c0, vec4<f32>(single_lo.z, zero.yzw), zero, b);
+        store_biased(pixels[0].w, c0, vec4<f32>(single_lo.w, zero.yzw), zero, b);
+        store_biased(pixels[1].x, c0, vec4<f32>(single_hi.x, zero.yzw), zero, b);
+        store_biased(pixels[1].y, c0, vec4<f32>(single_hi.y, zero.yzw), zero, b);
+        store_biased(pixels[1].z, c0, vec4<f32>(single_hi.z, zero.yzw), zero, b);
+        store_biased(pixels[1].w, c0, vec4<f32>(single_hi.w, zero.yzw), zero, b);
         return;
     }
     store_block(pixels, c0, acc);

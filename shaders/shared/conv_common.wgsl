@@ -74,13 +74,8 @@ fn block_bias(c0: u32) -> array<vec4<f32>, 2> {
         vec4<f32>(bias[hi.x], bias[hi.y], bias[hi.z], bias[hi.w]));
 }
 
-// Writes pixel `pixel` = (n, h, w) of dst for channels c0 .. c0 + 7 (values in lo, hi), plus bias.
-fn store_pixel(pixel: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    store_biased(pixel, c0, lo, hi, block_bias(c0));
-}
-
-// store_pixel with the block's bias given (`b`, from block_bias); the stores unrolled (a dynamic index into the
-// values would put them in memory).
+// Writes pixel `pixel` = (n, h, w) of dst for channels c0 .. c0 + 7 (values in lo, hi), plus the block's bias `b`
+// (from block_bias); the stores unrolled (a dynamic index into the values would put them in memory).
 fn store_biased(pixel: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>, b: array<vec4<f32>, 2>) {
     let plane = params.dst_height * params.dst_width;
     if pixel >= params.batch * plane || c0 >= params.dst_channels {
