@@ -204,13 +204,8 @@ fn serial_channel(id: vec3<u32>, groups: vec3<u32>) -> u32 {
     return id.x + id.y * groups.x * WG_SERIAL;
 }
 
-@compute @workgroup_size(8)
-fn batchnorm_serial_forward_train(
-    @builtin(global_invocation_id) id: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
-    let c = serial_channel(id, groups);
-    if c >= params.channels { return; }
+// Channel c's batch statistics as the tree kernel takes them: (mean, biased variance, rstd).
+fn serial_statistics(c: u32) -> vec3<f32> {
     let count = f32(params.count);
     let stride = walk_stride();
     var sums = SerialTree();
@@ -223,8 +218,11 @@ fn batchnorm_serial_forward_train(
         tree_push(&squares, k, forward_partial(c, tree_leaf(k), m, true, stride));
     }
     let variance = squares.total / count;
-    let r = 1.0 / sqrt(variance + params.eps);
+    return vec3<f32>(m, variance, 1.0 / sqrt(variance + params.eps));
+}
 
+// y of channel c from its statistics m and r.
+fn serial_normalize(c: u32, m: f32, r: f32) {
     let scale = r * weight[c];
     let shift = bias[c];
     for (var n = 0u; n < params.batch; n++) {
@@ -233,7 +231,42 @@ fn batchnorm_serial_forward_train(
             y[start + hw] = (x[start + hw] - m) * scale + shift;
         }
     }
-    save_statistics(c, m, variance, r);
+}
+
+@compute @workgroup_size(8)
+fn batchnorm_serial_forward_train(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let c = serial_channel(id, groups);
+    if c >= params.channels { return; }
+    let statistics = serial_statistics(c);
+    serial_normalize(c, statistics.x, statistics.z);
+    save_statistics(c, statistics.x, statistics.y, statistics.z);
+}
+
+// The serial training forward in two launches, for channels whose statistics and outputs together would pass the
+// CPU drivers' loop limit (the gan's 14 x 14 layer at batch 128): the statistics (saved as the forward saves
+// them), then y from the saved mean and rstd, which are the same f32 values: the same bits.
+@compute @workgroup_size(8)
+fn batchnorm_serial_statistics(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let c = serial_channel(id, groups);
+    if c >= params.channels { return; }
+    let statistics = serial_statistics(c);
+    save_statistics(c, statistics.x, statistics.y, statistics.z);
+}
+
+@compute @workgroup_size(8)
+fn batchnorm_serial_normalize(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let c = serial_channel(id, groups);
+    if c >= params.channels { return; }
+    serial_normalize(c, mean[c], rstd[c]);
 }
 
 @compute @workgroup_size(8)

@@ -13,9 +13,9 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
     /// Bytes of the distinct storage buffers bound (an estimate of the memory traffic: each read or written once).
     pub bytes: u64,
-    /// Launches of the same kernel after the first, in order, each with its bind group: one pass split into
-    /// several launches (see [`Dispatch::followed_by`]).
-    pub then: Vec<(wgpu::BindGroup, [u32; 3])>,
+    /// Launches after the first, in order, each with its kernel and bind group: one step split into several
+    /// launches (see [`Dispatch::followed_by`]).
+    pub then: Vec<(Arc<Kernel>, wgpu::BindGroup, [u32; 3])>,
 }
 
 impl Dispatch {
@@ -25,23 +25,21 @@ impl Dispatch {
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
-        for (bind_group, [x, y, z]) in &self.then {
+        for (kernel, bind_group, [x, y, z]) in &self.then {
+            if !Arc::ptr_eq(kernel, &self.kernel) {
+                pass.set_pipeline(&kernel.pipeline);
+            }
             pass.set_bind_group(0, bind_group, &[]);
             pass.dispatch_workgroups(*x, *y, *z);
         }
     }
 
-    /// This dispatch, then `next` (of the same kernel), as one step of a plan: wgpu orders the launches within
-    /// the pass, so `next` sees what this one wrote. The profiler times them together.
+    /// This dispatch, then `next`, as one step of a plan: wgpu orders the launches within the pass, so `next`
+    /// sees what this one wrote. The profiler times them together, under this dispatch's kernel's name.
     pub fn followed_by(mut self, next: Dispatch) -> Dispatch {
-        assert!(
-            Arc::ptr_eq(&self.kernel, &next.kernel),
-            "followed_by joins launches of one kernel, not {} and {}",
-            self.name(),
-            next.name()
-        );
-        self.then.push((next.bind_group, next.workgroups));
+        self.then.push((next.kernel, next.bind_group, next.workgroups));
         self.then.extend(next.then);
+        self.bytes = self.bytes.max(next.bytes);
         self
     }
 

@@ -75,6 +75,19 @@ impl BatchNorm2d {
         reductions * (count + 513) + count + self.batch + 1 + 1_000 < CPU_LOOP_LIMIT
     }
 
+    /// Whether the training forward runs as two serial launches, the statistics then the outputs
+    /// (`batchnorm_serial_statistics`, `batchnorm_serial_normalize`: the same bits): where the one-launch serial
+    /// forward would pass the loop limit but each half keeps under it (the gan's 14 x 14 layer at batch 128).
+    pub fn serial_split(&self, gpu: &Gpu) -> bool {
+        !self.serial_fits(false) && self.split_fits() && self.kernels.unwrap_or(gpu.tiling == Tiling::Registers)
+    }
+
+    /// Whether both launches of the split serial forward keep under [`CPU_LOOP_LIMIT`].
+    pub fn split_fits(&self) -> bool {
+        let count = self.count();
+        2 * (count + 513) + 1_000 < CPU_LOOP_LIMIT && count + self.batch + 1 + 1_000 < CPU_LOOP_LIMIT
+    }
+
     /// Elements per channel, N * H * W: what the statistics are taken over.
     pub fn count(&self) -> usize {
         self.batch * self.inner
@@ -153,6 +166,14 @@ pub fn forward_train(
     let buffers = [&params, y, mean, rstd, running_mean, running_var, x, weight, bias];
     if shape.serial(gpu, false) {
         return gpu.dispatch_1d(&wgsl::BATCHNORM_SERIAL_FORWARD_TRAIN, &buffers, shape.channels as u64);
+    }
+    if shape.serial_split(gpu) {
+        let channels = shape.channels as u64;
+        let statistics = [&params, mean, rstd, running_mean, running_var, x];
+        let statistics = gpu.dispatch_1d(&wgsl::BATCHNORM_SERIAL_STATISTICS, &statistics, channels)?;
+        let outputs = [&params, y, mean, rstd, x, weight, bias];
+        let outputs = gpu.dispatch_1d(&wgsl::BATCHNORM_SERIAL_NORMALIZE, &outputs, channels)?;
+        return Ok(statistics.followed_by(outputs));
     }
     // One workgroup per channel.
     gpu.dispatch_1d(&wgsl::BATCHNORM_FORWARD_TRAIN, &buffers, shape.channels as u64 * 256)
@@ -289,14 +310,16 @@ pub fn checks() -> Vec<KernelCheck> {
             ..BatchNorm2d::new(n, c, h, w)
         };
         let label = format!("N={n} C={c} H={h} W={w}");
-        let [forward_name, backward_name] = if serial {
+        let [forward_name, backward_name] = if serial && !shape.serial_fits(false) && shape.split_fits() {
+            [&wgsl::BATCHNORM_SERIAL_STATISTICS, &wgsl::BATCHNORM_SERIAL_BACKWARD]
+        } else if serial {
             [&wgsl::BATCHNORM_SERIAL_FORWARD_TRAIN, &wgsl::BATCHNORM_SERIAL_BACKWARD]
         } else {
             [&wgsl::BATCHNORM_FORWARD_TRAIN, &wgsl::BATCHNORM_BACKWARD]
         }
         .map(|entry| entry.qualified_name());
         // A serial kernel whose loops would not fit never runs (the tree one does, checked above).
-        if !serial || shape.serial_fits(false) {
+        if !serial || shape.serial_fits(false) || shape.split_fits() {
             checks.push(KernelCheck::new(
                 forward_name,
                 format!("{label}; outputs y, mean, rstd, running_mean, running_var"),
