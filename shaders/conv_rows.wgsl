@@ -104,18 +104,6 @@ fn row_values(row: Row, position: u32, w_lo: vec4<i32>, w_hi: vec4<i32>, start: 
     return window_values(row.window, row.shift + position, in_lo, in_hi);
 }
 
-// The multiply-adds of one tap into the thread's 8 (or, wide, 32) channels.
-fn for_tap(acc: ptr<function, array<vec4<f32>, 16>>, acc2: ptr<function, array<vec4<f32>, 16>>,
-    acc3: ptr<function, array<vec4<f32>, 16>>, acc4: ptr<function, array<vec4<f32>, 16>>, wide: bool,
-    w1: Channels, w2: Channels, w3: Channels, w4: Channels, v: array<vec4<f32>, 2>, tap: u32) {
-    multiply_add(acc, v, channel_weights(w1, tap));
-    if wide {
-        multiply_add(acc2, v, channel_weights(w2, tap));
-        multiply_add(acc3, v, channel_weights(w3, tap));
-        multiply_add(acc4, v, channel_weights(w4, tap));
-    }
-}
-
 // `wide`: 32 channels per row of lanes; `single`: dst has one channel, which every lane reads for itself and sums
 // into 8 values instead of 64 (the same products in the same order as channel 0 of the 8-channel block).
 fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, single: bool) {
@@ -168,10 +156,7 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     let c0 = group.y * channel_block(wide);
     let taps = params.kernel_h * params.kernel_w;
     let step = select(params.src_channels * taps, taps, transposed);
-    let w1 = channel_rows(c0, local.x, step);
-    let w2 = channel_rows(c0 + BLOCK, local.x, step);
-    let w3 = channel_rows(c0 + 2u * BLOCK, local.x, step);
-    let w4 = channel_rows(c0 + 3u * BLOCK, local.x, step);
+    let weight_rows = block_rows(c0, local.x, step);
 
     // The taps that reach this phase: kh = kh0 + t S (t = 0 .. T - 1) from src row a + row_offset(t), and
     // kw = kw0 + u S (u = 0 .. U - 1) from src column b + column_offset(u). Dense (stride 1): kh = t, row a - P + t;
@@ -190,11 +175,9 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     // src index of member `first` of image n, channel s (the phase's rows are src rows' width).
     var image_at = i32(n * params.src_channels * src_plane + first);
 
-    var acc: array<vec4<f32>, 16>;
-    // When wide: channels c0 + 8 .. c0 + 15, c0 + 16 .. c0 + 23, c0 + 24 .. c0 + 31.
-    var acc2: array<vec4<f32>, 16>;
-    var acc3: array<vec4<f32>, 16>;
-    var acc4: array<vec4<f32>, 16>;
+    // The 1 or (wide) 4 blocks of 8 channels from c0.
+    let channel_blocks = select(1u, 4u, wide);
+    var acc: Accumulators;
     // When single: the 8 pixels' sums of the one channel.
     var single_lo = vec4<f32>(0.0);
     var single_hi = vec4<f32>(0.0);
@@ -211,11 +194,11 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
     if tap_cols == 3u && !single {
         for (var k = 0u; k < params.src_channels * tap_rows; k++) {
             let row = row_at(geometry, s, t, image_at, h_lo, h_hi, valid_lo, valid_hi);
-            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, position0, w_lo, w_hi, start),
+            accumulate_tap(&acc, channel_blocks, weight_rows, row_values(row, position0, w_lo, w_hi, start),
                 row.tap);
-            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, 1u, w_lo, w_hi, start),
+            accumulate_tap(&acc, channel_blocks, weight_rows, row_values(row, 1u, w_lo, w_hi, start),
                 row.tap + stride);
-            for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, row_values(row, 2u - position0, w_lo, w_hi, start),
+            accumulate_tap(&acc, channel_blocks, weight_rows, row_values(row, 2u - position0, w_lo, w_hi, start),
                 row.tap + 2u * stride);
             let channel_done = t + 1u == tap_rows;
             t = select(t + 1u, 0u, channel_done);
@@ -228,15 +211,15 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
             let v0 = row_values(row, position0, w_lo, w_hi, start);
             let v1 = row_values(row, 1u - position0, w_lo, w_hi, start);
             if single {
-                let weight0 = weight[w1.own + row.tap];   // channel 0's row: every lane's own is it
-                let weight1 = weight[w1.own + row.tap + stride];
+                let weight0 = weight[weight_rows[0].own + row.tap];   // channel 0's row: every lane's own is it
+                let weight1 = weight[weight_rows[0].own + row.tap + stride];
                 single_lo += v0[0] * weight0;
                 single_hi += v0[1] * weight0;
                 single_lo += v1[0] * weight1;
                 single_hi += v1[1] * weight1;
             } else {
-                for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, v0, row.tap);
-                for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, v1, row.tap + stride);
+                accumulate_tap(&acc, channel_blocks, weight_rows, v0, row.tap);
+                accumulate_tap(&acc, channel_blocks, weight_rows, v1, row.tap + stride);
             }
             let channel_done = t + 1u == tap_rows;
             t = select(t + 1u, 0u, channel_done);
@@ -250,11 +233,11 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
             let v = row_values(row, select(u, tap_cols - 1u - u, transposed), w_lo, w_hi, start);
             let tap = row.tap + u * stride;
             if single {
-                let w = weight[w1.own + tap];
+                let w = weight[weight_rows[0].own + tap];
                 single_lo += v[0] * w;
                 single_hi += v[1] * w;
             } else {
-                for_tap(&acc, &acc2, &acc3, &acc4, wide, w1, w2, w3, w4, v, tap);
+                accumulate_tap(&acc, channel_blocks, weight_rows, v, tap);
             }
             let row_done = u + 1u == tap_cols;
             u = select(u + 1u, 0u, row_done);
@@ -277,12 +260,7 @@ fn rows_body(group: vec3<u32>, local: vec3<u32>, wide: bool, transposed: bool, s
         store_biased(pixels[1].w, c0, vec4<f32>(single_hi.w, zero.yzw), zero, b);
         return;
     }
-    store_block(pixels, c0, acc);
-    if wide {
-        store_block(pixels, c0 + BLOCK, acc2);
-        store_block(pixels, c0 + 2u * BLOCK, acc3);
-        store_block(pixels, c0 + 3u * BLOCK, acc4);
-    }
+    store_blocks(pixels, c0, channel_blocks, &acc);
 }
 
 @compute @workgroup_size(8, 8)
