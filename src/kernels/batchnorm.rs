@@ -65,7 +65,12 @@ impl BatchNorm2d {
     /// channel's loops fit [`CPU_LOOP_LIMIT`] with 1,000 to spare (a reduction over N H W values loops N H W + 513
     /// times, the outputs' loop N H W + N + 1; the forward reduces twice, the backward once).
     pub fn serial(&self, gpu: &Gpu, backward: bool) -> bool {
-        self.serial_fits(backward) && self.kernels.unwrap_or(gpu.tiling == Tiling::Registers)
+        self.serial_fits(backward) && self.prefers_serial(gpu)
+    }
+
+    /// Whether the serial kernels are wanted where they fit: as `kernels` says, else on CPU adapters.
+    fn prefers_serial(&self, gpu: &Gpu) -> bool {
+        self.kernels.unwrap_or(gpu.tiling == Tiling::Registers)
     }
 
     /// Whether the serial training forward (`backward` false) or backward keeps under [`CPU_LOOP_LIMIT`].
@@ -79,7 +84,7 @@ impl BatchNorm2d {
     /// (`batchnorm_serial_statistics`, `batchnorm_serial_normalize`: the same bits): where the one-launch serial
     /// forward would pass the loop limit but each half keeps under it (the gan's 14 x 14 layer at batch 128).
     pub fn serial_split(&self, gpu: &Gpu) -> bool {
-        !self.serial_fits(false) && self.split_fits() && self.kernels.unwrap_or(gpu.tiling == Tiling::Registers)
+        !self.serial_fits(false) && self.split_fits() && self.prefers_serial(gpu)
     }
 
     /// Whether both launches of the split serial forward keep under [`CPU_LOOP_LIMIT`].
